@@ -1,0 +1,80 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// UploaderScopes are the scopes of an uploader account's token: exactly the
+// calls an upload makes (PROTOCOL 10.2). keep_services/accessible, config and
+// the discovery document are exempt from scope checks but are listed so the
+// intent is explicit.
+var UploaderScopes = []string{
+	"GET /arvados/v1/users/current",
+	"GET /arvados/v1/keep_services/accessible",
+	"GET /arvados/v1/config",
+	"POST /arvados/v1/collections",
+	"GET /arvados/v1/collections/",
+	"PATCH /arvados/v1/collections/",
+	"POST /arvados/v1/links",
+}
+
+// Account is an uploader account as the API returns it. APIToken (v2 form)
+// is present only in the response that created the account.
+type Account struct {
+	UUID      string     `json:"uuid"`
+	OwnerUUID string     `json:"owner_uuid"`
+	Name      string     `json:"name"`
+	IsActive  bool       `json:"is_active"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	CreatedAt *time.Time `json:"created_at"`
+	APIToken  string     `json:"api_token,omitempty"`
+}
+
+const accountsPath = "arvados/v1/uploader_accounts"
+
+// Create makes an uploader account owned by the caller. expiresAt may be nil
+// for an account that does not expire.
+func Create(ctx context.Context, c *keepclient.Client, name string, expiresAt *time.Time) (*Account, error) {
+	attrs := map[string]any{"name": name}
+	if expiresAt != nil {
+		attrs["expires_at"] = expiresAt.UTC().Format(time.RFC3339Nano)
+	}
+	var acct Account
+	if err := c.Call(ctx, http.MethodPost, accountsPath, nil, map[string]any{"uploader_account": attrs}, &acct); err != nil {
+		return nil, fmt.Errorf("create uploader account %q: %w", name, err)
+	}
+	return &acct, nil
+}
+
+// List returns the caller's uploader accounts (all of them for an admin).
+func List(ctx context.Context, c *keepclient.Client) ([]Account, error) {
+	var out []Account
+	for offset := 0; ; {
+		var page keepclient.List[Account]
+		params := url.Values{"offset": {fmt.Sprint(offset)}, "limit": {"1000"}}
+		if err := c.Call(ctx, http.MethodGet, accountsPath, params, nil, &page); err != nil {
+			return nil, fmt.Errorf("list uploader accounts: %w", err)
+		}
+		out = append(out, page.Items...)
+		offset += len(page.Items)
+		if len(page.Items) == 0 || offset >= page.ItemsAvailable {
+			return out, nil
+		}
+	}
+}
+
+// Deactivate deactivates an uploader account; its tokens stop working at the
+// API server at once.
+func Deactivate(ctx context.Context, c *keepclient.Client, uuid string) (*Account, error) {
+	var acct Account
+	if err := c.Call(ctx, http.MethodPost, accountsPath+"/"+url.PathEscape(uuid)+"/deactivate", nil, nil, &acct); err != nil {
+		return nil, fmt.Errorf("deactivate uploader account %s: %w", uuid, err)
+	}
+	return &acct, nil
+}

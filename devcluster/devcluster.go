@@ -1,0 +1,424 @@
+// Package devcluster runs a whole Arvados write path in one process on
+// loopback: the API server subset, two keepstores with directory volumes and,
+// optionally, the write-only Keep proxy in front of them. `arv-server dev` and
+// the end-to-end tests use it.
+//
+// Everything lives under Options.Dir: api/ (the API server's bbolt store and
+// bootstrap secrets), keep0/ and keep1/ (volumes), proxy-spool/, the
+// self-signed TLS pair, demo-token (the non-admin demo user's token, 0600)
+// and ports.json, so a restart on the same directory keeps its data, its
+// tokens and, when the ports are still free, its addresses.
+package devcluster
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arv-upload/arv-upload/apiserver"
+	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/keepstore"
+	"github.com/arv-upload/arv-upload/proxy"
+)
+
+// Options configures a dev cluster. The zero value (with Dir set) runs the
+// API and the keepstores over plain HTTP without a proxy.
+type Options struct {
+	Dir        string       // required: all state lives here
+	TLS        bool         // serve the API and the proxy over HTTPS with a self-signed pair
+	Proxy      bool         // run the write-only proxy and list it for clients
+	Keepstores int          // number of keepstores; 0 = 2
+	Logger     *slog.Logger // nil = discard
+	// AuthCacheTTL for the proxy; 0 = the proxy's default.
+	AuthCacheTTL time.Duration
+	// WrapKeepstore, when set, wraps each keepstore handler (fault injection
+	// and request counting in tests).
+	WrapKeepstore func(i int, h http.Handler) http.Handler
+}
+
+// Cluster is a running dev cluster.
+type Cluster struct {
+	APIHost         string // host:port of the API server
+	Insecure        bool   // true when TLS is on (self-signed)
+	Scheme          string // "https" or "http"
+	AdminToken      string
+	SystemRootToken string
+	UserToken       string // a non-admin active user ("demo")
+	KeepstoreURLs   []string
+	ProxyURL        string
+	API             *apiserver.Server
+	Proxy           *proxy.Server
+
+	servers []*http.Server
+	wg      sync.WaitGroup
+	closers []func() error
+}
+
+const clusterID = "zzzzz"
+
+// Start brings the cluster up and returns once every server accepts
+// connections.
+func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+	if opts.Dir == "" {
+		return nil, errors.New("devcluster: Options.Dir is required")
+	}
+	if opts.Keepstores == 0 {
+		opts.Keepstores = 2
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", opts.Dir, err)
+	}
+	c = &Cluster{Scheme: "http"}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	ports := loadPorts(filepath.Join(opts.Dir, "ports.json"))
+	var tlsConf *tls.Config
+	if opts.TLS {
+		cert, err := loadOrCreateCert(opts.Dir)
+		if err != nil {
+			return nil, err
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		c.Scheme, c.Insecure = "https", true
+	}
+
+	apiLn, err := listen(ports["api"])
+	if err != nil {
+		return nil, err
+	}
+	c.APIHost = apiLn.Addr().String()
+	api, err := apiserver.Open(apiserver.Options{
+		DataDir:     filepath.Join(opts.Dir, "api"),
+		ClusterID:   clusterID,
+		ExternalURL: c.Scheme + "://" + c.APIHost,
+		Logger:      log.With("service", "api"),
+	})
+	if err != nil {
+		apiLn.Close()
+		return nil, fmt.Errorf("start api server: %w", err)
+	}
+	c.API = api
+	c.closers = append(c.closers, api.Close)
+	c.AdminToken, c.SystemRootToken = api.AdminToken(), api.SystemRootToken()
+
+	var disks []keepclient.KeepService
+	for i := 0; i < opts.Keepstores; i++ {
+		ln, err := listen(ports["keep"+strconv.Itoa(i)])
+		if err != nil {
+			apiLn.Close()
+			return nil, err
+		}
+		ks, err := keepstore.New(keepstore.Options{
+			Dir:             filepath.Join(opts.Dir, "keep"+strconv.Itoa(i)),
+			SigningKey:      api.SigningKey(),
+			EnforceSigning:  true,
+			SystemRootToken: api.SystemRootToken(),
+			Logger:          log.With("service", "keepstore", "index", i),
+		})
+		if err != nil {
+			ln.Close()
+			apiLn.Close()
+			return nil, fmt.Errorf("start keepstore %d: %w", i, err)
+		}
+		var h http.Handler = ks
+		if opts.WrapKeepstore != nil {
+			h = opts.WrapKeepstore(i, h)
+		}
+		c.serve(ln, h, nil)
+		u := "http://" + ln.Addr().String()
+		c.KeepstoreURLs = append(c.KeepstoreURLs, u)
+		disks = append(disks, service(u, "disk"))
+	}
+
+	var proxies []keepclient.KeepService
+	if opts.Proxy {
+		ln, err := listen(ports["proxy"])
+		if err != nil {
+			apiLn.Close()
+			return nil, err
+		}
+		apiClient, err := keepclient.NewClient(keepclient.Config{
+			APIHost: c.APIHost, Token: api.SystemRootToken(), Insecure: c.Insecure, Scheme: c.Scheme,
+		})
+		if err != nil {
+			ln.Close()
+			apiLn.Close()
+			return nil, err
+		}
+		px, err := proxy.New(proxy.Options{
+			API:          apiClient,
+			Keep:         keepclient.NewKeep(apiClient, keepclient.KeepOptions{Services: disks}),
+			AuthCacheTTL: opts.AuthCacheTTL,
+			SpoolDir:     filepath.Join(opts.Dir, "proxy-spool"),
+			Logger:       log.With("service", "proxy"),
+		})
+		if err != nil {
+			ln.Close()
+			apiLn.Close()
+			return nil, fmt.Errorf("start proxy: %w", err)
+		}
+		c.Proxy = px
+		c.closers = append(c.closers, px.Close)
+		if err := px.Start(ctx); err != nil {
+			ln.Close()
+			apiLn.Close()
+			return nil, fmt.Errorf("start proxy: %w", err)
+		}
+		c.serve(ln, px, tlsConf)
+		c.ProxyURL = c.Scheme + "://" + ln.Addr().String()
+		proxies = append(proxies, service(c.ProxyURL, "proxy"))
+	}
+	api.SetKeepServices(disks, proxies)
+	c.serve(apiLn, api, tlsConf)
+
+	if err := c.ensureDemoUser(ctx, filepath.Join(opts.Dir, "demo-token")); err != nil {
+		return nil, err
+	}
+	c.savePorts(filepath.Join(opts.Dir, "ports.json"))
+	return c, nil
+}
+
+// Client returns an API client for token, configured for this cluster.
+func (c *Cluster) Client(token string) *keepclient.Client {
+	cl, err := keepclient.NewClient(keepclient.Config{APIHost: c.APIHost, Token: token, Insecure: c.Insecure, Scheme: c.Scheme})
+	if err != nil {
+		panic(err) // only invalid static config can fail here
+	}
+	return cl
+}
+
+// Env returns the shell lines a client needs, in the arv-put convention.
+func (c *Cluster) Env() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "ARVADOS_API_HOST=%s\n", c.APIHost)
+	fmt.Fprintf(&b, "ARVADOS_API_TOKEN=%s\n", c.UserToken)
+	if c.Insecure {
+		b.WriteString("ARVADOS_API_HOST_INSECURE=1\n")
+	}
+	fmt.Fprintf(&b, "ARVADOS_ADMIN_TOKEN=%s\n", c.AdminToken)
+	return b.String()
+}
+
+// Close stops every server, letting in-flight requests finish, and closes
+// the stores.
+func (c *Cluster) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	for _, s := range c.servers {
+		if err := s.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	c.wg.Wait()
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		if err := c.closers[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	c.servers, c.closers = nil, nil
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) serve(ln net.Listener, h http.Handler, tlsConf *tls.Config) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          nil,
+	}
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
+	c.servers = append(c.servers, srv)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		srv.Serve(ln)
+	}()
+}
+
+func (c *Cluster) ensureDemoUser(ctx context.Context, path string) error {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		c.UserToken = strings.TrimSpace(string(b))
+		return nil
+	}
+	_, tok, err := c.API.CreateUser(ctx, keepclient.User{
+		Email: "demo@example.com", Username: "demo", FullName: "Demo User",
+		FirstName: "Demo", LastName: "User", IsActive: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create demo user: %w", err)
+	}
+	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return err
+	}
+	c.UserToken = tok
+	return nil
+}
+
+// service describes a keep service at rawURL with the config-derived UUID
+// rule of PROTOCOL 5.1 (Go: 15 hex characters of md5(URL)).
+func service(rawURL, typ string) keepclient.KeepService {
+	u, _ := url.Parse(rawURL)
+	port, _ := strconv.Atoi(u.Port())
+	sum := md5.Sum([]byte(rawURL + "/"))
+	var ks keepclient.KeepService
+	ks.UUID = clusterID + "-bi6l4-" + hex.EncodeToString(sum[:])[:15]
+	ks.Kind = "arvados#keepService"
+	ks.OwnerUUID = clusterID + "-tpzed-000000000000000"
+	ks.ServiceHost = u.Hostname()
+	ks.ServicePort = port
+	ks.ServiceSSLFlag = u.Scheme == "https"
+	ks.ServiceType = typ
+	return ks
+}
+
+// listen binds 127.0.0.1:port, falling back to a free port when port is 0
+// or taken.
+func listen(port int) (net.Listener, error) {
+	if port > 0 {
+		if ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			return ln, nil
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen on loopback: %w", err)
+	}
+	return ln, nil
+}
+
+func loadPorts(path string) map[string]int {
+	ports := map[string]int{}
+	if b, err := os.ReadFile(path); err == nil {
+		json.Unmarshal(b, &ports)
+	}
+	return ports
+}
+
+func (c *Cluster) savePorts(path string) {
+	ports := map[string]int{"api": portOf(c.APIHost)}
+	for i, u := range c.KeepstoreURLs {
+		ports["keep"+strconv.Itoa(i)] = portOf(u)
+	}
+	if c.ProxyURL != "" {
+		ports["proxy"] = portOf(c.ProxyURL)
+	}
+	b, _ := json.Marshal(ports)
+	writeFileAtomic(path, b, 0o600)
+}
+
+func portOf(s string) int {
+	if u, err := url.Parse(s); err == nil && u.Port() != "" {
+		p, _ := strconv.Atoi(u.Port())
+		return p
+	}
+	_, p, _ := net.SplitHostPort(s)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// loadOrCreateCert returns the self-signed pair in dir, creating it (valid
+// for 127.0.0.1, ::1 and localhost) on first use.
+func loadOrCreateCert(dir string) (tls.Certificate, error) {
+	certPath, keyPath := filepath.Join(dir, "tls-cert.pem"), filepath.Join(dir, "tls-key.pem")
+	if cert, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
+		return cert, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "arv-server dev"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		DNSNames:              []string{"localhost"},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("create self-signed certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
+// writeFileAtomic writes data to path via a temp file, fsync and rename.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
