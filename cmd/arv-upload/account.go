@@ -1,0 +1,173 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/arv-upload/arv-upload/admin"
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// newAccountCommand builds `arv-upload account create|list|deactivate`.
+// connect returns an API client for the caller's own credentials.
+func newAccountCommand(connect func(cmd *cobra.Command) (*keepclient.Client, error)) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "account",
+		Short: "Create, list and deactivate uploader accounts",
+		Long: `An uploader account is a restricted user owned by you, for a sequencing
+machine: its token can only upload (create collections, update and tag its
+own collections). You see and can change everything it uploads, and
+deactivating it revokes its token at once.`,
+	}
+	cmd.AddCommand(newAccountCreateCommand(connect), newAccountListCommand(connect), newAccountDeactivateCommand(connect))
+	return cmd
+}
+
+func newAccountCreateCommand(connect func(*cobra.Command) (*keepclient.Client, error)) *cobra.Command {
+	var (
+		expires string
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create an uploader account and print its token (shown only once)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var exp *time.Time
+			if expires != "" {
+				t, err := parseExpiry(expires, time.Now())
+				if err != nil {
+					return usageError{err}
+				}
+				exp = &t
+			}
+			c, err := connect(cmd)
+			if err != nil {
+				return err
+			}
+			acct, err := admin.Create(cmd.Context(), c, args[0], exp)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(acct)
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Uploader account %q created: %s (owned by %s)\n", acct.Name, acct.UUID, acct.OwnerUUID)
+			if acct.ExpiresAt != nil {
+				fmt.Fprintf(out, "Expires: %s\n", acct.ExpiresAt.Local().Format(time.RFC1123))
+			}
+			fmt.Fprintf(out, "\nIts token is shown only this once. On the uploading machine run:\n\n")
+			fmt.Fprintf(out, "  export ARVADOS_API_HOST=%s\n", c.APIHost())
+			fmt.Fprintf(out, "  export ARVADOS_API_TOKEN=%s\n", acct.APIToken)
+			fmt.Fprintf(out, "  arv-upload start --name 'run name' /path/to/run\n\n")
+			fmt.Fprintf(out, "When the run is done: arv-upload account deactivate %s\n", acct.UUID)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&expires, "expires", "", "expiry as a duration (72h, 14d) or a date (2026-12-31 or RFC 3339)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the account (with its token) as JSON")
+	return cmd
+}
+
+func newAccountListCommand(connect func(*cobra.Command) (*keepclient.Client, error)) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List your uploader accounts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect(cmd)
+			if err != nil {
+				return err
+			}
+			accts, err := admin.List(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if accts == nil {
+					accts = []admin.Account{}
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(accts)
+			}
+			if len(accts) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "No uploader accounts. Create one with: arv-upload account create NAME")
+				return nil
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "UUID\tNAME\tACTIVE\tEXPIRES\tCREATED")
+			for _, a := range accts {
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", a.UUID, a.Name, a.IsActive, fmtTime(a.ExpiresAt), fmtTime(a.CreatedAt))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newAccountDeactivateCommand(connect func(*cobra.Command) (*keepclient.Client, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   "deactivate UUID",
+		Short: "Deactivate an uploader account; its token stops working at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect(cmd)
+			if err != nil {
+				return err
+			}
+			acct, err := admin.Deactivate(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "Uploader account %s (%s) deactivated; its tokens are revoked.\n", acct.UUID, acct.Name)
+			return nil
+		},
+	}
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04")
+}
+
+// parseExpiry accepts a duration ("72h", "14d") or a date ("2026-12-31",
+// RFC 3339) and returns an absolute time in the future.
+func parseExpiry(s string, now time.Time) (time.Time, error) {
+	if strings.HasSuffix(s, "d") {
+		var days int
+		if _, err := fmt.Sscanf(s, "%dd", &days); err == nil && days > 0 && fmt.Sprintf("%dd", days) == s {
+			return now.Add(time.Duration(days) * 24 * time.Hour), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d <= 0 {
+			return time.Time{}, fmt.Errorf("--expires %q: the duration must be positive", s)
+		}
+		return now.Add(d), nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			if layout == "2006-01-02" {
+				t = t.Add(24*time.Hour - time.Second) // the end of that day
+			}
+			if !t.After(now) {
+				return time.Time{}, fmt.Errorf("--expires %q is in the past", s)
+			}
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--expires %q: use a duration like 72h or 14d, or a date like 2026-12-31", s)
+}

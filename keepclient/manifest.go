@@ -1,0 +1,664 @@
+package keepclient
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Segment is a byte range of one block: Length bytes starting at Offset
+// inside the block named by Locator (which may carry hints and signatures).
+type Segment struct {
+	Locator string
+	Offset  int64
+	Length  int64
+}
+
+// ManifestFile is a file of a collection: its path ("dir/sub/name",
+// unescaped, no leading "./") and its content as a list of segments.
+type ManifestFile struct {
+	Path     string
+	Segments []Segment
+}
+
+// Size returns the file's length.
+func (f ManifestFile) Size() int64 {
+	var n int64
+	for _, s := range f.Segments {
+		n += s.Length
+	}
+	return n
+}
+
+// Manifest is a parsed manifest: its files (a path listed several times is
+// merged into one entry, segments concatenated in manifest order) and its
+// empty-directory markers.
+type Manifest struct {
+	Files []ManifestFile
+	Dirs  []string
+}
+
+// EscapeName escapes a file or stream name component as both SDKs do
+// (PROTOCOL 8.2): bytes 0x00-0x20, '\\' and ':' become \ooo.
+func EscapeName(s string) string {
+	need := false
+	for i := 0; i < len(s); i++ {
+		if escapeByte(s[i]) {
+			need = true
+			break
+		}
+	}
+	if !need {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if escapeByte(c) {
+			fmt.Fprintf(&b, "\\%03o", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func escapeByte(c byte) bool { return c <= 0x20 || c == '\\' || c == ':' }
+
+// UnescapeName decodes \ooo escapes (and \\, as the Go SDK does).
+func UnescapeName(s string) (string, error) {
+	if !strings.Contains(s, "\\") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			b.WriteByte(c)
+			continue
+		}
+		if i+1 < len(s) && s[i+1] == '\\' {
+			b.WriteByte('\\')
+			i++
+			continue
+		}
+		if i+4 > len(s) {
+			return "", fmt.Errorf("%w: truncated escape in %q", ErrInvalidManifest, s)
+		}
+		n, err := strconv.ParseUint(s[i+1:i+4], 8, 8)
+		if err != nil {
+			return "", fmt.Errorf("%w: bad escape %q in %q", ErrInvalidManifest, s[i:i+4], s)
+		}
+		b.WriteByte(byte(n))
+		i += 3
+	}
+	return b.String(), nil
+}
+
+// splitComponents splits a slash-separated path; "" and "." give none.
+func splitComponents(p string) []string {
+	if p == "" || p == "." {
+		return nil
+	}
+	return strings.Split(p, "/")
+}
+
+// DirLess reports whether directory path a comes before b in the
+// depth-first, pre-order stream order of the normalized form (PROTOCOL 8.5
+// rule 2): components are compared bytewise one by one, and a directory
+// comes before everything below it. "" is the root.
+func DirLess(a, b string) bool {
+	return compareDirs(a, b) < 0
+}
+
+func compareDirs(a, b string) int {
+	ac, bc := splitComponents(a), splitComponents(b)
+	for i := 0; i < len(ac) && i < len(bc); i++ {
+		if c := strings.Compare(ac[i], bc[i]); c != 0 {
+			return c
+		}
+	}
+	return len(ac) - len(bc)
+}
+
+// StreamWriter writes a normalized manifest one directory at a time, so a
+// caller that already walks its files in normalized order (directories in
+// DirLess order, as a journal keyed that way does) needs memory for one
+// directory only, whatever the size of the collection.
+type StreamWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+	buf bytes.Buffer
+}
+
+// NewStreamWriter returns a StreamWriter writing to w.
+func NewStreamWriter(w io.Writer) *StreamWriter { return &StreamWriter{w: w} }
+
+// Written returns the number of bytes written so far.
+func (sw *StreamWriter) Written() int64 { return sw.n }
+
+// WriteDir writes the stream of directory dir ("" for the root): files are
+// the files directly in dir (their Path's last component is used as the
+// name; any order), emptyDir asks for the empty-directory marker, which is
+// written only when files is empty and dir is not the root. Directories
+// must be written in DirLess order.
+func (sw *StreamWriter) WriteDir(dir string, files []ManifestFile, emptyDir bool) error {
+	if sw.err != nil {
+		return sw.err
+	}
+	if len(files) == 0 {
+		if !emptyDir || dir == "" {
+			return nil
+		}
+		sw.buf.Reset()
+		sw.buf.WriteString(streamName(dir))
+		sw.buf.WriteString(" " + EmptyBlock + " 0:0:\\056\n")
+		return sw.flush()
+	}
+	sorted := make([]ManifestFile, len(files))
+	copy(sorted, files)
+	for i := range sorted {
+		sorted[i].Path = baseName(sorted[i].Path)
+	}
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+
+	// Rule 4: blocks in first-reference order, each once per stream.
+	starts := map[string]int64{}
+	var blocks []string
+	var total int64
+	for _, f := range sorted {
+		for _, s := range f.Segments {
+			if s.Length == 0 {
+				continue
+			}
+			if _, ok := starts[s.Locator]; ok {
+				continue
+			}
+			size, err := locatorSize(s.Locator)
+			if err != nil {
+				sw.err = err
+				return err
+			}
+			starts[s.Locator] = total
+			blocks = append(blocks, s.Locator)
+			total += size
+		}
+	}
+	sw.buf.Reset()
+	sw.buf.WriteString(streamName(dir))
+	if len(blocks) == 0 {
+		sw.buf.WriteString(" " + EmptyBlock)
+	}
+	for _, b := range blocks {
+		sw.buf.WriteByte(' ')
+		sw.buf.WriteString(b)
+	}
+	// Rule 5: merge contiguous segments of the same file.
+	for _, f := range sorted {
+		name := EscapeName(f.Path)
+		var pos, length int64
+		open := false
+		for _, s := range f.Segments {
+			if s.Length == 0 {
+				continue
+			}
+			p := starts[s.Locator] + s.Offset
+			if open && pos+length == p {
+				length += s.Length
+				continue
+			}
+			if open {
+				writeToken(&sw.buf, pos, length, name)
+			}
+			pos, length, open = p, s.Length, true
+		}
+		if !open {
+			pos, length = 0, 0
+		}
+		writeToken(&sw.buf, pos, length, name)
+	}
+	sw.buf.WriteByte('\n')
+	return sw.flush()
+}
+
+func (sw *StreamWriter) flush() error {
+	n, err := sw.w.Write(sw.buf.Bytes())
+	sw.n += int64(n)
+	if err != nil {
+		sw.err = fmt.Errorf("write manifest: %w", err)
+	}
+	return sw.err
+}
+
+func writeToken(b *bytes.Buffer, pos, length int64, name string) {
+	b.WriteByte(' ')
+	b.WriteString(strconv.FormatInt(pos, 10))
+	b.WriteByte(':')
+	b.WriteString(strconv.FormatInt(length, 10))
+	b.WriteByte(':')
+	b.WriteString(name)
+}
+
+func streamName(dir string) string {
+	if dir == "" {
+		return "."
+	}
+	comps := splitComponents(dir)
+	for i, c := range comps {
+		comps[i] = EscapeName(c)
+	}
+	return "./" + strings.Join(comps, "/")
+}
+
+func baseName(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}
+
+func dirName(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+func locatorSize(loc string) (int64, error) {
+	l, err := ParseLocator(loc)
+	if err != nil {
+		return 0, err
+	}
+	if l.Size < 0 {
+		return 0, fmt.Errorf("%w: locator %q has no size hint", ErrInvalidManifest, loc)
+	}
+	return l.Size, nil
+}
+
+// Builder collects files and empty directories in any order and produces
+// the normalized manifest. It holds every file in memory; for very large
+// collections walk in normalized order and use StreamWriter instead.
+type Builder struct {
+	files map[string]int // path -> index in list
+	list  []ManifestFile
+	dirs  map[string]bool
+}
+
+// NewBuilder returns an empty Builder.
+func NewBuilder() *Builder {
+	return &Builder{files: map[string]int{}, dirs: map[string]bool{}}
+}
+
+// AddFile appends segs to the file at path (unescaped, "a/b/c"). Adding
+// the same path again concatenates, as a repeated path does in a manifest.
+func (b *Builder) AddFile(path string, segs ...Segment) {
+	path = cleanPath(path)
+	i, ok := b.files[path]
+	if !ok {
+		i = len(b.list)
+		b.files[path] = i
+		b.list = append(b.list, ManifestFile{Path: path})
+	}
+	b.list[i].Segments = append(b.list[i].Segments, segs...)
+}
+
+// AddDir records a directory. It appears in the manifest (as an
+// empty-directory marker) only if nothing else is under it.
+func (b *Builder) AddDir(path string) {
+	path = cleanPath(path)
+	if path != "" {
+		b.dirs[path] = true
+	}
+}
+
+func cleanPath(p string) string {
+	p = strings.TrimPrefix(p, "./")
+	if p == "." {
+		return ""
+	}
+	return strings.Trim(p, "/")
+}
+
+// Manifest returns the collected files and directories.
+func (b *Builder) Manifest() *Manifest {
+	m := &Manifest{Files: slices.Clone(b.list)}
+	for d := range b.dirs {
+		m.Dirs = append(m.Dirs, d)
+	}
+	sort.Strings(m.Dirs)
+	return m
+}
+
+// String returns the normalized manifest text (PROTOCOL 8.5, Python rules).
+func (b *Builder) String() string {
+	var out strings.Builder
+	if err := b.Write(&out); err != nil {
+		return ""
+	}
+	return out.String()
+}
+
+// Write writes the normalized manifest to w.
+func (b *Builder) Write(w io.Writer) error {
+	byDir := map[string][]ManifestFile{}
+	hasChild := map[string]bool{}
+	markParents := func(p string) {
+		for d := dirName(p); ; d = dirName(d) {
+			if hasChild[d] {
+				break
+			}
+			hasChild[d] = true
+			if d == "" {
+				break
+			}
+		}
+	}
+	for _, f := range b.list {
+		byDir[dirName(f.Path)] = append(byDir[dirName(f.Path)], f)
+		markParents(f.Path)
+	}
+	for d := range b.dirs {
+		markParents(d)
+	}
+	var dirs []string
+	for d := range byDir {
+		dirs = append(dirs, d)
+	}
+	for d := range b.dirs {
+		if _, ok := byDir[d]; !ok && !hasChild[d] {
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Slice(dirs, func(i, j int) bool { return DirLess(dirs[i], dirs[j]) })
+	sw := NewStreamWriter(w)
+	for _, d := range dirs {
+		if err := sw.WriteDir(d, byDir[d], true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ParseManifest parses any manifest that follows the grammar of PROTOCOL
+// 8.1. It checks that every file token lies inside its stream's data.
+func ParseManifest(text string) (*Manifest, error) {
+	b := NewBuilder()
+	if text == "" {
+		return b.Manifest(), nil
+	}
+	if !strings.HasSuffix(text, "\n") {
+		return nil, fmt.Errorf("%w: text does not end with a newline", ErrInvalidManifest)
+	}
+	for ln, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		if err := parseStream(b, line); err != nil {
+			return nil, fmt.Errorf("%w (stream %d)", err, ln+1)
+		}
+	}
+	return b.Manifest(), nil
+}
+
+func parseStream(b *Builder, line string) error {
+	words := strings.Split(line, " ")
+	if len(words) < 3 {
+		return fmt.Errorf("%w: a stream needs a name, a locator and a file token", ErrInvalidManifest)
+	}
+	stream, err := UnescapeName(words[0])
+	if err != nil {
+		return err
+	}
+	if stream != "." && !strings.HasPrefix(stream, "./") {
+		return fmt.Errorf("%w: stream name %q does not start with \".\"", ErrInvalidManifest, words[0])
+	}
+	dir := cleanPath(stream)
+	var locs []string
+	var starts []int64
+	var total int64
+	i := 1
+	for ; i < len(words); i++ {
+		l, err := ParseLocator(words[i])
+		if err != nil {
+			break
+		}
+		if l.Size < 0 {
+			return fmt.Errorf("%w: locator %q has no size hint", ErrInvalidManifest, words[i])
+		}
+		locs = append(locs, words[i])
+		starts = append(starts, total)
+		total += l.Size
+	}
+	if len(locs) == 0 {
+		return fmt.Errorf("%w: no locator before %q", ErrInvalidManifest, words[1])
+	}
+	if i == len(words) {
+		return fmt.Errorf("%w: no file token", ErrInvalidManifest)
+	}
+	for ; i < len(words); i++ {
+		pos, length, name, err := parseFileToken(words[i])
+		if err != nil {
+			return err
+		}
+		if pos+length > total {
+			return fmt.Errorf("%w: file token %q is outside the %d-byte stream", ErrInvalidManifest, words[i], total)
+		}
+		full := name
+		if dir != "" {
+			full = dir + "/" + name
+		}
+		if name == "." || strings.HasSuffix(name, "/.") {
+			if length != 0 {
+				return fmt.Errorf("%w: %q: \".\" must be empty", ErrInvalidManifest, words[i])
+			}
+			b.AddDir(strings.TrimSuffix(strings.TrimSuffix(full, "."), "/"))
+			continue
+		}
+		b.AddFile(full, sliceSegments(locs, starts, pos, length)...)
+	}
+	return nil
+}
+
+// sliceSegments maps the stream range [pos, pos+length) onto block segments.
+func sliceSegments(locs []string, starts []int64, pos, length int64) []Segment {
+	if length == 0 {
+		return nil
+	}
+	var segs []Segment
+	k := sort.Search(len(starts), func(i int) bool { return starts[i] > pos }) - 1
+	for end := pos + length; pos < end && k < len(locs); k++ {
+		blockEnd := end
+		if k+1 < len(starts) && starts[k+1] < end {
+			blockEnd = starts[k+1]
+		}
+		if blockEnd > pos {
+			segs = append(segs, Segment{Locator: locs[k], Offset: pos - starts[k], Length: blockEnd - pos})
+			pos = blockEnd
+		}
+	}
+	return segs
+}
+
+func parseFileToken(tok string) (pos, length int64, name string, err error) {
+	parts := strings.SplitN(tok, ":", 3)
+	if len(parts) != 3 || !isDigits(parts[0]) || !isDigits(parts[1]) {
+		return 0, 0, "", fmt.Errorf("%w: bad file token %q", ErrInvalidManifest, tok)
+	}
+	pos, err1 := strconv.ParseInt(parts[0], 10, 64)
+	length, err2 := strconv.ParseInt(parts[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, "", fmt.Errorf("%w: bad file token %q", ErrInvalidManifest, tok)
+	}
+	name, err = UnescapeName(parts[2])
+	if err != nil {
+		return 0, 0, "", err
+	}
+	if name == "" {
+		return 0, 0, "", fmt.Errorf("%w: empty file name in %q", ErrInvalidManifest, tok)
+	}
+	return pos, length, name, nil
+}
+
+// String returns the normalized form of m.
+func (m *Manifest) String() string {
+	b := NewBuilder()
+	for _, f := range m.Files {
+		b.AddFile(f.Path, f.Segments...)
+	}
+	for _, d := range m.Dirs {
+		b.AddDir(d)
+	}
+	return b.String()
+}
+
+// NormalizeManifest returns the normalized form of a manifest text.
+func NormalizeManifest(text string) (string, error) {
+	m, err := ParseManifest(text)
+	if err != nil {
+		return "", err
+	}
+	return m.String(), nil
+}
+
+// PortableText reduces every locator in a manifest text to "hash+size"
+// (PROTOCOL 8.6): on each line the first word is the stream name, later
+// words that parse as locators lose all their hints.
+func PortableText(text string) string {
+	if text == "" {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	for i, line := range lines {
+		words := strings.Split(line, " ")
+		for j := 1; j < len(words); j++ {
+			if l, err := ParseLocator(words[j]); err == nil {
+				words[j] = l.Stripped()
+			}
+		}
+		lines[i] = strings.Join(words, " ")
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// PortableDataHash returns md5(portable text) + "+" + its length.
+func PortableDataHash(text string) string {
+	p := PortableText(text)
+	sum := md5.Sum([]byte(p))
+	return hex.EncodeToString(sum[:]) + "+" + strconv.Itoa(len(p))
+}
+
+// CheckManifestSize returns ErrManifestTooLarge when text would not fit in
+// a request of maxRequestSize bytes (0 = the Arvados default, 128 MiB),
+// allowing for the request's JSON envelope and escaping.
+func CheckManifestSize(text string, maxRequestSize int64) error {
+	if maxRequestSize <= 0 {
+		maxRequestSize = 128 << 20
+	}
+	// JSON escaping can grow backslashes (\ooo -> \\ooo); leave 4 KiB for
+	// the other attributes.
+	need := int64(len(text)) + int64(strings.Count(text, "\\")) + int64(strings.Count(text, "\n")) + 4096
+	if need > maxRequestSize {
+		return fmt.Errorf("%w: %d bytes (limit %d); split the upload into several collections", ErrManifestTooLarge, len(text), maxRequestSize)
+	}
+	return nil
+}
+
+// ValidateManifest applies the API server's checks (PROTOCOL 8.3).
+func ValidateManifest(text string) error {
+	if text == "" {
+		return nil
+	}
+	if !utf8.ValidString(text) {
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidManifest)
+	}
+	if !strings.HasSuffix(text, "\n") {
+		return fmt.Errorf("%w: text does not end with a newline", ErrInvalidManifest)
+	}
+	for n, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		if err := validateStream(line); err != nil {
+			return fmt.Errorf("%w: Manifest invalid for stream %d: %s", ErrInvalidManifest, n+1, err)
+		}
+	}
+	return nil
+}
+
+func validateStream(line string) error {
+	words := strings.Split(line, " ")
+	for _, w := range words {
+		if w == "" {
+			return fmt.Errorf("empty token (doubled or trailing space)")
+		}
+		if err := validateEscapes(w); err != nil {
+			return err
+		}
+	}
+	name, _ := UnescapeName(words[0])
+	if name != "." {
+		if !strings.HasPrefix(name, "./") {
+			return fmt.Errorf("invalid stream name %q", words[0])
+		}
+		for _, c := range strings.Split(name[2:], "/") {
+			if c == "" || c == "." || c == ".." {
+				return fmt.Errorf("invalid stream name %q", words[0])
+			}
+		}
+	}
+	i := 1
+	for ; i < len(words) && IsLocator(words[i]); i++ {
+	}
+	if i == 1 {
+		return fmt.Errorf("no block locator")
+	}
+	if i == len(words) {
+		return fmt.Errorf("no file token")
+	}
+	for ; i < len(words); i++ {
+		w := words[i]
+		if w == "0:0:." || w == "0:0:\\056" {
+			continue
+		}
+		_, _, fname, err := parseFileToken(w)
+		if err != nil {
+			if IsLocator(w) {
+				return fmt.Errorf("locator %q after a file token", w)
+			}
+			return fmt.Errorf("invalid file token %q", w)
+		}
+		for _, c := range strings.Split(fname, "/") {
+			if c == "" || c == "." || c == ".." {
+				return fmt.Errorf("invalid file name in %q", w)
+			}
+		}
+	}
+	return nil
+}
+
+// validateEscapes checks that every backslash starts \[0-3][0-7][0-7] and
+// that no raw control byte or space appears.
+func validateEscapes(w string) error {
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		if c < 0x20 {
+			return fmt.Errorf("raw control character in %q", w)
+		}
+		if c != '\\' {
+			continue
+		}
+		if i+4 > len(w) {
+			return fmt.Errorf("truncated escape in %q", w)
+		}
+		if w[i+1] >= '4' && w[i+1] <= '7' {
+			return fmt.Errorf("8-bit encoded chars not allowed in %q", w)
+		}
+		if w[i+1] < '0' || w[i+1] > '3' || w[i+2] < '0' || w[i+2] > '7' || w[i+3] < '0' || w[i+3] > '7' {
+			return fmt.Errorf("bad escape in %q", w)
+		}
+		i += 3
+	}
+	return nil
+}
