@@ -1,0 +1,152 @@
+package keepclient
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// ListOptions are the parameters of a list call (PROTOCOL 9.3).
+type ListOptions struct {
+	Filters [][]any
+	Order   []string
+	Select  []string
+	Limit   int
+	Offset  int
+}
+
+func (o ListOptions) values() url.Values {
+	v := url.Values{}
+	if len(o.Filters) > 0 {
+		b, _ := json.Marshal(o.Filters)
+		v.Set("filters", string(b))
+	}
+	if len(o.Order) > 0 {
+		b, _ := json.Marshal(o.Order)
+		v.Set("order", string(b))
+	}
+	if len(o.Select) > 0 {
+		b, _ := json.Marshal(o.Select)
+		v.Set("select", string(b))
+	}
+	if o.Limit > 0 {
+		v.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.Offset > 0 {
+		v.Set("offset", strconv.Itoa(o.Offset))
+	}
+	return v
+}
+
+// Discovery returns the discovery document, fetched once per client family.
+func (c *Client) Discovery(ctx context.Context) (*Discovery, error) {
+	c.shared.mu.Lock()
+	d := c.shared.disc
+	c.shared.mu.Unlock()
+	if d != nil {
+		return d, nil
+	}
+	d = &Discovery{}
+	if err := c.Call(ctx, http.MethodGet, "discovery/v1/apis/arvados/v1/rest", nil, nil, d); err != nil {
+		return nil, err
+	}
+	c.shared.mu.Lock()
+	c.shared.disc = d
+	c.shared.mu.Unlock()
+	return d, nil
+}
+
+// ClusterConfig returns the exported cluster config, fetched once.
+func (c *Client) ClusterConfig(ctx context.Context) (*ClusterConfig, error) {
+	c.shared.mu.Lock()
+	cc := c.shared.conf
+	c.shared.mu.Unlock()
+	if cc != nil {
+		return cc, nil
+	}
+	cc = &ClusterConfig{}
+	if err := c.Call(ctx, http.MethodGet, "arvados/v1/config", nil, nil, cc); err != nil {
+		return nil, err
+	}
+	c.shared.mu.Lock()
+	c.shared.conf = cc
+	c.shared.mu.Unlock()
+	return cc, nil
+}
+
+// CurrentUser returns the token's user.
+func (c *Client) CurrentUser(ctx context.Context) (*User, error) {
+	var u User
+	return &u, c.Call(ctx, http.MethodGet, "arvados/v1/users/current", nil, nil, &u)
+}
+
+// CurrentToken returns the record of the calling token.
+func (c *Client) CurrentToken(ctx context.Context) (*APIClientAuthorization, error) {
+	var a APIClientAuthorization
+	return &a, c.Call(ctx, http.MethodGet, "arvados/v1/api_client_authorizations/current", nil, nil, &a)
+}
+
+// CreateToken creates a token for the caller (attrs: scopes, expires_at).
+func (c *Client) CreateToken(ctx context.Context, attrs map[string]any) (*APIClientAuthorization, error) {
+	var a APIClientAuthorization
+	return &a, c.Call(ctx, http.MethodPost, "arvados/v1/api_client_authorizations", nil, map[string]any{"api_client_authorization": attrs}, &a)
+}
+
+// KeepServicesAccessible lists the keep services this client should use.
+func (c *Client) KeepServicesAccessible(ctx context.Context) ([]KeepService, error) {
+	var l List[KeepService]
+	if err := c.Call(ctx, http.MethodGet, "arvados/v1/keep_services/accessible", nil, nil, &l); err != nil {
+		return nil, err
+	}
+	return l.Items, nil
+}
+
+// CreateCollection creates a collection; manifest_text must carry
+// signatures made for this client's token.
+func (c *Client) CreateCollection(ctx context.Context, attrs map[string]any, ensureUniqueName bool) (*Collection, error) {
+	var params url.Values
+	if ensureUniqueName {
+		params = url.Values{"ensure_unique_name": {"true"}}
+	}
+	var coll Collection
+	return &coll, c.Call(ctx, http.MethodPost, "arvados/v1/collections", params, map[string]any{"collection": attrs}, &coll)
+}
+
+// GetCollection fetches a collection by UUID or PDH; its manifest comes back
+// signed for this client's token.
+func (c *Client) GetCollection(ctx context.Context, uuid string) (*Collection, error) {
+	var coll Collection
+	return &coll, c.Call(ctx, http.MethodGet, "arvados/v1/collections/"+url.PathEscape(uuid), nil, nil, &coll)
+}
+
+// UpdateCollection changes attrs of a collection.
+func (c *Client) UpdateCollection(ctx context.Context, uuid string, attrs map[string]any) (*Collection, error) {
+	var coll Collection
+	return &coll, c.Call(ctx, http.MethodPatch, "arvados/v1/collections/"+url.PathEscape(uuid), nil, map[string]any{"collection": attrs}, &coll)
+}
+
+// ListCollections lists collections.
+func (c *Client) ListCollections(ctx context.Context, opts ListOptions) (*List[Collection], error) {
+	var l List[Collection]
+	return &l, c.Call(ctx, http.MethodGet, "arvados/v1/collections", opts.values(), nil, &l)
+}
+
+// CreateLink creates a link (e.g. a tag whose head is a collection).
+func (c *Client) CreateLink(ctx context.Context, attrs map[string]any) (*Link, error) {
+	var l Link
+	return &l, c.Call(ctx, http.MethodPost, "arvados/v1/links", nil, map[string]any{"link": attrs}, &l)
+}
+
+// ListLinks lists links.
+func (c *Client) ListLinks(ctx context.Context, opts ListOptions) (*List[Link], error) {
+	var l List[Link]
+	return &l, c.Call(ctx, http.MethodGet, "arvados/v1/links", opts.values(), nil, &l)
+}
+
+// CreateLog creates a log record.
+func (c *Client) CreateLog(ctx context.Context, attrs map[string]any) (*Log, error) {
+	var l Log
+	return &l, c.Call(ctx, http.MethodPost, "arvados/v1/logs", nil, map[string]any{"log": attrs}, &l)
+}

@@ -1,0 +1,469 @@
+package keepclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrChecksum means block data read back does not match its hash.
+var ErrChecksum = errors.New("block data does not match its hash")
+
+// KeepOptions configures a Keep client.
+type KeepOptions struct {
+	// Services is a fixed service list (the proxy's keepstores, tests,
+	// ARVADOS_KEEP_SERVICES). nil means ask the API server
+	// (keep_services/accessible) once.
+	Services []KeepService
+	// Replicas is the default number of replicas per block; 0 means the
+	// discovery document's defaultCollectionReplication, else 2.
+	Replicas       int
+	StorageClasses []string
+	// Retries is the number of extra passes over services that failed
+	// temporarily; 0 means 2 (PROTOCOL 6.3).
+	Retries int
+	// RetryDelay is the first pass's maximum wait; it doubles per pass up to
+	// 10x. 0 means 2 s, as the Go SDK does.
+	RetryDelay time.Duration
+	HTTPClient *http.Client
+}
+
+// Keep writes (and, for verification, reads) Keep blocks. It is safe for
+// concurrent use.
+type Keep struct {
+	api  *Client
+	opts KeepOptions
+	http *http.Client
+
+	mu       sync.Mutex
+	services []KeepService
+}
+
+// NewKeep returns a Keep client. api may be nil when opts.Services is set
+// and every Put passes a Token.
+func NewKeep(api *Client, opts KeepOptions) *Keep {
+	if opts.Retries == 0 {
+		opts.Retries = 2
+	}
+	if opts.RetryDelay == 0 {
+		opts.RetryDelay = 2 * time.Second
+	}
+	k := &Keep{api: api, opts: opts, services: opts.Services, http: opts.HTTPClient}
+	if k.http == nil {
+		var tlsConf *tls.Config
+		if api != nil {
+			tlsConf = api.shared.tls
+		}
+		tr := newTransport(tlsConf, 30*time.Second)
+		tr.ResponseHeaderTimeout = 5 * time.Minute
+		tr.MaxIdleConnsPerHost = 64
+		k.http = &http.Client{Transport: tr, Timeout: 10 * time.Minute}
+	}
+	return k
+}
+
+// URL returns the service's base URL, "http[s]://host:port".
+func (s KeepService) URL() string {
+	scheme := "http"
+	if s.ServiceSSLFlag {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(s.ServiceHost, strconv.Itoa(s.ServicePort))
+}
+
+// ServicesFromEnv parses ARVADOS_KEEP_SERVICES (space-separated URLs) into
+// proxy-type services with the SDKs' fake UUIDs 00000-bi6l4-%015d.
+func ServicesFromEnv(s string) []KeepService {
+	var out []KeepService
+	for i, f := range strings.Fields(s) {
+		u, err := url.Parse(f)
+		if err != nil || u.Host == "" {
+			continue
+		}
+		port, _ := strconv.Atoi(u.Port())
+		if port == 0 {
+			port = 80
+			if u.Scheme == "https" {
+				port = 443
+			}
+		}
+		var ks KeepService
+		ks.UUID = fmt.Sprintf("00000-bi6l4-%015d", i)
+		ks.ServiceHost = u.Hostname()
+		ks.ServicePort = port
+		ks.ServiceSSLFlag = u.Scheme == "https"
+		ks.ServiceType = "proxy"
+		out = append(out, ks)
+	}
+	return out
+}
+
+// ProbeOrder returns services in rendezvous order for a block hash
+// (PROTOCOL 5.3): by md5hex(hash + suffix) descending, where suffix is the
+// last 15 characters of a 27-character UUID, else the whole UUID.
+func ProbeOrder(hash string, services []KeepService) []KeepService {
+	type weighted struct {
+		w string
+		s KeepService
+	}
+	ws := make([]weighted, len(services))
+	for i, s := range services {
+		suffix := s.UUID
+		if len(suffix) == 27 {
+			suffix = suffix[12:]
+		}
+		ws[i] = weighted{HashOf([]byte(hash + suffix)), s}
+	}
+	sort.SliceStable(ws, func(i, j int) bool { return ws[i].w > ws[j].w })
+	out := make([]KeepService, len(ws))
+	for i := range ws {
+		out[i] = ws[i].s
+	}
+	return out
+}
+
+// Services returns the services this client writes to, fetching them from
+// the API server on first use.
+func (k *Keep) Services(ctx context.Context) ([]KeepService, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.services != nil {
+		return k.services, nil
+	}
+	if k.api == nil {
+		return nil, errors.New("no keep services configured")
+	}
+	svcs, err := k.api.KeepServicesAccessible(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list keep services: %w", err)
+	}
+	if len(svcs) == 0 {
+		return nil, errors.New("the API server lists no keep services")
+	}
+	k.services = svcs
+	return svcs, nil
+}
+
+// PutOptions are per-block settings.
+type PutOptions struct {
+	Hash           string // md5 hex of the data; computed when empty
+	Replicas       int    // 0 = the Keep default
+	StorageClasses []string
+	Token          string // overrides the API client's token
+	RequestID      string
+}
+
+// PutResult says what a Put achieved.
+type PutResult struct {
+	Locator  string         // signed locator from the last successful PUT
+	Replicas int            // replicas confirmed
+	Classes  map[string]int // confirmed per storage class
+	Failures []ServiceError // every failed attempt, in order
+}
+
+// ServiceError is one failed PUT to one service.
+type ServiceError struct {
+	Service string // base URL
+	Status  int    // 0 for transport errors
+	Err     error
+}
+
+func (e ServiceError) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("%s: %v", e.Service, e.Err)
+	}
+	return fmt.Sprintf("%s: [%d] %v", e.Service, e.Status, e.Err)
+}
+
+func (e ServiceError) temporary() bool {
+	return e.Status == 0 || temporaryStatus(e.Status)
+}
+
+func (k *Keep) defaultReplicas(ctx context.Context) int {
+	if k.opts.Replicas > 0 {
+		return k.opts.Replicas
+	}
+	if k.api != nil {
+		if d, err := k.api.Discovery(ctx); err == nil && d.DefaultCollectionReplication > 0 {
+			return d.DefaultCollectionReplication
+		}
+	}
+	return 2
+}
+
+// Put stores data in Keep (PROTOCOL 6): PUT /<md5> to writable services in
+// rendezvous order until the wanted replicas are confirmed. With only disk
+// services it runs up to (wanted - done) PUTs at once; with a proxy among
+// them, one at a time, counting X-Keep-Replicas-Stored. Services that failed
+// temporarily are retried in later passes after a jittered wait. The data
+// slice is re-sent whole on each attempt and not modified.
+func (k *Keep) Put(ctx context.Context, data []byte, opts PutOptions) (PutResult, error) {
+	var res PutResult
+	if len(data) > BlockSize {
+		return res, fmt.Errorf("put block of %d bytes: %w", len(data), ErrBlockTooLarge)
+	}
+	hash := opts.Hash
+	if hash == "" {
+		hash = HashOf(data)
+	}
+	wanted := opts.Replicas
+	if wanted <= 0 {
+		wanted = k.defaultReplicas(ctx)
+	}
+	classes := opts.StorageClasses
+	if classes == nil {
+		classes = k.opts.StorageClasses
+	}
+	token := opts.Token
+	if token == "" && k.api != nil {
+		token = k.api.Token()
+	}
+	reqID := opts.RequestID
+	if reqID == "" {
+		reqID = RequestIDFrom(ctx)
+	}
+	if reqID == "" {
+		reqID = NewRequestID()
+	}
+	svcs, err := k.Services(ctx)
+	if err != nil {
+		return res, fmt.Errorf("put block %s: %w", hash, err)
+	}
+	var writable []KeepService
+	allDisk := true
+	for _, s := range svcs {
+		if s.ReadOnly {
+			continue
+		}
+		writable = append(writable, s)
+		if s.ServiceType != "disk" {
+			allDisk = false
+		}
+	}
+	if len(writable) == 0 {
+		return res, fmt.Errorf("put block %s: no writable keep services", hash)
+	}
+	pending := ProbeOrder(hash, writable)
+	res.Classes = map[string]int{}
+	delay := k.opts.RetryDelay
+	for pass := 0; pass <= k.opts.Retries && len(pending) > 0; pass++ {
+		if pass > 0 {
+			wait := time.Millisecond + time.Duration(rand.Int64N(int64(delay)))
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return res, fmt.Errorf("put block %s: %w", hash, ctx.Err())
+			case <-t.C:
+			}
+			delay = min(delay*2, 10*k.opts.RetryDelay)
+		}
+		var retry []KeepService
+		for len(pending) > 0 && res.Replicas < wanted {
+			n := 1
+			if allDisk {
+				n = min(wanted-res.Replicas, len(pending))
+			}
+			batch := pending[:n]
+			pending = pending[n:]
+			outcomes := make([]putOutcome, len(batch))
+			var wg sync.WaitGroup
+			for i, s := range batch {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					outcomes[i] = k.putOne(ctx, s, hash, data, wanted, classes, token, reqID)
+				}()
+			}
+			wg.Wait()
+			for i, o := range outcomes {
+				if o.err != nil {
+					res.Failures = append(res.Failures, *o.err)
+					if o.err.temporary() {
+						retry = append(retry, batch[i])
+					}
+					continue
+				}
+				res.Locator = o.locator
+				res.Replicas += o.replicas
+				for c, n := range o.classes {
+					res.Classes[c] += n
+				}
+			}
+			if ctx.Err() != nil {
+				return res, fmt.Errorf("put block %s: %w", hash, ctx.Err())
+			}
+		}
+		if res.Replicas >= wanted {
+			return res, nil
+		}
+		pending = retry
+	}
+	if res.Replicas >= wanted {
+		return res, nil
+	}
+	msgs := make([]string, len(res.Failures))
+	for i, f := range res.Failures {
+		msgs[i] = f.Error()
+	}
+	return res, fmt.Errorf("put block %s: %w: wanted %d, stored %d: %s", hash, ErrInsufficientReplicas, wanted, res.Replicas, strings.Join(msgs, "; "))
+}
+
+type putOutcome struct {
+	locator  string
+	replicas int
+	classes  map[string]int
+	err      *ServiceError
+}
+
+func (k *Keep) putOne(ctx context.Context, s KeepService, hash string, data []byte, wanted int, classes []string, token, reqID string) putOutcome {
+	base := s.URL()
+	fail := func(status int, err error) putOutcome {
+		return putOutcome{err: &ServiceError{Service: base, Status: status, Err: err}}
+	}
+	var body io.Reader = http.NoBody
+	if len(data) > 0 {
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/"+hash, body)
+	if err != nil {
+		return fail(0, err)
+	}
+	req.ContentLength = int64(len(data))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("X-Request-Id", reqID)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("X-Keep-Desired-Replicas", strconv.Itoa(wanted))
+	if len(classes) > 0 {
+		req.Header.Set("X-Keep-Storage-Classes", strings.Join(classes, ", "))
+	}
+	resp, err := k.http.Do(req)
+	if err != nil {
+		return fail(0, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	text := strings.TrimSpace(string(msg))
+	if resp.StatusCode != http.StatusOK {
+		if len(text) > 200 {
+			text = text[:200] + "..."
+		}
+		return fail(resp.StatusCode, errors.New(text))
+	}
+	loc, err := ParseLocator(text)
+	if err != nil || loc.Hash != hash {
+		// A 200 whose body is not a locator for this block stores nothing
+		// we can reference.
+		return fail(http.StatusBadGateway, fmt.Errorf("unexpected response body %q", truncate(text, 100)))
+	}
+	replicas := 1
+	if h := resp.Header.Get("X-Keep-Replicas-Stored"); h != "" {
+		if n, err := strconv.Atoi(strings.TrimSpace(h)); err == nil && n >= 0 {
+			replicas = n
+		}
+	}
+	return putOutcome{locator: text, replicas: replicas, classes: parseClassesConfirmed(resp.Header.Get("X-Keep-Storage-Classes-Confirmed"))}
+}
+
+// parseClassesConfirmed parses "a=1, b=2"; malformed items are ignored.
+func parseClassesConfirmed(h string) map[string]int {
+	out := map[string]int{}
+	for _, item := range strings.Split(h, ",") {
+		name, n, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok {
+			continue
+		}
+		if v, err := strconv.Atoi(n); err == nil && v > 0 && name != "" {
+			out[name] += v
+		}
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// Head checks that a block exists, trying services in probe order. locator
+// should carry a signature when the cluster enforces them.
+func (k *Keep) Head(ctx context.Context, locator string) error {
+	_, err := k.fetch(ctx, http.MethodHead, locator)
+	return err
+}
+
+// Get reads a block and checks its md5.
+func (k *Keep) Get(ctx context.Context, locator string) ([]byte, error) {
+	return k.fetch(ctx, http.MethodGet, locator)
+}
+
+func (k *Keep) fetch(ctx context.Context, method, locator string) ([]byte, error) {
+	l, err := ParseLocator(locator)
+	if err != nil {
+		return nil, err
+	}
+	if l.Hash == EmptyHash && l.Size == 0 {
+		return []byte{}, nil
+	}
+	svcs, err := k.Services(ctx)
+	if err != nil {
+		return nil, err
+	}
+	token := ""
+	if k.api != nil {
+		token = k.api.Token()
+	}
+	var errs []string
+	for _, s := range ProbeOrder(l.Hash, svcs) {
+		req, err := http.NewRequestWithContext(ctx, method, s.URL()+"/"+locator, nil)
+		if err != nil {
+			return nil, err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		req.Header.Set("X-Request-Id", NewRequestID())
+		resp, err := k.http.Do(req)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", s.URL(), unwrapURLError(err)))
+			continue
+		}
+		limit := int64(BlockSize + 1)
+		body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			errs = append(errs, fmt.Sprintf("%s: [%d] %s", s.URL(), resp.StatusCode, truncate(strings.TrimSpace(string(body)), 200)))
+			continue
+		}
+		if method == http.MethodHead {
+			return nil, nil
+		}
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", s.URL(), err))
+			continue
+		}
+		if HashOf(body) != l.Hash {
+			errs = append(errs, fmt.Sprintf("%s: %v", s.URL(), ErrChecksum))
+			continue
+		}
+		return body, nil
+	}
+	return nil, fmt.Errorf("%s block %s: %s", strings.ToLower(method), l.Stripped(), strings.Join(errs, "; "))
+}
