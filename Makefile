@@ -15,8 +15,11 @@ test:
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -timeout 9m ./...
 
+# Go benchmarks (engine, keepclient, keepstore, proxy), then end-to-end
+# uploads through a dev cluster compared with md5sum of the same data.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
+	./scripts/bench.sh
 
 demo: build
 	./scripts/demo.sh
