@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/keepstore"
+)
+
+type keepstoreFlags struct {
+	listen              string
+	signingKeyFile      string
+	systemRootTokenFile string
+	managementTokenFile string
+	storageClasses      []string
+	shutdownTimeout     time.Duration
+}
+
+func newKeepstoreCommand() *cobra.Command {
+	var (
+		f    keepstoreFlags
+		opts keepstore.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "keepstore",
+		Short: "Run a Keep storage server on a directory",
+		Long: `Run a keepstore: blocks are stored as <dir>/<hash[0:3]>/<hash>, written
+durably. Secrets (signing key, tokens) are read from files, never given on
+the command line.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.StorageClasses = f.storageClasses
+			return runKeepstore(cmd.Context(), f, opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", ":25107", "address to listen on")
+	fl.StringVar(&opts.Dir, "dir", "", "directory volume holding the blocks; required")
+	fl.StringVar(&f.signingKeyFile, "signing-key-file", "", "file holding the blob signing key (none: locators are returned unsigned)")
+	fl.DurationVar(&opts.TTL, "ttl", keepclient.DefaultBlobSigningTTL, "blob signing TTL; must equal the API server's")
+	fl.BoolVar(&opts.EnforceSigning, "enforce-signing", false, "require a valid signature on GET and HEAD (needs --signing-key-file)")
+	fl.StringVar(&f.systemRootTokenFile, "system-root-token-file", "", "file holding the SystemRootToken, which may list blocks (/index)")
+	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: health disabled, metrics open)")
+	fl.IntVar(&opts.MaxBuffers, "max-buffers", 8, "64 MiB block buffers; bounds memory and concurrent block transfers")
+	fl.DurationVar(&opts.BufferWait, "buffer-wait", 5*time.Second, "how long a request waits for a free buffer before 503")
+	fl.StringSliceVar(&f.storageClasses, "storage-classes", []string{"default"}, "storage classes this keepstore serves")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", time.Minute, "how long to wait for in-flight requests on SIGTERM")
+	return cmd
+}
+
+func runKeepstore(ctx context.Context, f keepstoreFlags, opts keepstore.Options) error {
+	if opts.Dir == "" {
+		return fmt.Errorf("--dir is required")
+	}
+	var err error
+	if f.signingKeyFile != "" {
+		key, err := readSecretFile(f.signingKeyFile, "blob signing key")
+		if err != nil {
+			return err
+		}
+		opts.SigningKey = []byte(key)
+	}
+	if f.systemRootTokenFile != "" {
+		if opts.SystemRootToken, err = readSecretFile(f.systemRootTokenFile, "system root token"); err != nil {
+			return err
+		}
+	}
+	if f.managementTokenFile != "" {
+		if opts.ManagementToken, err = readSecretFile(f.managementTokenFile, "management token"); err != nil {
+			return err
+		}
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	opts.Logger = log
+	ks, err := keepstore.New(opts)
+	if err != nil {
+		return fmt.Errorf("start keepstore: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           ks,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute,
+		WriteTimeout:      10 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	log.Info("keepstore listening", "addr", ln.Addr().String(), "dir", opts.Dir,
+		"signing", len(opts.SigningKey) > 0, "enforce_signing", opts.EnforceSigning, "max_buffers", opts.MaxBuffers)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down HTTP server: %w", err)
+	}
+	return ctx.Err()
+}

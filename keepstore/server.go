@@ -1,0 +1,294 @@
+package keepstore
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// Options configure a Server. The zero value of each field means its
+// default.
+type Options struct {
+	Dir             string        // directory volume
+	SigningKey      []byte        // blob signing key; nil = return unsigned locators
+	TTL             time.Duration // blob signing TTL; 0 = DefaultBlobSigningTTL
+	EnforceSigning  bool          // verify signatures on GET/HEAD
+	SystemRootToken string        // /index etc.
+	ManagementToken string        // /_health/ping, /metrics ("" = health disabled, metrics open)
+	MaxBuffers      int           // 64 MiB buffers; 0 = default 8
+	StorageClasses  []string      // default ["default"]
+	Logger          *slog.Logger
+
+	// BufferWait bounds how long a request waits for a free block buffer
+	// before it gets 503; 0 = 5s.
+	BufferWait time.Duration
+	// Volume, when set, is used instead of a DirVolume on Dir (another
+	// backend, or a wrapper that injects faults in tests).
+	Volume Volume
+}
+
+// Defaults, applied in one place by New.
+const (
+	// 8 x 64 MiB = 512 MiB of block buffers at most: enough to keep a disk
+	// busy, small enough for a modest VM.
+	defaultMaxBuffers = 8
+	// A client that waits longer than this for a buffer is better served by
+	// a 503 it can retry elsewhere (keepclient tries the next service).
+	defaultBufferWait = 5 * time.Second
+)
+
+// Server is a keepstore: the Keep block HTTP API (PROTOCOL 4) over one
+// Volume. It is an http.Handler and holds no goroutines of its own, so it
+// needs no Close.
+type Server struct {
+	opts    Options
+	vol     Volume
+	pool    *bufferPool
+	metrics *metrics
+	log     *slog.Logger
+	mux     http.Handler // /metrics
+}
+
+// New checks opts, opens the volume and returns a Server.
+func New(opts Options) (*Server, error) {
+	if opts.TTL == 0 {
+		opts.TTL = keepclient.DefaultBlobSigningTTL
+	}
+	if opts.TTL < time.Second {
+		return nil, fmt.Errorf("blob signing TTL %s is under one second", opts.TTL)
+	}
+	if opts.MaxBuffers == 0 {
+		opts.MaxBuffers = defaultMaxBuffers
+	}
+	if opts.MaxBuffers < 0 {
+		return nil, fmt.Errorf("MaxBuffers %d is negative", opts.MaxBuffers)
+	}
+	if opts.BufferWait == 0 {
+		opts.BufferWait = defaultBufferWait
+	}
+	if len(opts.StorageClasses) == 0 {
+		opts.StorageClasses = []string{"default"}
+	}
+	if opts.EnforceSigning && len(opts.SigningKey) == 0 {
+		return nil, errors.New("signing is enforced but no signing key is set")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	vol := opts.Volume
+	if vol == nil {
+		dv, err := OpenDir(opts.Dir)
+		if err != nil {
+			return nil, err
+		}
+		vol = dv
+	}
+	s := &Server{opts: opts, vol: vol, pool: newBufferPool(opts.MaxBuffers), log: opts.Logger}
+	s.metrics = newMetrics(s.pool, opts.MaxBuffers)
+	s.mux = promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+	return s, nil
+}
+
+// BuffersInUse returns the number of block buffers requests hold now.
+func (s *Server) BuffersInUse() int { return int(s.pool.inUse.Load()) }
+
+// ServeHTTP wraps every request with the request ID, CORS headers, metrics
+// and one log line, then routes it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	reqID := r.Header.Get("X-Request-Id")
+	if !validRequestID(reqID) {
+		reqID = newRequestID()
+	}
+	h := w.Header()
+	h.Set("X-Request-Id", reqID)
+	h.Set("Access-Control-Allow-Methods", "GET, HEAD, PUT, OPTIONS")
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Length, Content-Type, X-Keep-Desired-Replicas, X-Keep-Signature, X-Keep-Storage-Classes")
+	h.Set("Access-Control-Expose-Headers", "X-Keep-Locator, X-Keep-Replicas-Stored, X-Keep-Storage-Classes-Confirmed")
+	h.Set("Access-Control-Max-Age", "86486400")
+
+	rw := &recorder{ResponseWriter: w}
+	body := &countingReader{r: r.Body}
+	r.Body = body
+	s.route(rw, r)
+	if rw.status == 0 {
+		rw.status = http.StatusOK
+	}
+	d := time.Since(start)
+	s.metrics.requests.WithLabelValues(r.Method, strconv.Itoa(rw.status)).Inc()
+	s.metrics.bytesIn.Add(float64(body.n))
+	s.metrics.bytesOut.Add(float64(rw.n))
+	if r.Method == http.MethodPut {
+		s.metrics.putDuration.Observe(d.Seconds())
+	}
+	s.log.Info("request",
+		"request_id", reqID,
+		"method", r.Method,
+		"path", logPath(r.URL.Path),
+		"status", rw.status,
+		"bytes_in", body.n,
+		"bytes_out", rw.n,
+		"duration_ms", float64(d.Microseconds())/1000,
+	)
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case r.Method == http.MethodOptions:
+		w.WriteHeader(http.StatusOK)
+	case p == "/_health/ping" && r.Method == http.MethodGet:
+		s.handleHealth(w, r)
+	case p == "/metrics" && r.Method == http.MethodGet:
+		if s.opts.ManagementToken != "" && !s.checkToken(w, r, s.opts.ManagementToken) {
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	case (p == "/index" || strings.HasPrefix(p, "/index/")) && r.Method == http.MethodGet:
+		s.handleIndex(w, r)
+	case isAdminRoute(r.Method, p):
+		s.handleAdmin(w, r)
+	case r.Method == http.MethodPut:
+		s.handlePut(w, r)
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+		s.handleGet(w, r)
+	default:
+		httpError(w, http.StatusBadRequest, "Bad Request")
+	}
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if s.opts.ManagementToken == "" {
+		httpError(w, http.StatusNotFound, "disabled")
+		return
+	}
+	if !s.checkToken(w, r, s.opts.ManagementToken) {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"health":"OK"}`+"\n")
+}
+
+// checkToken answers 401 when the request has no Authorization header and 403
+// when its token is not want (or want is empty), and reports whether the
+// request may go on.
+func (s *Server) checkToken(w http.ResponseWriter, r *http.Request, want string) bool {
+	got := requestToken(r)
+	if got == "" {
+		httpError(w, http.StatusUnauthorized, "Unauthorized")
+		return false
+	}
+	if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		httpError(w, http.StatusForbidden, "Forbidden")
+		return false
+	}
+	return true
+}
+
+// requestToken returns the first token of the request, in keepstore's order
+// (PROTOCOL 1.2): Authorization Bearer/OAuth2, Basic password, api_token
+// query parameter, arvados_api_token cookie.
+func requestToken(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); a != "" {
+		for _, scheme := range []string{"Bearer ", "OAuth2 "} {
+			if len(a) > len(scheme) && strings.EqualFold(a[:len(scheme)], scheme) {
+				return strings.TrimSpace(a[len(scheme):])
+			}
+		}
+		if _, pw, ok := r.BasicAuth(); ok && pw != "" {
+			return pw
+		}
+	}
+	if t := r.URL.Query().Get("api_token"); t != "" {
+		return t
+	}
+	if c, err := r.Cookie("arvados_api_token"); err == nil && c.Value != "" {
+		if b, err := base64.URLEncoding.DecodeString(c.Value); err == nil {
+			return string(b)
+		}
+	}
+	return ""
+}
+
+// httpError writes msg and a newline as a text/plain body.
+func httpError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	io.WriteString(w, msg+"\n")
+}
+
+var requestIDRE = regexp.MustCompile(`^[-0-9A-Za-z_.]{1,64}$`)
+
+// validRequestID accepts a client's request ID when it is short and plain,
+// so that it cannot forge log content.
+func validRequestID(s string) bool { return requestIDRE.MatchString(s) }
+
+// newRequestID returns "req-" and 20 characters of [0-9a-z] (PROTOCOL 1.3).
+func newRequestID() string {
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+	var b [20]byte
+	rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return "req-" + string(b[:])
+}
+
+// signHintRE matches permission hints in a path, which are bearer secrets
+// for the block and stay out of logs.
+var signHintRE = regexp.MustCompile(`\+[AR][^+/]*`)
+
+func logPath(p string) string { return signHintRE.ReplaceAllString(p, "") }
+
+// recorder remembers the status and counts body bytes.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.n += int64(n)
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
