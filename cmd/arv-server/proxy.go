@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/proxy"
+)
+
+type proxyFlags struct {
+	listen              string
+	tlsCert, tlsKey     string
+	apiHost             string
+	insecure            bool
+	serviceTokenFile    string
+	keepstores          []string
+	authCacheTTL        time.Duration
+	maxConcurrent       int
+	spoolDir            string
+	enableReads         bool
+	managementTokenFile string
+	shutdownTimeout     time.Duration
+}
+
+func newProxyCommand() *cobra.Command {
+	var f proxyFlags
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Run the public write-only Keep proxy in front of the internal keepstores",
+		Long: `Run the write-only Keep proxy. It accepts PUT /<md5> and POST / from clients
+with a valid token of an active user, stores each block on the internal
+keepstores, returns the signed locator, and logs every stored block to the
+API server (through a durable spool in --spool-dir).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runProxy(cmd.Context(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", ":25107", "address to listen on")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fl.StringVar(&f.apiHost, "api-host", os.Getenv("ARVADOS_API_HOST"), "API server host:port for HTTPS, or http://host:port (default $ARVADOS_API_HOST)")
+	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the API server and keepstores")
+	fl.StringVar(&f.serviceTokenFile, "service-token-file", "", "file holding the proxy's own API token (used for audit logs); required")
+	fl.StringArrayVar(&f.keepstores, "keepstore", nil, "internal keepstore URL (repeatable); default: the API's keep_services of type disk (needs an admin service token)")
+	fl.DurationVar(&f.authCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an accepted token is trusted before it is checked again")
+	fl.IntVar(&f.maxConcurrent, "max-concurrent", 16, "block writes in progress (each holds up to 64 MiB); more get 503 + Retry-After")
+	fl.StringVar(&f.spoolDir, "spool-dir", "", "directory of the durable audit spool; required")
+	fl.BoolVar(&f.enableReads, "enable-reads", false, "also serve GET/HEAD of blocks (signatures are checked by the keepstores)")
+	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: health disabled, metrics open)")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long to wait for in-flight writes on SIGTERM")
+	return cmd
+}
+
+func envTrue(name string) bool {
+	switch strings.ToLower(os.Getenv(name)) {
+	case "1", "true", "yes":
+		return true
+	}
+	return false
+}
+
+// readSecretFile returns the trimmed content of a token file.
+func readSecretFile(path, what string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("read %s: %s is empty", what, path)
+	}
+	return s, nil
+}
+
+func runProxy(ctx context.Context, f proxyFlags) error {
+	if f.apiHost == "" {
+		return errors.New("--api-host (or ARVADOS_API_HOST) is required")
+	}
+	if f.serviceTokenFile == "" {
+		return errors.New("--service-token-file is required: the proxy logs every block with its own token")
+	}
+	if f.spoolDir == "" {
+		return errors.New("--spool-dir is required: audit records are spooled there until the API server has them")
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	token, err := readSecretFile(f.serviceTokenFile, "service token")
+	if err != nil {
+		return err
+	}
+	var mgmt string
+	if f.managementTokenFile != "" {
+		if mgmt, err = readSecretFile(f.managementTokenFile, "management token"); err != nil {
+			return err
+		}
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+
+	// --api-host is host:port (HTTPS), or a URL to choose the scheme.
+	scheme, host := "https", f.apiHost
+	if u, err := url.Parse(f.apiHost); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
+		scheme, host = u.Scheme, u.Host
+	}
+	api, err := keepclient.NewClient(keepclient.Config{APIHost: host, Scheme: scheme, Token: token, Insecure: f.insecure})
+	if err != nil {
+		return fmt.Errorf("create API client: %w", err)
+	}
+	services, err := keepstoreServices(ctx, api, f.keepstores)
+	if err != nil {
+		return err
+	}
+	// Upstream settings of keepproxy (PROTOCOL 7.4), plus the Via header.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 180 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = 4 * time.Second
+	tr.MaxIdleConns = 100
+	tr.MaxIdleConnsPerHost = 100
+	tr.IdleConnTimeout = 90 * time.Second
+	if f.insecure {
+		tr.TLSClientConfig.InsecureSkipVerify = true
+	}
+	keepHTTP := &http.Client{Transport: proxy.ViaTransport(tr), Timeout: 300 * time.Second}
+	// The proxy forwards the cluster's default storage classes itself when
+	// a client names none.
+	keep := keepclient.NewKeep(api, keepclient.KeepOptions{Services: services, HTTPClient: keepHTTP})
+
+	px, err := proxy.New(proxy.Options{
+		API: api, Keep: keep, Services: services, HTTPClient: keepHTTP,
+		AuthCacheTTL: f.authCacheTTL, MaxConcurrent: f.maxConcurrent, SpoolDir: f.spoolDir,
+		EnableReads: f.enableReads, ManagementToken: mgmt, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	// Delivery outlives the signal: Close stops it after the in-flight
+	// writes and a short drain of the spool.
+	if err := px.Start(context.WithoutCancel(ctx)); err != nil {
+		px.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           px,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute, // the body itself also has a per-chunk idle deadline
+		WriteTimeout:      10 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		px.Close()
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	log.Info("proxy listening", "addr", ln.Addr().String(), "tls", f.tlsCert != "", "keepstores", len(services), "reads", f.enableReads)
+	errc := make(chan error, 1)
+	go func() {
+		if f.tlsCert != "" {
+			errc <- srv.ServeTLS(ln, f.tlsCert, f.tlsKey)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err = <-errc:
+		px.Close()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight writes")
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	serr := srv.Shutdown(sctx)
+	if cerr := px.Close(); cerr != nil {
+		return fmt.Errorf("close proxy: %w", cerr)
+	}
+	if serr != nil {
+		return fmt.Errorf("shut down HTTP server: %w", serr)
+	}
+	log.Info("proxy stopped")
+	return nil // a requested shutdown that finished cleanly is a success
+}
+
+// keepstoreServices returns the internal keepstores: the --keepstore URLs
+// (as disk services with fake UUIDs, so writes go out in parallel), else the
+// API's keep_services of type disk.
+func keepstoreServices(ctx context.Context, api *keepclient.Client, urls []string) ([]keepclient.KeepService, error) {
+	if len(urls) > 0 {
+		svcs := keepclient.ServicesFromEnv(strings.Join(urls, " "))
+		if len(svcs) != len(urls) {
+			return nil, fmt.Errorf("parse --keepstore URLs %q: want absolute http(s) URLs", urls)
+		}
+		for i := range svcs {
+			svcs[i].ServiceType = "disk"
+		}
+		return svcs, nil
+	}
+	var list keepclient.List[keepclient.KeepService]
+	if err := api.Call(ctx, http.MethodGet, "keep_services", nil, nil, &list); err != nil {
+		return nil, fmt.Errorf("list keep services (give --keepstore, or a service token of an admin): %w", err)
+	}
+	var disks []keepclient.KeepService
+	for _, s := range list.Items {
+		if s.ServiceType == "disk" && !s.ReadOnly {
+			disks = append(disks, s)
+		}
+	}
+	if len(disks) == 0 {
+		return nil, errors.New("no disk keep services listed by the API server; give --keepstore")
+	}
+	return disks, nil
+}

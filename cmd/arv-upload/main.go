@@ -1,0 +1,83 @@
+// Command arv-upload uploads a directory tree to Arvados as a collection.
+//
+// Only the root command, credentials and the account subcommand are wired
+// so far; the upload engine (agent, store) is not written yet.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// usageError marks a command-line mistake (exit code 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := newRootCommand().ExecuteContext(ctx)
+	var ue usageError
+	switch {
+	case err == nil:
+		os.Exit(0)
+	case ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "arv-upload: interrupted")
+		os.Exit(130)
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, "arv-upload:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "arv-upload:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "arv-upload",
+		Short:         "Resumable bulk upload of a directory to an Arvados collection",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.String("api-host", "", "API server host:port (default $ARVADOS_API_HOST)")
+	pf.String("token", "", "API token (default $ARVADOS_API_TOKEN)")
+	pf.Bool("insecure", false, "skip TLS verification (default $ARVADOS_API_HOST_INSECURE)")
+	root.AddCommand(newAccountCommand(connect))
+	return root
+}
+
+// connect builds an API client from flags, then the environment.
+func connect(cmd *cobra.Command) (*keepclient.Client, error) {
+	host, _ := cmd.Flags().GetString("api-host")
+	token, _ := cmd.Flags().GetString("token")
+	insecure, _ := cmd.Flags().GetBool("insecure")
+	if host == "" {
+		host = os.Getenv("ARVADOS_API_HOST")
+	}
+	if token == "" {
+		token = os.Getenv("ARVADOS_API_TOKEN")
+	}
+	if v := os.Getenv("ARVADOS_API_HOST_INSECURE"); v == "1" || v == "true" || v == "yes" {
+		insecure = true
+	}
+	if host == "" || token == "" {
+		return nil, usageError{errors.New("no API host or token: use --api-host/--token or ARVADOS_API_HOST/ARVADOS_API_TOKEN")}
+	}
+	c, err := keepclient.NewClient(keepclient.Config{APIHost: host, Token: token, Insecure: insecure})
+	if err != nil {
+		return nil, fmt.Errorf("create API client: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// ErrTokenRejected means the API server refused the client's token (401, or
+// 403 because its scopes do not allow users/current). The proxy answers 403.
+var ErrTokenRejected = errors.New("token rejected by the API server")
+
+// ErrInactiveUser means the token is valid but its user is not active, so it
+// may not write.
+var ErrInactiveUser = errors.New("user is not active")
+
+// Authorizer checks a client's token against the API server.
+//
+// CurrentUser returns the token's user. It returns an error wrapping
+// ErrTokenRejected when the API server refused the token (401/403); any
+// other error is an outage (5xx, transport) and is not cached. It must be
+// safe for concurrent use.
+type Authorizer interface {
+	CurrentUser(ctx context.Context, token, requestID string) (keepclient.User, error)
+}
+
+// authEntry is one cached token check result.
+type authEntry struct {
+	user    keepclient.User
+	err     error // nil or wraps ErrTokenRejected/ErrInactiveUser
+	expires time.Time
+}
+
+// authCache caches token checks, keyed by the SHA-256 of the token so the
+// token itself is never kept in memory longer than the request. It is
+// bounded: when full, expired entries are dropped first, then arbitrary ones.
+type authCache struct {
+	auth       Authorizer
+	ttl        time.Duration // successes
+	failTTL    time.Duration // rejections
+	maxEntries int
+	now        func() time.Time
+	hit, miss  func()
+
+	flight singleflight.Group
+
+	mu      sync.Mutex
+	entries map[[32]byte]authEntry
+}
+
+func newAuthCache(a Authorizer, ttl, failTTL time.Duration, maxEntries int) *authCache {
+	return &authCache{
+		auth: a, ttl: ttl, failTTL: failTTL, maxEntries: maxEntries,
+		now: time.Now, hit: func() {}, miss: func() {},
+		entries: make(map[[32]byte]authEntry),
+	}
+}
+
+// check returns the active user behind token. Errors wrap ErrTokenRejected
+// or ErrInactiveUser for a refusal (403 to the client); anything else is an
+// API outage (502 to the client).
+func (c *authCache) check(ctx context.Context, token, requestID string) (keepclient.User, error) {
+	key := sha256.Sum256([]byte(token))
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		c.hit()
+		return e.user, e.err
+	}
+	// Concurrent misses for one token share one API call. The call is
+	// detached from this request's cancellation (the others may still
+	// want it); the Authorizer bounds its duration.
+	ch := c.flight.DoChan(string(key[:]), func() (any, error) {
+		return c.auth.CurrentUser(context.WithoutCancel(ctx), token, requestID)
+	})
+	c.miss() // after DoChan, so a test can tell this caller has joined the flight
+	var user keepclient.User
+	var err error
+	select {
+	case <-ctx.Done():
+		return keepclient.User{}, fmt.Errorf("check token: %w", ctx.Err())
+	case res := <-ch:
+		user, _ = res.Val.(keepclient.User)
+		err = res.Err
+	}
+	switch {
+	case errors.Is(err, ErrTokenRejected):
+		c.store(key, authEntry{err: err, expires: now.Add(c.failTTL)})
+		return keepclient.User{}, err
+	case err != nil:
+		return keepclient.User{}, fmt.Errorf("check token: %w", err)
+	case !user.IsActive:
+		err := fmt.Errorf("check token of %s: %w", user.UUID, ErrInactiveUser)
+		c.store(key, authEntry{user: user, err: err, expires: now.Add(c.failTTL)})
+		return user, err
+	}
+	c.store(key, authEntry{user: user, expires: now.Add(c.ttl)})
+	return user, nil
+}
+
+func (c *authCache) store(key [32]byte, e authEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.maxEntries {
+		now := c.now()
+		for k, old := range c.entries {
+			if !now.Before(old.expires) {
+				delete(c.entries, k)
+			}
+		}
+		for k := range c.entries {
+			if len(c.entries) < c.maxEntries {
+				break
+			}
+			delete(c.entries, k) // map order is random: a cheap random eviction
+		}
+	}
+	c.entries[key] = e
+}
+
+func (c *authCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
+
+// tokenFrom returns the token of an "Authorization: Bearer|OAuth2 <tok>"
+// header, or "".
+func tokenFrom(header string) string {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || (scheme != "Bearer" && scheme != "OAuth2") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}

@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// authCheckTimeout bounds a users/current call including the client's
+// retries, so that an API outage answers 502 promptly.
+const authCheckTimeout = 15 * time.Second
+
+// wireKeepclient fills in the keepclient-based implementations of the
+// interfaces not given explicitly in Options.
+func (s *Server) wireKeepclient(authz *Authorizer) error {
+	if s.opts.API != nil {
+		if *authz == nil {
+			*authz = apiAuthorizer{s.opts.API}
+		}
+		if s.sink == nil {
+			s.sink = apiAudit{s.opts.API}
+		}
+	}
+	if s.writer == nil && s.opts.Keep != nil {
+		s.writer = keepWriter{keep: s.opts.Keep, api: s.opts.API}
+	}
+	if s.reader == nil && s.opts.EnableReads && len(s.opts.Services) > 0 {
+		hc := s.opts.HTTPClient
+		if hc == nil {
+			hc = &http.Client{Transport: ViaTransport(nil), Timeout: 300 * time.Second}
+		}
+		s.reader = &httpReader{services: s.opts.Services, client: hc}
+	}
+	return nil
+}
+
+// apiAuthorizer checks tokens with GET /arvados/v1/users/current.
+type apiAuthorizer struct{ api *keepclient.Client }
+
+func (a apiAuthorizer) CurrentUser(ctx context.Context, token, requestID string) (keepclient.User, error) {
+	ctx, cancel := context.WithTimeout(ctx, authCheckTimeout)
+	defer cancel()
+	if requestID != "" {
+		ctx = keepclient.ContextWithRequestID(ctx, requestID)
+	}
+	u, err := a.api.WithToken(token).CurrentUser(ctx)
+	if err != nil {
+		var ae *keepclient.APIError
+		if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
+			return keepclient.User{}, fmt.Errorf("users/current: status %d: %w", ae.Status, ErrTokenRejected)
+		}
+		return keepclient.User{}, fmt.Errorf("users/current: %w", err)
+	}
+	return *u, nil
+}
+
+// apiAudit posts audit records as logs with the service token.
+type apiAudit struct{ api *keepclient.Client }
+
+func (a apiAudit) CreateLog(ctx context.Context, attrs map[string]any) error {
+	_, err := a.api.CreateLog(ctx, attrs)
+	return err
+}
+
+// keepWriter writes through keepclient.Keep. When the client named no
+// storage classes it forwards the cluster's default ones, as keepproxy
+// does (PROTOCOL 7.3); api (may be nil) supplies them from its cached
+// /arvados/v1/config.
+type keepWriter struct {
+	keep *keepclient.Keep
+	api  *keepclient.Client
+}
+
+func (k keepWriter) PutBlock(ctx context.Context, data []byte, req PutRequest) (PutResult, error) {
+	classes := req.StorageClasses
+	if len(classes) == 0 && k.api != nil {
+		cctx, cancel := context.WithTimeout(ctx, authCheckTimeout)
+		if cc, err := k.api.ClusterConfig(cctx); err == nil {
+			classes = cc.DefaultStorageClasses()
+		}
+		cancel()
+	}
+	res, err := k.keep.Put(ctx, data, keepclient.PutOptions{
+		Hash: req.Hash, Token: req.Token, Replicas: req.Replicas,
+		StorageClasses: classes, RequestID: req.RequestID,
+	})
+	out := PutResult{Locator: res.Locator, Replicas: res.Replicas}
+	for _, f := range res.Failures {
+		// Without the service URL: internal addresses stay internal.
+		out.Failures = append(out.Failures, fmt.Sprintf("[%d] %v", f.Status, f.Err))
+	}
+	return out, err
+}
+
+// httpReader passes GET/HEAD to the keepstores in probe order.
+type httpReader struct {
+	services []keepclient.KeepService
+	client   *http.Client
+}
+
+func (h *httpReader) ReadBlock(ctx context.Context, method, locator, token, requestID string) (*http.Response, error) {
+	var last *ReadError
+	for _, svc := range keepclient.ProbeOrder(locator[:32], h.services) {
+		req, err := http.NewRequestWithContext(ctx, method, svc.URL()+"/"+locator, nil)
+		if err != nil {
+			return nil, fmt.Errorf("read block: %w", err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		req.Header.Set("X-Request-Id", requestID)
+		resp, err := h.client.Do(req)
+		if err != nil {
+			last = &ReadError{Status: http.StatusBadGateway, Msg: fmt.Sprintf("read block from keepstore: %v", err)}
+			continue
+		}
+		if resp.StatusCode == http.StatusOK {
+			return resp, nil
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		re := &ReadError{Status: resp.StatusCode, Msg: strings.TrimSpace(string(body))}
+		switch {
+		case resp.StatusCode == http.StatusNotFound:
+			if last == nil {
+				last = re
+			}
+		case resp.StatusCode >= 400 && resp.StatusCode < 500:
+			return nil, re // a bad or expired signature is the same everywhere
+		default:
+			last = re
+		}
+	}
+	if last == nil {
+		last = &ReadError{Status: http.StatusNotFound, Msg: "file does not exist"}
+	}
+	return nil, last
+}

@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's Prometheus collectors, in their own registry so
+// that several Servers (tests, devcluster) can live in one process.
+type metrics struct {
+	reg            *prometheus.Registry
+	requests       *prometheus.CounterVec
+	bytesIn        prometheus.Counter
+	replicasStored prometheus.Counter
+	upstreamErrors prometheus.Counter
+	tokenCache     *prometheus.CounterVec
+	inFlight       prometheus.Gauge
+	spoolDepth     prometheus.Gauge
+	auditDelivered prometheus.Counter
+	auditFailed    prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "requests_total",
+			Help: "HTTP requests by method and status code.",
+		}, []string{"method", "code"}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "received_bytes_total",
+			Help: "Block bytes received from clients (complete bodies only).",
+		}),
+		replicasStored: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "replicas_stored_total",
+			Help: "Block replicas confirmed by the keepstores.",
+		}),
+		upstreamErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "upstream_errors_total",
+			Help: "Failed upstream keepstore writes (one per failing service attempt).",
+		}),
+		tokenCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "token_cache_total",
+			Help: "Token cache lookups by result (hit or miss).",
+		}, []string{"result"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "puts_in_flight",
+			Help: "Block writes in progress.",
+		}),
+		spoolDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "audit_spool_depth",
+			Help: "Audit records waiting for delivery to the API server.",
+		}),
+		auditDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "audit_delivered_total",
+			Help: "Audit records accepted by the API server.",
+		}),
+		auditFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "audit_delivery_failures_total",
+			Help: "Failed attempts to deliver an audit record (retried).",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.bytesIn, m.replicasStored, m.upstreamErrors, m.tokenCache,
+		m.inFlight, m.spoolDepth, m.auditDelivered, m.auditFailed)
+	return m
+}

@@ -1,0 +1,430 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// BlockWriter stores a block on the internal keepstores.
+//
+// PutBlock writes data (whose md5 is req.Hash) with the client's token so
+// that the keepstores sign the locator for that token. When fewer than the
+// wanted replicas were stored it returns an error wrapping
+// keepclient.ErrInsufficientReplicas together with the partial result. It
+// must be safe for concurrent use.
+type BlockWriter interface {
+	PutBlock(ctx context.Context, data []byte, req PutRequest) (PutResult, error)
+}
+
+// PutRequest is one upstream block write.
+type PutRequest struct {
+	Hash           string
+	Token          string // the client's token, sent as Bearer
+	Replicas       int    // 0 = the writer's default (discovery, else 2)
+	StorageClasses []string
+	RequestID      string
+}
+
+// PutResult is the outcome of an upstream write.
+type PutResult struct {
+	Locator  string   // signed locator from the last successful PUT
+	Replicas int      // confirmed replicas
+	Failures []string // one "[status] message" per failed service attempt
+}
+
+// BlockReader reads a block from the internal keepstores (only used with
+// EnableReads). ReadBlock returns the first 200 response, whose Body the
+// caller closes, or an error; a *ReadError says which status to answer.
+// The keepstores check signatures.
+type BlockReader interface {
+	ReadBlock(ctx context.Context, method, locator, token, requestID string) (*http.Response, error)
+}
+
+// ReadError is a failed read with the status to pass on.
+type ReadError struct {
+	Status int
+	Msg    string
+}
+
+func (e *ReadError) Error() string { return fmt.Sprintf("read block: %d %s", e.Status, e.Msg) }
+
+// Options configure a Server. The zero value of each field means its
+// default.
+type Options struct {
+	API  *keepclient.Client // service token client (audit logs); used WithToken(clientToken) for users/current
+	Keep *keepclient.Keep   // upstream writer over the internal keepstores
+
+	// Authorizer, Writer, Reader and Audit override the implementations
+	// built from API and Keep (tests use them to inject faults).
+	Authorizer Authorizer
+	Writer     BlockWriter
+	Reader     BlockReader
+	Audit      AuditSink
+
+	// Services are the internal keepstores reads go to (EnableReads), in
+	// probe order; HTTPClient is used for them (default: ViaTransport, 300s).
+	Services   []keepclient.KeepService
+	HTTPClient *http.Client
+
+	AuthCacheTTL     time.Duration // successful token checks; default 30s, so a deactivated account stops within that
+	AuthFailCacheTTL time.Duration // refused tokens; default 2s, short so a newly created token works almost at once
+	AuthCacheSize    int           // default 10000 entries (~100 bytes each): bounded memory
+	MaxConcurrent    int           // PUTs in progress (= 64 MiB buffers); default 16, i.e. at most 1 GiB of block buffers
+	BodyIdleTimeout  time.Duration // longest pause while reading a body; default 30s against stalled clients
+	SpoolDir         string        // durable audit spool; required
+	EnableReads      bool
+	ManagementToken  string
+	Logger           *slog.Logger
+
+	// CloseDrainTimeout is how long Close waits for the deliverer to
+	// empty the spool; default 5s. Undelivered records stay in the spool.
+	CloseDrainTimeout time.Duration
+
+	// AuditMinBackoff and AuditMaxBackoff bound the retry delay of audit
+	// delivery; defaults 1s and 1m.
+	AuditMinBackoff, AuditMaxBackoff time.Duration
+}
+
+// Server is the write-only Keep proxy.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	auth    *authCache
+	writer  BlockWriter
+	reader  BlockReader
+	sink    AuditSink
+	spool   *Spool
+	metrics *metrics
+	mux     http.Handler
+
+	slots chan struct{} // one token per allowed concurrent PUT
+
+	bufMu sync.Mutex
+	bufs  [][]byte // free block buffers, most recently used last; at most MaxConcurrent exist
+
+	mu       sync.Mutex
+	closed   bool
+	inflight sync.WaitGroup
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// New builds a Server and opens its audit spool. Call Start to begin audit
+// delivery and Close to finish.
+func New(opts Options) (*Server, error) {
+	if opts.AuthCacheTTL <= 0 {
+		opts.AuthCacheTTL = 30 * time.Second
+	}
+	if opts.AuthFailCacheTTL <= 0 {
+		opts.AuthFailCacheTTL = 2 * time.Second
+	}
+	if opts.AuthCacheSize <= 0 {
+		opts.AuthCacheSize = 10000
+	}
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = 16
+	}
+	if opts.BodyIdleTimeout <= 0 {
+		opts.BodyIdleTimeout = 30 * time.Second
+	}
+	if opts.AuditMinBackoff <= 0 {
+		opts.AuditMinBackoff = time.Second
+	}
+	if opts.AuditMaxBackoff <= 0 {
+		opts.AuditMaxBackoff = time.Minute
+	}
+	if opts.CloseDrainTimeout <= 0 {
+		opts.CloseDrainTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SpoolDir == "" {
+		return nil, errors.New("proxy: SpoolDir is required (durable audit spool)")
+	}
+	s := &Server{opts: opts, log: opts.Logger, metrics: newMetrics(), done: make(chan struct{})}
+	s.writer, s.reader, s.sink = opts.Writer, opts.Reader, opts.Audit
+	authz := opts.Authorizer
+	if err := s.wireKeepclient(&authz); err != nil {
+		return nil, err
+	}
+	if authz == nil || s.writer == nil || s.sink == nil {
+		return nil, errors.New("proxy: need API and Keep (or Authorizer, Writer and Audit)")
+	}
+	s.auth = newAuthCache(authz, opts.AuthCacheTTL, opts.AuthFailCacheTTL, opts.AuthCacheSize)
+	s.auth.hit = s.metrics.tokenCache.WithLabelValues("hit").Inc
+	s.auth.miss = s.metrics.tokenCache.WithLabelValues("miss").Inc
+	s.slots = make(chan struct{}, opts.MaxConcurrent)
+	sp, err := OpenSpool(opts.SpoolDir)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	s.spool = sp
+	sp.depthF = func(n int) { s.metrics.spoolDepth.Set(float64(n)) }
+	s.metrics.spoolDepth.Set(float64(sp.Depth()))
+
+	metricsH := s.requireManagement(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	// Routing by hand: http.ServeMux would clean "//<hash>" into a valid
+	// path, which keepproxy answers with 400.
+	s.mux = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case strings.HasPrefix(p, "/_health/"):
+			s.handleHealth(w, r, strings.TrimPrefix(p, "/_health/"))
+		case p == "/metrics":
+			metricsH.ServeHTTP(w, r)
+		default:
+			s.handleBlock(w, r)
+		}
+	})
+	return s, nil
+}
+
+// Start begins delivering spooled audit records until Close.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("proxy: start after close")
+	}
+	if s.cancel != nil {
+		return nil
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	d := &deliverer{
+		spool: s.spool, sink: s.sink, log: s.log,
+		minBackoff: s.opts.AuditMinBackoff, maxBackoff: s.opts.AuditMaxBackoff,
+		delivered: s.metrics.auditDelivered.Inc, failed: s.metrics.auditFailed.Inc,
+	}
+	go func() {
+		defer close(s.done)
+		d.run(ctx)
+	}()
+	return nil
+}
+
+// Close refuses new PUTs (503), waits for the ones in flight (their audit
+// records included), stops audit delivery and closes the spool. Records not
+// yet delivered stay in the spool for the next start. The HTTP listener is
+// the caller's: call http.Server.Shutdown first so no new connections come.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	cancel := s.cancel
+	s.mu.Unlock()
+	s.inflight.Wait()
+	if cancel != nil {
+		s.drain(s.opts.CloseDrainTimeout)
+		cancel()
+		<-s.done
+	}
+	return s.spool.Close()
+}
+
+// getBuffer returns a buffer of length n, reusing the most recently freed
+// one so that a lightly loaded proxy keeps few buffers warm. The caller
+// holds a slot, so at most MaxConcurrent buffers exist.
+func (s *Server) getBuffer(n int64) []byte {
+	s.bufMu.Lock()
+	var b []byte
+	if k := len(s.bufs); k > 0 {
+		b, s.bufs = s.bufs[k-1], s.bufs[:k-1]
+	}
+	s.bufMu.Unlock()
+	if int64(cap(b)) < n {
+		b = make([]byte, n)
+	}
+	return b[:n]
+}
+
+func (s *Server) putBuffer(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	s.bufMu.Lock()
+	s.bufs = append(s.bufs, b)
+	s.bufMu.Unlock()
+}
+
+// drain gives the running deliverer up to d to empty the spool, so that a
+// clean shutdown usually leaves nothing behind. What is left stays durable.
+func (s *Server) drain(d time.Duration) {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for s.spool.Depth() > 0 {
+		select {
+		case <-deadline.C:
+			return
+		case <-s.done: // delivery stopped (its context ended)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Handler returns the HTTP handler (the Server itself).
+func (s *Server) Handler() http.Handler { return s }
+
+// SpoolDepth returns the number of audit records not yet delivered.
+func (s *Server) SpoolDepth() int { return s.spool.Depth() }
+
+// ServeHTTP routes a request (PROTOCOL 7.1), and counts and logs it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	reqID := r.Header.Get("X-Request-Id")
+	if reqID == "" {
+		reqID = newRequestID()
+		r.Header.Set("X-Request-Id", reqID)
+	}
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	rec.Header().Set("X-Request-Id", reqID)
+	info := &reqInfo{}
+	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
+	setCORS(rec.Header())
+	s.mux.ServeHTTP(rec, r)
+	code := rec.status
+	s.metrics.requests.WithLabelValues(r.Method, fmt.Sprint(code)).Inc()
+	attrs := []any{
+		"request_id", reqID, "remote_addr", r.RemoteAddr, "method", r.Method,
+		"path", strings.TrimPrefix(r.URL.Path, "/"), "status", code,
+		"bytes_in", info.bytes, "duration", time.Since(start).Seconds(),
+	}
+	if info.user != "" {
+		attrs = append(attrs, "user_uuid", info.user)
+	}
+	if info.locator != "" {
+		attrs = append(attrs, "locator", info.locator, "want_replicas", info.want, "replicas", info.replicas)
+	}
+	if info.err != "" {
+		attrs = append(attrs, "err", info.err)
+	}
+	s.log.Info("request", attrs...)
+}
+
+// reqInfo collects the per-request facts for the log line.
+type reqInfo struct {
+	user, locator, err string
+	bytes              int64
+	want, replicas     int
+}
+
+type reqInfoKey struct{}
+
+func infoFrom(r *http.Request) *reqInfo {
+	if i, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+		return i
+	}
+	return &reqInfo{}
+}
+
+// recorder remembers the status code; Unwrap keeps http.ResponseController
+// working (read deadlines).
+type recorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// setCORS sets keepproxy's CORS headers (PROTOCOL 4.6).
+func setCORS(h http.Header) {
+	h.Set("Access-Control-Allow-Methods", "GET, HEAD, PUT, OPTIONS, POST")
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Length, Content-Type, X-Keep-Desired-Replicas, X-Keep-Signature, X-Keep-Storage-Classes")
+	h.Set("Access-Control-Expose-Headers", "X-Keep-Locator, X-Keep-Replicas-Stored, X-Keep-Storage-Classes-Confirmed")
+	h.Set("Access-Control-Max-Age", "86486400")
+}
+
+// newRequestID returns "req-" and 20 characters of [0-9a-z] (PROTOCOL 1.3).
+func newRequestID() string {
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+	var b [20]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return "req-" + string(b[:])
+}
+
+// textError writes msg and a newline with the given status.
+func textError(w http.ResponseWriter, msg string, code int) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	io.WriteString(w, msg+"\n")
+}
+
+// handleHealth answers /_health/ping as keepstore does.
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request, check string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	if check != "ping" {
+		textError(w, "Bad Request", http.StatusBadRequest)
+		return
+	}
+	if !s.managementOK(w, r) {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"health":"OK"}`+"\n")
+}
+
+// managementOK checks the ManagementToken, answering 404/401/403 itself.
+func (s *Server) managementOK(w http.ResponseWriter, r *http.Request) bool {
+	if s.opts.ManagementToken == "" {
+		textError(w, "disabled", http.StatusNotFound)
+		return false
+	}
+	if r.Header.Get("Authorization") == "" {
+		textError(w, "Unauthorized", http.StatusUnauthorized)
+		return false
+	}
+	if subtle.ConstantTimeCompare([]byte(tokenFrom(r.Header.Get("Authorization"))), []byte(s.opts.ManagementToken)) != 1 {
+		textError(w, "Forbidden", http.StatusForbidden)
+		return false
+	}
+	return true
+}
+
+// requireManagement guards /metrics; it is open without a ManagementToken.
+func (s *Server) requireManagement(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.ManagementToken != "" && !s.managementOK(w, r) {
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,281 @@
+package proxy
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+const via = "HTTP/1.1 keepproxy"
+
+// handleBlock routes everything that is not /_health or /metrics
+// (PROTOCOL 7.1).
+func (s *Server) handleBlock(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimPrefix(r.URL.Path, "/")
+	if r.Method == http.MethodOptions {
+		return // CORS preflight: headers already set, 200, empty body
+	}
+	switch {
+	case path == "":
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		s.handlePut(w, r, "", -1)
+	case isBlockPath(path):
+		loc, err := keepclient.ParseLocator(path)
+		if err != nil {
+			textError(w, "Bad Request", http.StatusBadRequest)
+			return
+		}
+		switch r.Method {
+		case http.MethodPut:
+			s.handlePut(w, r, loc.Hash, loc.Size)
+		case http.MethodGet, http.MethodHead:
+			s.handleRead(w, r, path)
+		default:
+			w.WriteHeader(http.StatusMethodNotAllowed)
+		}
+	default:
+		textError(w, "Bad Request", http.StatusBadRequest)
+	}
+}
+
+// isBlockPath reports whether p starts with 32 lowercase hex digits followed
+// by nothing or '+'.
+func isBlockPath(p string) bool {
+	if len(p) < 32 || !keepclient.IsHash(p[:32]) {
+		return false
+	}
+	return len(p) == 32 || p[32] == '+'
+}
+
+// handlePut implements PROTOCOL 7.3 in order. hash is "" for POST /;
+// sizeHint is -1 when the path has none.
+func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, sizeHint int64) {
+	info := infoFrom(r)
+	if strings.Contains(r.Header.Get("Via"), " keepproxy") {
+		textError(w, "loop detected", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Via", via)
+	var classes []string
+	if h, ok := r.Header["X-Keep-Storage-Classes"]; ok {
+		for _, c := range strings.Split(strings.Join(h, ","), ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				classes = append(classes, c)
+			}
+		}
+	}
+	length, err := strconv.ParseInt(r.Header.Get("Content-Length"), 10, 64)
+	if err != nil || length < 0 || r.ContentLength < 0 {
+		textError(w, "Length Required", http.StatusLengthRequired)
+		return
+	}
+	if length > keepclient.BlockSize {
+		w.Header().Set("X-Keep-Replicas-Stored", "0")
+		w.Header().Set("Connection", "close") // we do not read the body
+		textError(w, fmt.Sprintf("Exceeded maximum block size (%d)", keepclient.BlockSize), http.StatusRequestEntityTooLarge)
+		return
+	}
+	if sizeHint > 0 && sizeHint != length {
+		textError(w, "Locator size hint does not match Content-Length header", http.StatusBadRequest)
+		return
+	}
+	token := tokenFrom(r.Header.Get("Authorization"))
+	if token == "" {
+		textError(w, "Missing or invalid Authorization header, or method not allowed", http.StatusForbidden)
+		return
+	}
+	reqID := r.Header.Get("X-Request-Id")
+	user, err := s.auth.check(r.Context(), token, reqID)
+	switch {
+	case errors.Is(err, ErrTokenRejected), errors.Is(err, ErrInactiveUser):
+		info.err = err.Error()
+		textError(w, "Missing or invalid Authorization header, or method not allowed", http.StatusForbidden)
+		return
+	case err != nil:
+		info.err = err.Error()
+		textError(w, "API server unavailable for the token check; retry later", http.StatusBadGateway)
+		return
+	}
+	info.user = user.UUID
+	want := 0 // the writer's default: discovery defaultCollectionReplication, else 2
+	if n, err := strconv.Atoi(strings.TrimSpace(r.Header.Get("X-Keep-Desired-Replicas"))); err == nil && n >= 1 {
+		want = n
+	}
+	info.want = want
+
+	// Admission: one slot per concurrent PUT, no queue.
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.inflight.Add(1)
+	}
+	s.mu.Unlock()
+	if closed {
+		w.Header().Set("Retry-After", "1")
+		textError(w, "proxy is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.inflight.Done()
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		w.Header().Set("Retry-After", "1")
+		textError(w, "proxy busy: too many concurrent uploads; retry later", http.StatusServiceUnavailable)
+		return
+	}
+	s.metrics.inFlight.Inc()
+	data := s.getBuffer(length)
+	defer func() {
+		s.putBuffer(data)
+		s.metrics.inFlight.Dec()
+		<-s.slots
+	}()
+	hasher := md5.New()
+	if err := s.readBody(w, r, data, hasher); err != nil {
+		info.err = err.Error()
+		var ne net.Error
+		if errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+			w.Header().Set("Connection", "close")
+			textError(w, "timeout reading request body", http.StatusRequestTimeout)
+			return
+		}
+		textError(w, fmt.Sprintf("read request body: expected %d bytes: %v", length, err), http.StatusBadRequest)
+		return
+	}
+	info.bytes = length
+	s.metrics.bytesIn.Add(float64(length))
+	actual := hex.EncodeToString(hasher.Sum(nil))
+	if hash == "" {
+		hash = actual
+	} else if actual != hash {
+		textError(w, fmt.Sprintf("content hash %s did not match specified locator %s", actual, hash), http.StatusUnprocessableEntity)
+		return
+	}
+	info.locator = fmt.Sprintf("%s+%d", hash, length)
+
+	// The write continues even if the client goes away: the audit record
+	// must follow any stored block. Shutdown waits for it (inflight).
+	ctx := context.WithoutCancel(r.Context())
+	res, err := s.writer.PutBlock(ctx, data, PutRequest{
+		Hash: hash, Token: token, Replicas: want, StorageClasses: classes, RequestID: reqID,
+	})
+	info.replicas = res.Replicas
+	s.metrics.upstreamErrors.Add(float64(len(res.Failures)))
+	if res.Replicas > 0 {
+		s.metrics.replicasStored.Add(float64(res.Replicas))
+		// Even a short write stored something: audit it too.
+		if aerr := s.spool.Append(ctx, AuditRecord{
+			Locator: info.locator, UserUUID: user.UUID, Replicas: res.Replicas,
+			ClientAddr: clientAddr(r), RequestID: reqID, Time: time.Now().UTC(),
+		}); aerr != nil {
+			info.err = aerr.Error()
+			s.log.Error("audit spool append", "request_id", reqID, "locator", info.locator, "err", aerr)
+			textError(w, "cannot record the audit entry for this block; retry later", http.StatusInternalServerError)
+			return
+		}
+	}
+	w.Header().Set("X-Keep-Replicas-Stored", strconv.Itoa(res.Replicas))
+	if err != nil {
+		info.err = err.Error()
+		if errors.Is(err, keepclient.ErrInsufficientReplicas) {
+			msg := "Could not write sufficient replicas"
+			if len(res.Failures) > 0 {
+				msg += ": " + strings.Join(res.Failures, "; ")
+			}
+			textError(w, msg, http.StatusServiceUnavailable)
+			return
+		}
+		textError(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if len(classes) > 0 {
+		pairs := make([]string, len(classes))
+		for i, c := range classes {
+			pairs[i] = fmt.Sprintf("%s=%d", c, res.Replicas)
+		}
+		w.Header().Set("X-Keep-Storage-Classes-Confirmed", strings.Join(pairs, ", "))
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Content-Length", strconv.Itoa(len(strings.TrimSpace(res.Locator))))
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, strings.TrimSpace(res.Locator))
+}
+
+// readBody fills data from r.Body, allowing at most BodyIdleTimeout between
+// chunks so that a stalled client cannot hold a buffer forever.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, data []byte, h hash.Hash) error {
+	rc := http.NewResponseController(w)
+	const chunk = 1 << 20
+	for off := 0; off < len(data); {
+		if err := rc.SetReadDeadline(time.Now().Add(s.opts.BodyIdleTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return fmt.Errorf("set read deadline: %w", err)
+		}
+		n, err := io.ReadFull(r.Body, data[off:min(off+chunk, len(data))])
+		h.Write(data[off : off+n]) // hashing overlaps with the network
+		off += n
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	return nil
+}
+
+// clientAddr is the client's IP: the connection's peer address (the proxy
+// is the public edge; X-Forwarded-For is not trusted).
+func clientAddr(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// handleRead serves GET/HEAD of a block: a clear 405 unless EnableReads.
+func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, locator string) {
+	if !s.opts.EnableReads || s.reader == nil {
+		textError(w, "this proxy is write-only; reads are disabled (start it with --enable-reads)", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Via", r.Proto+" keepproxy")
+	token := tokenFrom(r.Header.Get("Authorization"))
+	resp, err := s.reader.ReadBlock(r.Context(), r.Method, locator, token, r.Header.Get("X-Request-Id"))
+	if err != nil {
+		infoFrom(r).err = err.Error()
+		var re *ReadError
+		if errors.As(err, &re) {
+			textError(w, re.Msg, re.Status)
+			return
+		}
+		textError(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for _, h := range []string{"Content-Length", "Content-Type", "X-Keep-Locator"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		n, _ := io.Copy(w, resp.Body)
+		infoFrom(r).bytes = n
+	}
+}
