@@ -25,7 +25,7 @@ export XDG_STATE_HOME="$DEMO_DIR/state"
 echo "== provisioning an uploader account for the sequencer (as the demo user)"
 acct_json=$("$BIN/arv-upload" account create "demo sequencer" --json)
 uploader_token=$(printf '%s' "$acct_json" | sed -n 's/.*"api_token": *"\([^"]*\)".*/\1/p')
-printf '%s\n' "$acct_json" | grep -v api_token | sed 's/^/   /'
+printf '%s\n' "$acct_json" | sed 's/"api_token": *"[^"]*"/"api_token": "(hidden)"/; s/^/   /'
 
 echo "== generating a sample tree"
 SAMPLE="$DEMO_DIR/run-0042"

@@ -1,7 +1,10 @@
 // Command arv-upload uploads a directory tree to Arvados as a collection.
 //
-// Only the root command, credentials and the account subcommand are wired
-// so far; the upload engine (agent, store) is not written yet.
+// start, resume, status, abort and list run and inspect upload jobs
+// (package agent, journal in package store); account manages uploader
+// accounts (package admin). Credentials come from flags, then
+// ARVADOS_API_HOST/ARVADOS_API_TOKEN/ARVADOS_API_HOST_INSECURE, then
+// ~/.config/arvados/settings.conf.
 package main
 
 import (
@@ -10,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -32,7 +36,6 @@ func main() {
 	case err == nil:
 		os.Exit(0)
 	case ctx.Err() != nil:
-		fmt.Fprintln(os.Stderr, "arv-upload: interrupted")
 		os.Exit(130)
 	case errors.As(err, &ue):
 		fmt.Fprintln(os.Stderr, "arv-upload:", err)
@@ -54,7 +57,8 @@ func newRootCommand() *cobra.Command {
 	pf.String("api-host", "", "API server host:port (default $ARVADOS_API_HOST)")
 	pf.String("token", "", "API token (default $ARVADOS_API_TOKEN)")
 	pf.Bool("insecure", false, "skip TLS verification (default $ARVADOS_API_HOST_INSECURE)")
-	root.AddCommand(newAccountCommand(connect))
+	root.AddCommand(newStartCommand(), newResumeCommand(), newStatusCommand(), newAbortCommand(), newListCommand(),
+		newAccountCommand(connect))
 	return root
 }
 
@@ -63,13 +67,20 @@ func connect(cmd *cobra.Command) (*keepclient.Client, error) {
 	host, _ := cmd.Flags().GetString("api-host")
 	token, _ := cmd.Flags().GetString("token")
 	insecure, _ := cmd.Flags().GetBool("insecure")
+	conf := settingsConf()
+	get := func(k string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return conf[k]
+	}
 	if host == "" {
-		host = os.Getenv("ARVADOS_API_HOST")
+		host = get("ARVADOS_API_HOST")
 	}
 	if token == "" {
-		token = os.Getenv("ARVADOS_API_TOKEN")
+		token = get("ARVADOS_API_TOKEN")
 	}
-	if v := os.Getenv("ARVADOS_API_HOST_INSECURE"); v == "1" || v == "true" || v == "yes" {
+	if v := strings.ToLower(get("ARVADOS_API_HOST_INSECURE")); v == "1" || v == "true" || v == "yes" {
 		insecure = true
 	}
 	if host == "" || token == "" {

@@ -1,0 +1,718 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/store"
+)
+
+// stateDir is $XDG_STATE_HOME/arv-upload (default ~/.local/state/arv-upload).
+func stateDir() (string, error) {
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find the state directory: %w (set XDG_STATE_HOME)", err)
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	dir := filepath.Join(base, "arv-upload")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create state directory %s: %w", dir, err)
+	}
+	return dir, nil
+}
+
+// settingsConf reads ~/.config/arvados/settings.conf (KEY=VALUE lines).
+func settingsConf() map[string]string {
+	out := map[string]string{}
+	base := os.Getenv("XDG_CONFIG_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".config")
+	}
+	f, err := os.Open(filepath.Join(base, "arvados", "settings.conf"))
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return out
+}
+
+// tokenFingerprint identifies a token without revealing it: the UUID of a
+// v2 token, else a short SHA-256.
+func tokenFingerprint(tok string) string {
+	if parts := strings.Split(tok, "/"); len(parts) >= 3 && parts[0] == "v2" {
+		return parts[1]
+	}
+	sum := sha256.Sum256([]byte(tok))
+	return "sha256:" + hex.EncodeToString(sum[:8])
+}
+
+// keepAdapter and apiAdapter wire keepclient into the agent's interfaces.
+type keepAdapter struct {
+	keep     *keepclient.Keep
+	replicas int
+	classes  []string
+}
+
+func (k keepAdapter) PutBlock(ctx context.Context, data []byte, hash string) (string, int, error) {
+	res, err := k.keep.Put(ctx, data, keepclient.PutOptions{Hash: hash, Replicas: k.replicas, StorageClasses: k.classes})
+	return res.Locator, res.Replicas, err
+}
+
+type apiAdapter struct{ c *keepclient.Client }
+
+func (a apiAdapter) CurrentUserUUID(ctx context.Context) (string, error) {
+	u, err := a.c.CurrentUser(ctx)
+	if err != nil {
+		return "", err
+	}
+	return u.UUID, nil
+}
+
+func (a apiAdapter) MaxRequestSize(ctx context.Context) int64 {
+	if d, err := a.c.Discovery(ctx); err == nil {
+		return d.MaxRequestSize
+	}
+	return 0
+}
+
+func (a apiAdapter) CreateCollection(ctx context.Context, attrs map[string]any) (string, string, error) {
+	c, err := a.c.CreateCollection(ctx, attrs, true)
+	if err != nil {
+		return "", "", err
+	}
+	return c.UUID, c.PortableDataHash, nil
+}
+
+func (a apiAdapter) CreateLink(ctx context.Context, attrs map[string]any) error {
+	_, err := a.c.CreateLink(ctx, attrs)
+	return err
+}
+
+// status is what `status --json` prints and the running agent publishes.
+type status struct {
+	agent.Progress
+	PID         int     `json:"pid,omitempty"`
+	RateBPS     float64 `json:"rate_bytes_per_second"`
+	ETASeconds  float64 `json:"eta_seconds"`
+	UpdatedAt   string  `json:"updated_at"`
+	ElapsedSecs float64 `json:"elapsed_seconds"`
+}
+
+func writeStatusFile(path string, st status) error {
+	b, _ := json.Marshal(st)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	f.Sync()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readStatusFile(path string) (status, error) {
+	var st status
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+func pidAlive(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
+type uploadFlags struct {
+	opts     agent.Options
+	links    []string
+	props    []string
+	job      string
+	progress string
+	dryRun   bool
+	bwlimit  string
+}
+
+func newStartCommand() *cobra.Command {
+	var f uploadFlags
+	cmd := &cobra.Command{
+		Use:   "start [flags] DIR",
+		Short: "Start uploading DIR as a new collection",
+		Long: `start records a new job in the journal and uploads DIR. Interrupt it at
+any time (Ctrl-C, kill -9, reboot) and continue with 'arv-upload resume'.
+On success the collection UUID is printed on stdout.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.progress != "auto" && f.progress != "bar" && f.progress != "json" && f.progress != "none" {
+				return usageError{fmt.Errorf("--progress %q: use auto, bar, json or none", f.progress)}
+			}
+			for _, l := range f.links {
+				spec, err := parseLink(l)
+				if err != nil {
+					return usageError{err}
+				}
+				f.opts.Links = append(f.opts.Links, spec)
+			}
+			for _, p := range f.props {
+				k, v, ok := strings.Cut(p, "=")
+				if !ok || k == "" {
+					return usageError{fmt.Errorf("--property %q: use KEY=VALUE", p)}
+				}
+				if f.opts.Properties == nil {
+					f.opts.Properties = map[string]string{}
+				}
+				f.opts.Properties[k] = v
+			}
+			for _, e := range f.opts.Excludes {
+				if strings.HasPrefix(e, "/") || strings.Contains(e, "..") {
+					return usageError{fmt.Errorf("--exclude %q: patterns must be relative and must not contain ..", e)}
+				}
+			}
+			if f.bwlimit != "" {
+				n, err := parseRate(f.bwlimit)
+				if err != nil {
+					return usageError{err}
+				}
+				f.opts.BWLimit = n
+			}
+			dir, err := filepath.Abs(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+				return usageError{fmt.Errorf("%s is not a directory", args[0])}
+			}
+			if f.opts.Name == "" {
+				f.opts.Name = filepath.Base(dir)
+			}
+			sd, err := stateDir()
+			if err != nil {
+				return err
+			}
+			if f.job == "" {
+				f.job = newJobName(filepath.Base(dir))
+			}
+			if !validJobName(f.job) {
+				return usageError{fmt.Errorf("--job %q: use letters, digits, '.', '_' and '-'", f.job)}
+			}
+			dbPath := filepath.Join(sd, f.job+".db")
+			if f.dryRun {
+				return dryRun(cmd, dir, f.opts)
+			}
+			if _, err := os.Stat(dbPath); err == nil {
+				return usageError{fmt.Errorf("job %q already exists; continue it with `arv-upload resume %s`, or remove it with `arv-upload abort %s`", f.job, f.job, f.job)}
+			}
+			c, err := connect(cmd)
+			if err != nil {
+				return err
+			}
+			j, err := store.Open(dbPath, 0)
+			if err != nil {
+				return err
+			}
+			meta := agent.JobMeta{Job: f.job, Dir: dir, Options: f.opts, Created: time.Now().UTC(), State: agent.StateInterrupted}
+			if err := j.SetMeta(meta); err != nil {
+				j.Close()
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: job %s: uploading %s\n", f.job, dir)
+			return runJob(cmd, c, j, sd, f.job, f.progress)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.opts.Name, "name", "", "collection name (default: the directory's name)")
+	fl.StringVar(&f.opts.ProjectUUID, "project-uuid", "", "owner of the collection (user or project UUID)")
+	fl.IntVar(&f.opts.Replication, "replication", 0, "replicas per block (default: the cluster's)")
+	fl.StringSliceVar(&f.opts.StorageClasses, "storage-classes", nil, "storage classes, comma-separated")
+	fl.StringArrayVar(&f.links, "link", nil, "metadata link CLASS:NAME[=VALUE] on the finished collection (repeatable)")
+	fl.StringArrayVar(&f.props, "property", nil, "collection property KEY=VALUE (repeatable)")
+	fl.StringArrayVar(&f.opts.Excludes, "exclude", nil, "skip files or directories matching this glob (repeatable)")
+	fl.BoolVar(&f.opts.FollowLinks, "follow-links", false, "upload what symlinks to files point to (default: skip symlinks)")
+	fl.IntVar(&f.opts.Threads, "threads", 2, "concurrent block uploads")
+	fl.StringVar(&f.job, "job", "", "job name (default: generated)")
+	fl.StringVar(&f.progress, "progress", "auto", "progress display: auto, bar, json or none")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "plan and report counts, upload nothing")
+	fl.StringVar(&f.bwlimit, "bwlimit", "", "bandwidth limit, e.g. 10M (bytes/s; K, M, G suffixes)")
+	return cmd
+}
+
+func newResumeCommand() *cobra.Command {
+	var progress string
+	cmd := &cobra.Command{
+		Use:   "resume [JOB]",
+		Short: "Continue an interrupted job with the options it started with",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sd, err := stateDir()
+			if err != nil {
+				return err
+			}
+			job, err := pickJob(sd, args)
+			if err != nil {
+				return err
+			}
+			j, err := store.Open(filepath.Join(sd, job+".db"), 0)
+			if errors.Is(err, store.ErrLocked) {
+				return fmt.Errorf("job %s is running in another process (see `arv-upload status %s`)", job, job)
+			} else if err != nil {
+				return err
+			}
+			meta, err := j.Meta()
+			if err != nil {
+				j.Close()
+				return err
+			}
+			if meta.State == agent.StateDone {
+				j.Close()
+				fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: job %s is already done: collection %s (%s)\n", job, meta.CollectionUUID, meta.PDH)
+				fmt.Fprintln(cmd.OutOrStdout(), meta.CollectionUUID)
+				return nil
+			}
+			c, err := connect(cmd)
+			if err != nil {
+				j.Close()
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: job %s: resuming %s\n", job, meta.Dir)
+			return runJob(cmd, c, j, sd, job, progress)
+		},
+	}
+	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, bar, json or none")
+	return cmd
+}
+
+// runJob runs the job in j (closing it) with progress display and the
+// status file, and prints the result.
+func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job, progress string) error {
+	defer j.Close()
+	meta, _ := j.Meta()
+	var keepOpts keepclient.KeepOptions
+	if env := os.Getenv("ARVADOS_KEEP_SERVICES"); env != "" {
+		keepOpts.Services = keepclient.ServicesFromEnv(env)
+	}
+	keep := keepclient.NewKeep(c, keepOpts)
+	errw := cmd.ErrOrStderr()
+	var bar *progressbar.ProgressBar
+	if progress == "auto" {
+		progress = "none"
+		if f, ok := errw.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			progress = "bar"
+		}
+	}
+	statusPath := filepath.Join(sd, job+".status.json")
+	start := time.Now()
+	var last status
+	var startBytes int64 = -1
+	publish := func(p agent.Progress, final bool) {
+		if startBytes < 0 && p.Phase == "uploading" {
+			startBytes = p.BytesDone
+		}
+		st := status{Progress: p, PID: os.Getpid(), UpdatedAt: time.Now().UTC().Format(time.RFC3339)}
+		st.ElapsedSecs = time.Since(start).Seconds()
+		if st.ElapsedSecs > 0 && startBytes >= 0 {
+			st.RateBPS = float64(p.BytesDone-startBytes) / st.ElapsedSecs
+			if st.RateBPS > 0 {
+				st.ETASeconds = float64(p.BytesTotal-p.BytesDone) / st.RateBPS
+			}
+		}
+		if final {
+			st.PID = 0
+		}
+		last = st
+		writeStatusFile(statusPath, st)
+		switch progress {
+		case "json":
+			b, _ := json.Marshal(st)
+			fmt.Fprintln(errw, string(b))
+		case "bar":
+			if bar == nil && p.BytesTotal > 0 {
+				bar = progressbar.NewOptions64(p.BytesTotal,
+					progressbar.OptionSetWriter(errw), progressbar.OptionShowBytes(true),
+					progressbar.OptionSetWidth(30), progressbar.OptionThrottle(200*time.Millisecond),
+					progressbar.OptionShowCount(), progressbar.OptionFullWidth(),
+					progressbar.OptionSetPredictTime(true), progressbar.OptionSetDescription(job))
+			}
+			if bar != nil {
+				bar.Describe(fmt.Sprintf("%s %d/%d blocks", job, p.BlocksStored, p.BlocksTotal))
+				bar.Set64(p.BytesDone)
+			}
+		}
+	}
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	var current agent.Progress
+	up, err := agent.New(agent.Config{
+		Journal: j, Keep: keepAdapter{keep: keep, replicas: meta.Options.Replication, classes: meta.Options.StorageClasses},
+		API:              apiAdapter{c},
+		TokenFingerprint: tokenFingerprint(c.Token()), APIHost: c.APIHost(),
+		Warn:       func(msg string) { fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg) },
+		OnProgress: func(p agent.Progress) { current = p },
+	})
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ticker.C:
+				publish(up.Progress(), false)
+			case <-done:
+				return
+			}
+		}
+	}()
+	result, runErr := up.Run(cmd.Context())
+	close(done)
+	_ = current
+	publish(up.Progress(), true)
+	if bar != nil {
+		bar.Finish()
+		fmt.Fprintln(errw)
+	}
+	if runErr != nil {
+		if cmd.Context().Err() != nil {
+			fmt.Fprintf(errw, "arv-upload: job %s interrupted; continue with `arv-upload resume %s`\n", job, job)
+			return runErr
+		}
+		return fmt.Errorf("job %s: %w\n(the job is resumable: fix the cause and run `arv-upload resume %s`)", job, runErr, job)
+	}
+	el := time.Since(start)
+	p := last.Progress
+	fmt.Fprintf(errw, "arv-upload: job %s done: %d files, %s in %d blocks (%s sent this run) in %s, %s/s\n",
+		job, p.FilesTotal, humanBytes(p.BytesTotal), p.BlocksTotal, humanBytes(p.BytesSent), el.Round(time.Millisecond),
+		humanBytes(int64(float64(p.BytesSent)/max(el.Seconds(), 0.001))))
+	fmt.Fprintf(errw, "arv-upload: collection %s, portable data hash %s\n", result.CollectionUUID, result.PDH)
+	fmt.Fprintln(cmd.OutOrStdout(), result.CollectionUUID)
+	return nil
+}
+
+func dryRun(cmd *cobra.Command, dir string, opts agent.Options) error {
+	tmp, err := os.MkdirTemp("", "arv-upload-dry")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	j, err := store.Open(filepath.Join(tmp, "dry.db"), 0)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	j.SetMeta(agent.JobMeta{Job: "dry-run", Dir: dir, Options: opts})
+	up, err := agent.New(agent.Config{Journal: j, Warn: func(msg string) { fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: warning: %s\n", msg) }})
+	if err != nil {
+		return err
+	}
+	meta, err := up.Plan(cmd.Context())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "dry run: %d files, %s, %d blocks; nothing uploaded\n", meta.FilesTotal, humanBytes(meta.BytesTotal), meta.BlocksTotal)
+	return nil
+}
+
+func newStatusCommand() *cobra.Command {
+	var asJSON, watch bool
+	cmd := &cobra.Command{
+		Use:   "status [JOB]",
+		Short: "Show a job's progress (works while it runs in another process)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sd, err := stateDir()
+			if err != nil {
+				return err
+			}
+			job, err := pickJob(sd, args)
+			if err != nil {
+				return err
+			}
+			for {
+				st, err := jobStatus(sd, job)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					b, _ := json.Marshal(st)
+					fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				} else {
+					printStatus(cmd.OutOrStdout(), st)
+				}
+				if !watch || st.State != agent.StateRunning {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().BoolVar(&watch, "watch", false, "repeat every second while the job runs")
+	return cmd
+}
+
+// jobStatus reads the status file; "running" only if its pid is alive.
+func jobStatus(sd, job string) (status, error) {
+	st, err := readStatusFile(filepath.Join(sd, job+".status.json"))
+	if err != nil {
+		// Never ran far enough to publish: read the journal.
+		j, jerr := store.Open(filepath.Join(sd, job+".db"), 200*time.Millisecond)
+		if jerr != nil {
+			return st, fmt.Errorf("job %s: %w", job, jerr)
+		}
+		defer j.Close()
+		m, _ := j.Meta()
+		st.Job, st.Dir, st.State, st.Error = m.Job, m.Dir, m.State, m.Error
+		st.CollectionUUID, st.PDH = m.CollectionUUID, m.PDH
+		return st, nil
+	}
+	if st.State == agent.StateRunning && !pidAlive(st.PID) {
+		st.State = agent.StateInterrupted
+	}
+	return st, nil
+}
+
+func printStatus(w io.Writer, st status) {
+	fmt.Fprintf(w, "job:    %s (%s)\n", st.Job, st.State)
+	fmt.Fprintf(w, "dir:    %s\n", st.Dir)
+	fmt.Fprintf(w, "bytes:  %s of %s", humanBytes(st.BytesDone), humanBytes(st.BytesTotal))
+	if st.BytesTotal > 0 {
+		fmt.Fprintf(w, " (%.1f%%)", 100*float64(st.BytesDone)/float64(st.BytesTotal))
+	}
+	fmt.Fprintf(w, "\nblocks: %d of %d stored\nfiles:  %d\n", st.BlocksStored, st.BlocksTotal, st.FilesTotal)
+	if st.State == agent.StateRunning && st.RateBPS > 0 {
+		fmt.Fprintf(w, "rate:   %s/s, ETA %s\n", humanBytes(int64(st.RateBPS)), (time.Duration(st.ETASeconds) * time.Second).String())
+	}
+	if st.CollectionUUID != "" {
+		fmt.Fprintf(w, "collection: %s (%s)\n", st.CollectionUUID, st.PDH)
+	}
+	if st.Error != "" {
+		fmt.Fprintf(w, "error:  %s\n", st.Error)
+	}
+}
+
+func newListCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List jobs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sd, err := stateDir()
+			if err != nil {
+				return err
+			}
+			jobs, err := listJobs(sd)
+			if err != nil {
+				return err
+			}
+			var all []status
+			for _, job := range jobs {
+				st, err := jobStatus(sd, job)
+				if err != nil {
+					st = status{Progress: agent.Progress{Job: job, State: "unknown", Error: err.Error()}}
+				}
+				all = append(all, st)
+			}
+			if asJSON {
+				if all == nil {
+					all = []status{}
+				}
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(all)
+			}
+			if len(all) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "No jobs. Start one with: arv-upload start DIR")
+				return nil
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tSTATE\tDONE\tDIR\tCOLLECTION")
+			for _, st := range all {
+				fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\n", st.Job, st.State, humanBytes(st.BytesDone), humanBytes(st.BytesTotal), st.Dir, st.CollectionUUID)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newAbortCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "abort [JOB]",
+		Short: "Stop a job and remove its journal",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sd, err := stateDir()
+			if err != nil {
+				return err
+			}
+			job, err := pickJob(sd, args)
+			if err != nil {
+				return err
+			}
+			if st, err := readStatusFile(filepath.Join(sd, job+".status.json")); err == nil && st.State == agent.StateRunning && pidAlive(st.PID) {
+				syscall.Kill(st.PID, syscall.SIGTERM)
+				for i := 0; i < 300 && pidAlive(st.PID); i++ {
+					time.Sleep(100 * time.Millisecond)
+				}
+				if pidAlive(st.PID) {
+					return fmt.Errorf("job %s (pid %d) did not stop within 30 s; try again or kill it", job, st.PID)
+				}
+			}
+			for _, suffix := range []string{".db", ".status.json"} {
+				if err := os.Remove(filepath.Join(sd, job+suffix)); err != nil && !os.IsNotExist(err) {
+					return err
+				}
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: job %s aborted and its journal removed (blocks already in Keep are left for garbage collection)\n", job)
+			return nil
+		},
+	}
+}
+
+func listJobs(sd string) ([]string, error) {
+	matches, err := filepath.Glob(filepath.Join(sd, "*.db"))
+	if err != nil {
+		return nil, err
+	}
+	var jobs []string
+	for _, m := range matches {
+		jobs = append(jobs, strings.TrimSuffix(filepath.Base(m), ".db"))
+	}
+	return jobs, nil
+}
+
+// pickJob returns args[0], or the only unfinished job.
+func pickJob(sd string, args []string) (string, error) {
+	if len(args) == 1 {
+		if _, err := os.Stat(filepath.Join(sd, args[0]+".db")); err != nil {
+			return "", usageError{fmt.Errorf("no job %q (see `arv-upload list`)", args[0])}
+		}
+		return args[0], nil
+	}
+	jobs, err := listJobs(sd)
+	if err != nil {
+		return "", err
+	}
+	var open []string
+	for _, j := range jobs {
+		if st, err := jobStatus(sd, j); err != nil || st.State != agent.StateDone {
+			open = append(open, j)
+		}
+	}
+	switch len(open) {
+	case 1:
+		return open[0], nil
+	case 0:
+		return "", usageError{errors.New("no unfinished job; name one (see `arv-upload list`)")}
+	}
+	return "", usageError{fmt.Errorf("several unfinished jobs (%s); name one", strings.Join(open, ", "))}
+}
+
+func validJobName(s string) bool {
+	if s == "" || len(s) > 100 || s[0] == '.' {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func newJobName(base string) string {
+	var b strings.Builder
+	for _, c := range base {
+		if validJobName(string(c)) {
+			b.WriteRune(c)
+		}
+		if b.Len() >= 20 {
+			break
+		}
+	}
+	return fmt.Sprintf("%s-%s", strings.Trim(b.String(), ".-"), time.Now().Format("0102-150405"))
+}
+
+func parseLink(s string) (agent.LinkSpec, error) {
+	class, rest, ok := strings.Cut(s, ":")
+	if !ok || class == "" || rest == "" {
+		return agent.LinkSpec{}, fmt.Errorf("--link %q: use CLASS:NAME or CLASS:NAME=VALUE, e.g. tag:run=42", s)
+	}
+	if class == "permission" {
+		return agent.LinkSpec{}, fmt.Errorf("--link %q: permission links cannot be set here", s)
+	}
+	name, value, _ := strings.Cut(rest, "=")
+	return agent.LinkSpec{Class: class, Name: name, Value: value}, nil
+}
+
+func parseRate(s string) (int64, error) {
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	}
+	if mult > 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("--bwlimit %q: use a positive number of bytes/s with an optional K, M or G suffix", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

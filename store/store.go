@@ -1,0 +1,252 @@
+// Package store is the agent's crash-safe journal on bbolt: one database
+// file per job in the state directory, buckets for the job's metadata, its
+// files (keyed in normalized manifest order), its blocks (keyed by
+// sequence number) and the content hashes already stored in Keep.
+//
+// Every write method is one bbolt transaction (one fsync); the agent
+// batches records into few calls, so 100k small files do not mean 100k
+// fsyncs. A crash loses at most the batch being written.
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/arv-upload/arv-upload/agent"
+)
+
+// ErrLocked means another process (a running arv-upload) holds the journal.
+var ErrLocked = errors.New("journal is in use by another arv-upload process")
+
+const schemaVersion = "1"
+
+var (
+	bMeta   = []byte("meta")
+	bFiles  = []byte("files")
+	bBlocks = []byte("blocks")
+	bHashes = []byte("hashes")
+)
+
+// Journal is a bbolt-backed agent.Journal.
+type Journal struct{ db *bolt.DB }
+
+var _ agent.Journal = (*Journal)(nil)
+
+// Open opens (creating) the journal at path. It waits at most timeout for
+// the file lock, then returns ErrLocked.
+func Open(path string, timeout time.Duration) (*Journal, error) {
+	if timeout == 0 {
+		timeout = 500 * time.Millisecond
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bMeta, bFiles, bBlocks, bHashes} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bMeta)
+		if v := m.Get([]byte("schema")); v != nil && string(v) != schemaVersion {
+			return fmt.Errorf("journal schema %s; this arv-upload understands %s", v, schemaVersion)
+		}
+		return m.Put([]byte("schema"), []byte(schemaVersion))
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	return &Journal{db: db}, nil
+}
+
+func seqKey(n int64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	return b[:]
+}
+
+// Meta returns the job metadata (zero value for a new journal).
+func (j *Journal) Meta() (agent.JobMeta, error) {
+	var m agent.JobMeta
+	err := j.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bMeta).Get([]byte("job")); v != nil {
+			return json.Unmarshal(v, &m)
+		}
+		return nil
+	})
+	return m, err
+}
+
+// SetMeta replaces the job metadata.
+func (j *Journal) SetMeta(m agent.JobMeta) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put([]byte("job"), b) })
+}
+
+// ResetPlan drops all file and block records.
+func (j *Journal) ResetPlan() error {
+	return j.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bFiles, bBlocks} {
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PutFiles stores file records in one transaction.
+func (j *Journal) PutFiles(fs []agent.FileRecord) error {
+	return j.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bFiles)
+		for _, f := range fs {
+			v, err := json.Marshal(f)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(f.Key), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PutBlocks stores block records in one transaction; stored ones are also
+// remembered by content hash.
+func (j *Journal) PutBlocks(bs []agent.BlockRecord) error {
+	return j.db.Update(func(tx *bolt.Tx) error {
+		b, h := tx.Bucket(bBlocks), tx.Bucket(bHashes)
+		for _, r := range bs {
+			v, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(seqKey(r.Seq), v); err != nil {
+				return err
+			}
+			if r.Stored {
+				hv, _ := json.Marshal([2]any{r.Locator, r.Expiry})
+				if err := h.Put([]byte(r.Hash), hv); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// EachFile iterates file records in key (manifest) order.
+func (j *Journal) EachFile(ctx context.Context, f func(agent.FileRecord) error) error {
+	return j.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bFiles).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var r agent.FileRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			r.Key = string(k)
+			if err := f(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// EachBlock iterates block records in sequence order.
+func (j *Journal) EachBlock(ctx context.Context, f func(agent.BlockRecord) error) error {
+	return j.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bBlocks).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var r agent.BlockRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			if err := f(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Block returns block seq.
+func (j *Journal) Block(seq int64) (agent.BlockRecord, error) {
+	var r agent.BlockRecord
+	err := j.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bBlocks).Get(seqKey(seq))
+		if v == nil {
+			return fmt.Errorf("block %d is not in the journal", seq)
+		}
+		return json.Unmarshal(v, &r)
+	})
+	return r, err
+}
+
+// StoredHash looks up a stored locator by content hash.
+func (j *Journal) StoredHash(hash string) (string, int64, bool) {
+	var loc string
+	var exp int64
+	ok := false
+	j.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bHashes).Get([]byte(hash)); v != nil {
+			var pair [2]json.RawMessage
+			if json.Unmarshal(v, &pair) == nil && json.Unmarshal(pair[0], &loc) == nil && json.Unmarshal(pair[1], &exp) == nil {
+				ok = true
+			}
+		}
+		return nil
+	})
+	return loc, exp, ok
+}
+
+// ForgetStored drops all stored-block knowledge.
+func (j *Journal) ForgetStored() error {
+	var blocks []agent.BlockRecord
+	if err := j.EachBlock(context.Background(), func(b agent.BlockRecord) error {
+		if b.Stored {
+			b.Stored, b.Locator, b.Expiry = false, "", 0
+			blocks = append(blocks, b)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := j.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bHashes); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket(bHashes)
+		return err
+	}); err != nil {
+		return err
+	}
+	return j.PutBlocks(blocks)
+}
+
+// Close closes the database.
+func (j *Journal) Close() error { return j.db.Close() }
