@@ -417,6 +417,9 @@ func parseStream(b *Builder, line string) error {
 	if stream != "." && !strings.HasPrefix(stream, "./") {
 		return fmt.Errorf("%w: stream name %q does not start with \".\"", ErrInvalidManifest, words[0])
 	}
+	if stream != "." && !validComponents(stream[2:], false) {
+		return fmt.Errorf("%w: invalid stream name %q", ErrInvalidManifest, words[0])
+	}
 	dir := cleanPath(stream)
 	var locs []string
 	var starts []int64
@@ -448,6 +451,9 @@ func parseStream(b *Builder, line string) error {
 		if pos+length > total {
 			return fmt.Errorf("%w: file token %q is outside the %d-byte stream", ErrInvalidManifest, words[i], total)
 		}
+		if !validComponents(name, true) {
+			return fmt.Errorf("%w: invalid file name in %q", ErrInvalidManifest, words[i])
+		}
 		full := name
 		if dir != "" {
 			full = dir + "/" + name
@@ -462,6 +468,22 @@ func parseStream(b *Builder, line string) error {
 		b.AddFile(full, sliceSegments(locs, starts, pos, length)...)
 	}
 	return nil
+}
+
+// validComponents reports whether a slash-separated name has no empty, "."
+// or ".." component; with dotLast, a final "." (the empty-directory
+// marker) is allowed.
+func validComponents(name string, dotLast bool) bool {
+	comps := strings.Split(name, "/")
+	for i, c := range comps {
+		if c == "." && dotLast && i == len(comps)-1 {
+			continue
+		}
+		if c == "" || c == "." || c == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // sliceSegments maps the stream range [pos, pos+length) onto block segments.

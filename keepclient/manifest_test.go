@@ -179,6 +179,17 @@ func TestValidateManifest(t *testing.T) {
 	}
 }
 
+// Found by review: bad path components must not survive normalization.
+func TestParseManifest_badComponents(t *testing.T) {
+	for _, in := range []string{
+		". " + foo + " 0:3:/\n", "./a " + foo + " 0:3:/\n", ". " + foo + " 0:3:a//b\n",
+		". " + foo + " 0:3:../x\n", "./a/.. " + foo + " 0:3:x\n", "./a//b " + foo + " 0:3:x\n",
+	} {
+		_, err := ParseManifest(in)
+		assert.ErrorIs(t, err, ErrInvalidManifest, "%q", in)
+	}
+}
+
 func TestParseManifest_outOfRange(t *testing.T) {
 	_, err := ParseManifest(". " + foo + " 2:3:foo\n")
 	assert.ErrorIs(t, err, ErrInvalidManifest)
@@ -193,6 +204,8 @@ func FuzzNormalize(f *testing.F) {
 	for _, tc := range normalizeVectors {
 		f.Add(tc.in)
 	}
+	f.Add(". " + foo + " 0:3:/\n")
+	f.Add(". " + foo + " 0:3:a//b\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		m1, err := ParseManifest(in)
 		if err != nil {
