@@ -1,0 +1,218 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/store"
+)
+
+type keepWriter struct {
+	keep *keepclient.Keep
+	mu   sync.Mutex
+	puts map[string]int
+	// failAt makes the nth PutBlock (1-based) fail, to simulate an outage.
+	failAt int
+	n      int
+}
+
+var errInjected = errors.New("injected keep outage")
+
+func (k *keepWriter) PutBlock(ctx context.Context, data []byte, hash string) (string, int, error) {
+	k.mu.Lock()
+	k.n++
+	if k.failAt > 0 && k.n == k.failAt {
+		k.mu.Unlock()
+		return "", 0, errInjected
+	}
+	k.puts[hash]++
+	k.mu.Unlock()
+	res, err := k.keep.Put(ctx, data, keepclient.PutOptions{Hash: hash})
+	return res.Locator, res.Replicas, err
+}
+
+type api struct{ c *keepclient.Client }
+
+func (a api) CurrentUserUUID(ctx context.Context) (string, error) {
+	u, err := a.c.CurrentUser(ctx)
+	if err != nil {
+		return "", err
+	}
+	return u.UUID, nil
+}
+func (a api) MaxRequestSize(ctx context.Context) int64 { return 0 }
+func (a api) CreateCollection(ctx context.Context, attrs map[string]any) (string, string, error) {
+	c, err := a.c.CreateCollection(ctx, attrs, true)
+	if err != nil {
+		return "", "", err
+	}
+	return c.UUID, c.PortableDataHash, nil
+}
+func (a api) CreateLink(ctx context.Context, attrs map[string]any) error {
+	_, err := a.c.CreateLink(ctx, attrs)
+	return err
+}
+
+// tree writes a deterministic tree with the awkward cases and returns
+// path -> content.
+func tree(t *testing.T, root string) map[string][]byte {
+	rnd := rand.New(rand.NewSource(1))
+	want := map[string][]byte{}
+	write := func(rel string, size int) {
+		buf := make([]byte, size)
+		rnd.Read(buf)
+		p := filepath.Join(root, rel)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, buf, 0o644))
+		want[rel] = buf
+	}
+	write("exact.bin", keepclient.BlockSize)
+	write("plus1.bin", keepclient.BlockSize+1)
+	write("zero", 0)
+	write("with space/a:b\\c.txt", 100)
+	write("new\nline/ütf-8 ✓.txt", 10)
+	for i := 0; i < 500; i++ {
+		write(fmt.Sprintf("small/%02d/f%03d", i%9, i), rnd.Intn(9000))
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "empty dir/inner"), 0o755))
+	require.NoError(t, os.Symlink("exact.bin", filepath.Join(root, "link")))
+	return want
+}
+
+func newUploader(t *testing.T, j agent.Journal, kw *keepWriter, c *keepclient.Client) *agent.Uploader {
+	up, err := agent.New(agent.Config{Journal: j, Keep: kw, API: api{c}, TokenFingerprint: "t"})
+	require.NoError(t, err)
+	return up
+}
+
+func TestUpload_endToEnd_resumeAfterOutage(t *testing.T) {
+	ctx := context.Background()
+	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer cl.Close()
+	c := cl.Client(cl.UserToken)
+	keep := keepclient.NewKeep(c, keepclient.KeepOptions{})
+	src := t.TempDir()
+	want := tree(t, src)
+
+	// Reference: an uninterrupted run.
+	jref, err := store.Open(filepath.Join(t.TempDir(), "ref.db"), 0)
+	require.NoError(t, err)
+	defer jref.Close()
+	require.NoError(t, jref.SetMeta(agent.JobMeta{Job: "ref", Dir: src, Options: agent.Options{Name: "ref", Threads: 3}}))
+	ref, err := newUploader(t, jref, &keepWriter{keep: keep, puts: map[string]int{}}, c).Run(ctx)
+	require.NoError(t, err)
+
+	// The same tree with a Keep outage on the 2nd block, then a resume.
+	path := filepath.Join(t.TempDir(), "job.db")
+	j, err := store.Open(path, 0)
+	require.NoError(t, err)
+	require.NoError(t, j.SetMeta(agent.JobMeta{Job: "j", Dir: src, Options: agent.Options{Name: "j", Threads: 1,
+		Links: []agent.LinkSpec{{Class: "tag", Name: "run", Value: "42"}}}}))
+	kw := &keepWriter{keep: keep, puts: map[string]int{}, failAt: 2}
+	_, err = newUploader(t, j, kw, c).Run(ctx)
+	require.ErrorIs(t, err, errInjected)
+	meta, _ := j.Meta()
+	assert.Equal(t, agent.StateFailed, meta.State)
+	require.NoError(t, j.Close())
+
+	j, err = store.Open(path, 0)
+	require.NoError(t, err)
+	defer j.Close()
+	kw.failAt = 0
+	got, err := newUploader(t, j, kw, c).Run(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, ref.PDH, got.PDH, "resumed run makes the same collection")
+	for h, n := range kw.puts {
+		if n > 1 {
+			t.Errorf("block %s was PUT %d times", h, n)
+		}
+	}
+
+	// Read the collection back block by block and compare byte for byte.
+	coll, err := c.GetCollection(ctx, got.CollectionUUID)
+	require.NoError(t, err)
+	m, err := keepclient.ParseManifest(coll.ManifestText)
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	for _, f := range m.Files {
+		var data []byte
+		for _, s := range f.Segments {
+			b, err := keep.Get(ctx, s.Locator)
+			require.NoError(t, err)
+			data = append(data, b[s.Offset:s.Offset+s.Length]...)
+		}
+		w, ok := want[f.Path]
+		require.True(t, ok, "unexpected file %q", f.Path)
+		assert.True(t, len(w) == len(data) && string(w) == string(data), "content of %q", f.Path)
+		seen[f.Path] = true
+	}
+	assert.Len(t, seen, len(want), "every file is in the collection")
+	assert.Equal(t, []string{"empty dir/inner"}, m.Dirs)
+	assert.NotContains(t, coll.ManifestText, " 0:0:link", "symlinks are skipped by default")
+	links, err := c.ListLinks(ctx, keepclient.ListOptions{Filters: [][]any{{"head_uuid", "=", got.CollectionUUID}}})
+	require.NoError(t, err)
+	require.Len(t, links.Items, 1)
+	assert.Equal(t, "run", links.Items[0].Name)
+	assert.Equal(t, "42", links.Items[0].Properties["value"])
+
+	// A file that changes after planning is detected, never mixed in.
+	require.NoError(t, os.WriteFile(filepath.Join(src, "zero"), []byte("now not empty"), 0o644))
+	j2, err := store.Open(filepath.Join(t.TempDir(), "j2.db"), 0)
+	require.NoError(t, err)
+	defer j2.Close()
+	require.NoError(t, j2.SetMeta(agent.JobMeta{Job: "j2", Dir: src}))
+	got2, err := newUploader(t, j2, kw, c).Run(ctx)
+	require.NoError(t, err)
+	assert.NotEqual(t, got.PDH, got2.PDH)
+	assert.True(t, strings.HasPrefix(got2.CollectionUUID, "zzzzz-4zz18-"))
+}
+
+// A file that vanishes after planning gives an error that names it and
+// says how to go on; nothing is uploaded for it.
+func TestUpload_vanishedFileIsAClearError(t *testing.T) {
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "a"), []byte("x"), 0o644))
+	j, err := store.Open(filepath.Join(t.TempDir(), "j.db"), 0)
+	require.NoError(t, err)
+	defer j.Close()
+	require.NoError(t, j.SetMeta(agent.JobMeta{Job: "j", Dir: src}))
+	kw := &keepWriter{puts: map[string]int{}}
+	up, err := agent.New(agent.Config{Journal: j, Keep: kw})
+	require.NoError(t, err)
+	meta, err := up.Plan(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), meta.FilesTotal)
+	assert.Equal(t, int64(1), meta.BlocksTotal)
+	require.NoError(t, os.Remove(filepath.Join(src, "a")))
+	err = up.UploadOnly(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), filepath.Join(src, "a"))
+	assert.Contains(t, err.Error(), "resume")
+	assert.Empty(t, kw.puts)
+}
+
+func TestFileKey_ordersLikeDirLess(t *testing.T) {
+	dirs := []string{"", "B", "a", "a/b", "a b", "a-c", "a/b/c"}
+	for _, x := range dirs {
+		for _, y := range dirs {
+			if x == y {
+				continue
+			}
+			assert.Equal(t, keepclient.DirLess(x, y), agent.FileKey(x, "f") < agent.FileKey(y, "f"), "%q vs %q", x, y)
+		}
+	}
+}
