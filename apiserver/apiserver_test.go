@@ -1,0 +1,118 @@
+package apiserver
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+func TestScopeAllows(t *testing.T) {
+	for _, tc := range []struct {
+		scopes       []string
+		method, path string
+		ok           bool
+	}{
+		{[]string{"all"}, "POST", "/arvados/v1/anything", true},
+		{[]string{"GET /arvados/v1/users/current"}, "GET", "/arvados/v1/users/current", true},
+		{[]string{"GET /arvados/v1/users/current"}, "HEAD", "/arvados/v1/users/current", true},
+		{[]string{"GET /arvados/v1/users/current"}, "GET", "/arvados/v1/users", false},
+		{[]string{"GET /arvados/v1/collections/"}, "GET", "/arvados/v1/collections/zzzzz-4zz18-000000000000000", true},
+		{[]string{"GET /arvados/v1/collections/"}, "GET", "/arvados/v1/collections/", false}, // trailing slash stripped
+		{[]string{"GET /arvados/v1/collections"}, "GET", "/arvados/v1/collections/", true},
+		{[]string{"PATCH /arvados/v1/collections/"}, "PUT", "/arvados/v1/collections/zzzzz-4zz18-000000000000000", true},
+		{[]string{}, "GET", "/arvados/v1/users/current", false},
+		{[]string{"POST /arvados/v1/links"}, "POST", "/arvados/v1/links", true},
+	} {
+		assert.Equal(t, tc.ok, scopeAllows(tc.scopes, tc.method, tc.path), "%v %s %s", tc.scopes, tc.method, tc.path)
+	}
+}
+
+func open(t *testing.T, dir string) (*Server, *httptest.Server) {
+	s, err := Open(Options{DataDir: dir})
+	require.NoError(t, err)
+	ts := httptest.NewServer(s)
+	t.Cleanup(func() { ts.Close(); s.Close() })
+	return s, ts
+}
+
+func client(t *testing.T, ts *httptest.Server, tok string) *keepclient.Client {
+	c, err := keepclient.NewClient(keepclient.Config{APIHost: strings.TrimPrefix(ts.URL, "http://"), Scheme: "http", Token: tok, MaxElapsed: time.Second})
+	require.NoError(t, err)
+	return c
+}
+
+func TestServer_tokensSignaturesAndRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, ts := open(t, dir)
+	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	require.NoError(t, err)
+	u := client(t, ts, tok)
+	me, err := u.CurrentUser(ctx)
+	require.NoError(t, err)
+	// v1 spelling of the same token authenticates too.
+	secret := tok[strings.LastIndexByte(tok, '/')+1:]
+	_, err = client(t, ts, secret).CurrentUser(ctx)
+	require.NoError(t, err)
+	_, err = client(t, ts, "v2/zzzzz-gj3su-000000000000077/nope").CurrentUser(ctx)
+	assert.True(t, keepclient.IsStatus(err, 401), "%v", err)
+
+	exp := time.Now().Add(time.Hour)
+	signed := keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, exp, keepclient.DefaultBlobSigningTTL, s.SigningKey())
+	coll, err := u.CreateCollection(ctx, map[string]any{"name": "c", "manifest_text": ". " + signed + " 0:3:foo\n"}, false)
+	require.NoError(t, err)
+	assert.Equal(t, "1f4b0bc7583c2a7f9102c395f4ffc5e3+45", coll.PortableDataHash)
+	assert.Equal(t, me.UUID, coll.OwnerUUID)
+	assert.Equal(t, int64(1), coll.FileCount)
+	assert.Equal(t, int64(3), coll.FileSizeTotal)
+
+	for name, loc := range map[string]string{
+		"unsigned": "acbd18db4cc2f85cedef654fccc4a4d8+3",
+		"v1 spelling": keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", secret, exp, keepclient.DefaultBlobSigningTTL, s.SigningKey()),
+		"wrong key":   keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, exp, keepclient.DefaultBlobSigningTTL, []byte("forged")),
+		"expired":     keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, time.Now().Add(-time.Minute), keepclient.DefaultBlobSigningTTL, s.SigningKey()),
+	} {
+		_, err := u.CreateCollection(ctx, map[string]any{"manifest_text": ". " + loc + " 0:3:foo\n"}, false)
+		assert.True(t, keepclient.IsStatus(err, 403), "%s: %v", name, err)
+	}
+	_, err = u.CreateCollection(ctx, map[string]any{"manifest_text": ". " + signed + "  0:3:foo\n"}, false)
+	assert.True(t, keepclient.IsStatus(err, 422), "bad manifest: %v", err)
+	_, err = u.CreateCollection(ctx, map[string]any{"name": "c", "bogus": 1}, false)
+	assert.True(t, keepclient.IsStatus(err, 422), "unknown attribute: %v", err)
+	_, err = u.CreateCollection(ctx, map[string]any{"name": "c"}, false)
+	assert.True(t, keepclient.IsStatus(err, 422), "duplicate name: %v", err)
+
+	// Malformed JSON and oversized bodies change nothing.
+	resp, err := http.Post(ts.URL+"/arvados/v1/collections?api_token="+tok, "application/json", strings.NewReader("{nope"))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, 400, resp.StatusCode)
+	assert.Contains(t, string(body), `"errors"`)
+	list, err := u.ListCollections(ctx, keepclient.ListOptions{})
+	require.NoError(t, err)
+	assert.Len(t, list.Items, 1)
+
+	// Restart on the same data directory keeps everything.
+	ts.Close()
+	require.NoError(t, s.Close())
+	s2, ts2 := open(t, dir)
+	assert.Equal(t, s.SigningKey(), s2.SigningKey())
+	got, err := client(t, ts2, tok).GetCollection(ctx, coll.UUID)
+	require.NoError(t, err)
+	m, err := keepclient.ParseManifest(got.ManifestText)
+	require.NoError(t, err)
+	assert.NoError(t, keepclient.VerifySignature(m.Files[0].Segments[0].Locator, tok, keepclient.DefaultBlobSigningTTL, s2.SigningKey(), time.Now()))
+	byPDH, err := client(t, ts2, tok).GetCollection(ctx, coll.PortableDataHash)
+	require.NoError(t, err)
+	assert.Equal(t, coll.PortableDataHash, byPDH.PortableDataHash)
+}
