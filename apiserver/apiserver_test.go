@@ -76,7 +76,7 @@ func TestServer_tokensSignaturesAndRestart(t *testing.T) {
 	assert.Equal(t, int64(3), coll.FileSizeTotal)
 
 	for name, loc := range map[string]string{
-		"unsigned": "acbd18db4cc2f85cedef654fccc4a4d8+3",
+		"unsigned":    "acbd18db4cc2f85cedef654fccc4a4d8+3",
 		"v1 spelling": keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", secret, exp, keepclient.DefaultBlobSigningTTL, s.SigningKey()),
 		"wrong key":   keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, exp, keepclient.DefaultBlobSigningTTL, []byte("forged")),
 		"expired":     keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, time.Now().Add(-time.Minute), keepclient.DefaultBlobSigningTTL, s.SigningKey()),
