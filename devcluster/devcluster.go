@@ -175,8 +175,10 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 			return nil, err
 		}
 		px, err := proxy.New(proxy.Options{
-			API:          apiClient,
-			Keep:         keepclient.NewKeep(apiClient, keepclient.KeepOptions{Services: disks}),
+			API: apiClient,
+			// Via marks upstream requests as proxied, as keepproxy does.
+			Keep: keepclient.NewKeep(apiClient, keepclient.KeepOptions{Services: disks,
+				HTTPClient: &http.Client{Transport: proxy.ViaTransport(nil), Timeout: 10 * time.Minute}}),
 			AuthCacheTTL: opts.AuthCacheTTL,
 			SpoolDir:     filepath.Join(opts.Dir, "proxy-spool"),
 			Logger:       log.With("service", "proxy"),
