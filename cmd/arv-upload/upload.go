@@ -338,15 +338,14 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	statusPath := filepath.Join(sd, job+".status.json")
 	start := time.Now()
 	var last status
-	var startBytes int64 = -1
 	publish := func(p agent.Progress, final bool) {
-		if startBytes < 0 && p.Phase == "uploading" {
-			startBytes = p.BytesDone
+		if p.State == agent.StateDone {
+			p.FilesDone = p.FilesTotal
 		}
 		st := status{Progress: p, PID: os.Getpid(), UpdatedAt: time.Now().UTC().Format(time.RFC3339)}
 		st.ElapsedSecs = time.Since(start).Seconds()
-		if st.ElapsedSecs > 0 && startBytes >= 0 {
-			st.RateBPS = float64(p.BytesDone-startBytes) / st.ElapsedSecs
+		if st.ElapsedSecs > 0 {
+			st.RateBPS = float64(p.BytesSent) / st.ElapsedSecs
 			if st.RateBPS > 0 {
 				st.ETASeconds = float64(p.BytesTotal-p.BytesDone) / st.RateBPS
 			}
