@@ -47,8 +47,8 @@ func TestProxy_withAPIServer(t *testing.T) {
 	require.NoError(t, err)
 
 	px, err := New(Options{
-		API:  svcClient,
-		Keep: keepclient.NewKeep(svcClient, keepclient.KeepOptions{Services: disks, HTTPClient: &http.Client{Transport: ViaTransport(nil)}, RetryDelay: 10 * time.Millisecond}),
+		API:          svcClient,
+		Keep:         keepclient.NewKeep(svcClient, keepclient.KeepOptions{Services: disks, HTTPClient: &http.Client{Transport: ViaTransport(nil)}, RetryDelay: 10 * time.Millisecond}),
 		AuthCacheTTL: 300 * time.Millisecond, SpoolDir: t.TempDir(),
 		AuditMinBackoff: 5 * time.Millisecond, AuditMaxBackoff: 50 * time.Millisecond,
 	})
