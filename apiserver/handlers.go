@@ -978,19 +978,8 @@ func (s *Server) logs(sess *session, method, id string, params map[string]any) (
 	return nil, errorf(http.StatusNotFound, "no such route")
 }
 
-type uploaderAccount struct {
-	UUID      string     `json:"uuid"`
-	Kind      string     `json:"kind"`
-	OwnerUUID string     `json:"owner_uuid"`
-	Name      string     `json:"name"`
-	IsActive  bool       `json:"is_active"`
-	ExpiresAt *time.Time `json:"expires_at"`
-	CreatedAt *time.Time `json:"created_at"`
-	APIToken  string     `json:"api_token,omitempty"`
-}
-
-func accountOut(u user) uploaderAccount {
-	return uploaderAccount{UUID: u.UUID, Kind: "arvados#uploaderAccount", OwnerUUID: u.OwnerUUID, Name: u.FullName,
+func accountOut(u user) admin.Account {
+	return admin.Account{UUID: u.UUID, OwnerUUID: u.OwnerUUID, Name: u.FullName,
 		IsActive: u.IsActive, ExpiresAt: u.ExpiresAt, CreatedAt: u.CreatedAt}
 }
 
@@ -1041,7 +1030,7 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 		out.APIToken = t.TokenV2()
 		return out, nil
 	case method == http.MethodGet && id == "":
-		var items []uploaderAccount
+		var items []admin.Account
 		s.store.Each("users", func(_ string, raw []byte) bool {
 			var u user
 			if json.Unmarshal(raw, &u) == nil && u.Uploader && (sess.user.IsAdmin || u.OwnerUUID == sess.user.UUID) {
