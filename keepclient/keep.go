@@ -163,6 +163,11 @@ type PutOptions struct {
 	StorageClasses []string
 	Token          string // overrides the API client's token
 	RequestID      string
+	// RateLimit paces request bodies; nil means unlimited. Share one
+	// limiter across calls (and goroutines) to cap the total upload
+	// bandwidth: every replica PUT and every retry counts, since each
+	// sends the whole block again.
+	RateLimit *RateLimiter
 }
 
 // PutResult says what a Put achieved.
@@ -284,7 +289,7 @@ func (k *Keep) Put(ctx context.Context, data []byte, opts PutOptions) (PutResult
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					outcomes[i] = k.putOne(ctx, s, hash, data, wanted, classes, token, reqID)
+					outcomes[i] = k.putOne(ctx, s, hash, data, wanted, classes, token, reqID, opts.RateLimit)
 				}()
 			}
 			wg.Wait()
@@ -328,7 +333,7 @@ type putOutcome struct {
 	err      *ServiceError
 }
 
-func (k *Keep) putOne(ctx context.Context, s KeepService, hash string, data []byte, wanted int, classes []string, token, reqID string) putOutcome {
+func (k *Keep) putOne(ctx context.Context, s KeepService, hash string, data []byte, wanted int, classes []string, token, reqID string, rl *RateLimiter) putOutcome {
 	base := s.URL()
 	fail := func(status int, err error) putOutcome {
 		return putOutcome{err: &ServiceError{Service: base, Status: status, Err: err}}
@@ -342,6 +347,14 @@ func (k *Keep) putOne(ctx context.Context, s KeepService, hash string, data []by
 		return fail(0, err)
 	}
 	req.ContentLength = int64(len(data))
+	if rl != nil && len(data) > 0 {
+		// A fresh reader per attempt (this one, and GetBody's for a
+		// redirect or a transport retry) so every send is whole and paced.
+		req.Body = io.NopCloser(&pacedReader{ctx: ctx, r: bytes.NewReader(data), l: rl})
+		req.GetBody = func() (io.ReadCloser, error) {
+			return io.NopCloser(&pacedReader{ctx: ctx, r: bytes.NewReader(data), l: rl}), nil
+		}
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
