@@ -44,28 +44,6 @@ func (k *keepWriter) PutBlock(ctx context.Context, data []byte, hash string) (st
 	return res.Locator, res.Replicas, err
 }
 
-type api struct{ c *keepclient.Client }
-
-func (a api) CurrentUserUUID(ctx context.Context) (string, error) {
-	u, err := a.c.CurrentUser(ctx)
-	if err != nil {
-		return "", err
-	}
-	return u.UUID, nil
-}
-func (a api) MaxRequestSize(ctx context.Context) int64 { return 0 }
-func (a api) CreateCollection(ctx context.Context, attrs map[string]any) (string, string, error) {
-	c, err := a.c.CreateCollection(ctx, attrs, true)
-	if err != nil {
-		return "", "", err
-	}
-	return c.UUID, c.PortableDataHash, nil
-}
-func (a api) CreateLink(ctx context.Context, attrs map[string]any) error {
-	_, err := a.c.CreateLink(ctx, attrs)
-	return err
-}
-
 // tree writes a deterministic tree with the awkward cases and returns
 // path -> content.
 func tree(t *testing.T, root string) map[string][]byte {
@@ -93,7 +71,7 @@ func tree(t *testing.T, root string) map[string][]byte {
 }
 
 func newUploader(t *testing.T, j agent.Journal, kw *keepWriter, c *keepclient.Client) *agent.Uploader {
-	up, err := agent.New(agent.Config{Journal: j, Keep: kw, API: api{c}, TokenFingerprint: "t"})
+	up, err := agent.New(agent.Config{Journal: j, Keep: kw, API: c, TokenFingerprint: "t"})
 	require.NoError(t, err)
 	return up
 }

@@ -17,6 +17,9 @@ type FileRecord struct {
 	Mode     uint32  `json:"mode"`
 	EmptyDir bool    `json:"empty_dir,omitempty"`
 	Ranges   []Range `json:"ranges,omitempty"` // in file order
+	// Gen is the plan generation that last confirmed this record; records
+	// of an older generation after a plan are files that vanished.
+	Gen int64 `json:"gen"`
 }
 
 // Range places FileOffset..FileOffset+Length of a file at BlockOffset of
@@ -29,11 +32,18 @@ type Range struct {
 }
 
 // Part is a piece of a block: Length bytes of Path from FileOffset. A
-// block's parts, in order, are its content.
+// block's parts, in order, are its content. The file's identity as planned
+// (size, mtime, ctime, inode) travels with the part, so the reader can
+// tell that the file it opens is still the one that was planned and never
+// mixes two versions of a file into one collection.
 type Part struct {
 	Path       string `json:"path"`
 	FileOffset int64  `json:"file_offset"`
 	Length     int64  `json:"length"`
+	FileSize   int64  `json:"file_size"`
+	MtimeNS    int64  `json:"mtime_ns"`
+	CtimeNS    int64  `json:"ctime_ns"`
+	Inode      uint64 `json:"inode"`
 }
 
 // BlockRecord is one planned block. Locator is set (signed) once Keep has
@@ -51,34 +61,48 @@ type BlockRecord struct {
 
 // JobMeta is a job's options and state. It never holds a token secret.
 type JobMeta struct {
-	Job              string    `json:"job"`
-	Dir              string    `json:"dir"`
-	Options          Options   `json:"options"`
-	APIHost          string    `json:"api_host"`
-	TokenFingerprint string    `json:"token_fingerprint"`
-	PlanFingerprint  string    `json:"plan_fingerprint"`
-	State            string    `json:"state"`
-	Error            string    `json:"error,omitempty"`
-	CollectionUUID   string    `json:"collection_uuid,omitempty"`
-	PDH              string    `json:"portable_data_hash,omitempty"`
-	FilesTotal       int64     `json:"files_total"`
-	BytesTotal       int64     `json:"bytes_total"`
-	BlocksTotal      int64     `json:"blocks_total"`
-	Created          time.Time `json:"created"`
+	Job              string  `json:"job"`
+	Dir              string  `json:"dir"`
+	Options          Options `json:"options"`
+	APIHost          string  `json:"api_host"`
+	TokenFingerprint string  `json:"token_fingerprint"`
+	PlanFingerprint  string  `json:"plan_fingerprint"`
+	PlanGen          int64   `json:"plan_gen"`
+	State            string  `json:"state"`
+	Error            string  `json:"error,omitempty"`
+	// PartialUUID is the partial collection that pins the blocks stored so
+	// far (see doc.go); the finished collection is this one, updated.
+	PartialUUID    string    `json:"partial_uuid,omitempty"`
+	CollectionUUID string    `json:"collection_uuid,omitempty"`
+	PDH            string    `json:"portable_data_hash,omitempty"`
+	LinksCreated   int       `json:"links_created,omitempty"`
+	FilesTotal     int64     `json:"files_total"`
+	BytesTotal     int64     `json:"bytes_total"`
+	BlocksTotal    int64     `json:"blocks_total"`
+	Created        time.Time `json:"created"`
 }
 
 // Journal is the durable record of a job (implemented by package store).
-// Writes are durable when the call returns; callers batch them. Methods
-// are not safe for concurrent use unless stated.
+// Writes are durable when the call returns; callers batch them. Reads may
+// run concurrently with one writer; writes are not safe for concurrent use.
 type Journal interface {
 	Meta() (JobMeta, error)
 	SetMeta(JobMeta) error
-	// ResetPlan removes every file and block record (stored hashes stay).
-	ResetPlan() error
+	// PutFiles adds or replaces file records (by Key).
 	PutFiles([]FileRecord) error
-	PutBlocks([]BlockRecord) error
+	// File returns the record with this key; ok is false if there is none.
+	File(key string) (rec FileRecord, ok bool, err error)
+	// PruneFiles removes every file record whose Gen is not gen.
+	PruneFiles(gen int64) (removed int64, err error)
 	// EachFile calls f for every file record in Key order.
 	EachFile(ctx context.Context, f func(FileRecord) error) error
+	// PutBlocks adds or replaces block records (by Seq); stored ones are
+	// also remembered by content hash (see StoredHash).
+	PutBlocks([]BlockRecord) error
+	// DeleteBlocks removes block records (stored hashes stay).
+	DeleteBlocks(seqs []int64) error
+	// NextSeq returns one more than the highest block Seq (0 if none).
+	NextSeq() (int64, error)
 	// EachBlock calls f for every block record in Seq order.
 	EachBlock(ctx context.Context, f func(BlockRecord) error) error
 	// Block returns one block record.
@@ -86,8 +110,8 @@ type Journal interface {
 	// StoredHash returns a previously stored locator for a content hash
 	// (from this or an earlier plan of the job).
 	StoredHash(hash string) (locator string, expiry int64, ok bool)
-	// ForgetStored drops every stored-block record (e.g. after a token
-	// change, when old signatures cannot be trusted).
-	ForgetStored() error
+	// ForgetHashes drops what StoredHash knows (e.g. after a token change,
+	// when old signatures cannot be trusted).
+	ForgetHashes() error
 	Close() error
 }

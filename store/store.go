@@ -24,7 +24,9 @@ import (
 // ErrLocked means another process (a running arv-upload) holds the journal.
 var ErrLocked = errors.New("journal is in use by another arv-upload process")
 
-const schemaVersion = "1"
+// Version 2: file records carry a plan generation, parts the planned
+// file identity.
+const schemaVersion = "2"
 
 var (
 	bMeta   = []byte("meta")
@@ -97,21 +99,6 @@ func (j *Journal) SetMeta(m agent.JobMeta) error {
 	return j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put([]byte("job"), b) })
 }
 
-// ResetPlan drops all file and block records.
-func (j *Journal) ResetPlan() error {
-	return j.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bFiles, bBlocks} {
-			if err := tx.DeleteBucket(b); err != nil {
-				return err
-			}
-			if _, err := tx.CreateBucket(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
 // PutFiles stores file records in one transaction.
 func (j *Journal) PutFiles(fs []agent.FileRecord) error {
 	return j.db.Update(func(tx *bolt.Tx) error {
@@ -127,6 +114,52 @@ func (j *Journal) PutFiles(fs []agent.FileRecord) error {
 		}
 		return nil
 	})
+}
+
+// File returns the file record with key.
+func (j *Journal) File(key string) (agent.FileRecord, bool, error) {
+	var r agent.FileRecord
+	ok := false
+	err := j.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bFiles).Get([]byte(key))
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &r)
+	})
+	r.Key = key
+	return r, ok, err
+}
+
+// PruneFiles deletes, in one transaction, the file records of another
+// plan generation than gen.
+func (j *Journal) PruneFiles(gen int64) (int64, error) {
+	var n int64
+	err := j.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bFiles).Cursor()
+		for k, v := c.First(); k != nil; {
+			var r struct {
+				Gen int64 `json:"gen"`
+			}
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			if r.Gen == gen {
+				k, v = c.Next()
+				continue
+			}
+			deleted := append([]byte(nil), k...)
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+			// Next after Delete may skip an item; seek past the hole.
+			k, v = c.Seek(deleted)
+		}
+		return nil
+	})
+	return n, err
 }
 
 // PutBlocks stores block records in one transaction; stored ones are also
@@ -151,6 +184,31 @@ func (j *Journal) PutBlocks(bs []agent.BlockRecord) error {
 		}
 		return nil
 	})
+}
+
+// DeleteBlocks deletes block records in one transaction.
+func (j *Journal) DeleteBlocks(seqs []int64) error {
+	return j.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bBlocks)
+		for _, s := range seqs {
+			if err := b.Delete(seqKey(s)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// NextSeq returns one more than the highest block sequence number.
+func (j *Journal) NextSeq() (int64, error) {
+	var n int64
+	err := j.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bBlocks).Cursor().Last(); k != nil {
+			n = int64(binary.BigEndian.Uint64(k)) + 1
+		}
+		return nil
+	})
+	return n, err
 }
 
 // EachFile iterates file records in key (manifest) order.
@@ -224,28 +282,15 @@ func (j *Journal) StoredHash(hash string) (string, int64, bool) {
 	return loc, exp, ok
 }
 
-// ForgetStored drops all stored-block knowledge.
-func (j *Journal) ForgetStored() error {
-	var blocks []agent.BlockRecord
-	if err := j.EachBlock(context.Background(), func(b agent.BlockRecord) error {
-		if b.Stored {
-			b.Stored, b.Locator, b.Expiry = false, "", 0
-			blocks = append(blocks, b)
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := j.db.Update(func(tx *bolt.Tx) error {
+// ForgetHashes drops all stored-hash knowledge.
+func (j *Journal) ForgetHashes() error {
+	return j.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bHashes); err != nil {
 			return err
 		}
 		_, err := tx.CreateBucket(bHashes)
 		return err
-	}); err != nil {
-		return err
-	}
-	return j.PutBlocks(blocks)
+	})
 }
 
 // Close closes the database.

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"sort"
 	"testing"
 	"time"
 
@@ -56,15 +58,63 @@ func TestJournal_conformance(t *testing.T) {
 	assert.Equal(t, "h1+3+Asig@1", loc)
 	assert.Equal(t, int64(123), exp)
 
-	// ResetPlan keeps stored hashes; ForgetStored drops them.
-	require.NoError(t, j.ResetPlan())
+	f, ok, err := j.File(agent.FileKey("b", "x"))
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, "b/x", f.Path)
+	assert.Equal(t, agent.FileKey("b", "x"), f.Key)
+	_, ok, err = j.File(agent.FileKey("b", "nope"))
+	require.NoError(t, err)
+	assert.False(t, ok)
+
+	n, err := j.NextSeq()
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), n)
+
+	// DeleteBlocks keeps stored hashes; ForgetHashes drops them.
+	require.NoError(t, j.DeleteBlocks([]int64{1}))
 	_, err = j.Block(1)
 	assert.Error(t, err)
 	_, _, ok = j.StoredHash("h1")
 	assert.True(t, ok)
-	require.NoError(t, j.ForgetStored())
+	require.NoError(t, j.ForgetHashes())
 	_, _, ok = j.StoredHash("h1")
 	assert.False(t, ok)
+	_, err = j.Block(2)
+	assert.NoError(t, err, "ForgetHashes leaves block records alone")
+}
+
+// PruneFiles removes exactly the records of other generations, including
+// neighbours deleted in a row (the cursor must not skip any).
+func TestJournal_PruneFiles(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "job.db")
+	j, err := Open(path, 0)
+	require.NoError(t, err)
+	var recs []agent.FileRecord
+	want := []string{}
+	for i := 0; i < 5000; i++ {
+		gen := int64(7)
+		if i%3 != 0 {
+			gen = 6
+		}
+		p := fmt.Sprintf("d%d/f%05d", i%4, i)
+		recs = append(recs, agent.FileRecord{Key: agent.FileKey(fmt.Sprintf("d%d", i%4), fmt.Sprintf("f%05d", i)), Path: p, Gen: gen})
+		if gen == 7 {
+			want = append(want, p)
+		}
+	}
+	require.NoError(t, j.PutFiles(recs))
+	n, err := j.PruneFiles(7)
+	require.NoError(t, err)
+	assert.Equal(t, int64(5000-len(want)), n)
+	j = reopen(t, j, path)
+	defer j.Close()
+	var got []string
+	require.NoError(t, j.EachFile(ctx, func(f agent.FileRecord) error { got = append(got, f.Path); return nil }))
+	sort.Strings(got)
+	sort.Strings(want)
+	assert.Equal(t, want, got)
 }
 
 func TestJournal_lockedByAnotherOpen(t *testing.T) {

@@ -76,46 +76,19 @@ func tokenFingerprint(tok string) string {
 	return "sha256:" + hex.EncodeToString(sum[:8])
 }
 
-// keepAdapter and apiAdapter wire keepclient into the agent's interfaces.
-type keepAdapter struct {
-	keep     *keepclient.Keep
-	replicas int
-	classes  []string
+// keepWriter wires keepclient into the agent's BlockWriter. One
+// RateLimiter is shared by every PUT of the run, so --bwlimit caps the
+// bytes on the wire, replicas and retries included.
+type keepWriter struct {
+	keep *keepclient.Keep
+	opts keepclient.PutOptions
 }
 
-func (k keepAdapter) PutBlock(ctx context.Context, data []byte, hash string) (string, int, error) {
-	res, err := k.keep.Put(ctx, data, keepclient.PutOptions{Hash: hash, Replicas: k.replicas, StorageClasses: k.classes})
+func (k keepWriter) PutBlock(ctx context.Context, data []byte, hash string) (string, int, error) {
+	opts := k.opts
+	opts.Hash = hash
+	res, err := k.keep.Put(ctx, data, opts)
 	return res.Locator, res.Replicas, err
-}
-
-type apiAdapter struct{ c *keepclient.Client }
-
-func (a apiAdapter) CurrentUserUUID(ctx context.Context) (string, error) {
-	u, err := a.c.CurrentUser(ctx)
-	if err != nil {
-		return "", err
-	}
-	return u.UUID, nil
-}
-
-func (a apiAdapter) MaxRequestSize(ctx context.Context) int64 {
-	if d, err := a.c.Discovery(ctx); err == nil {
-		return d.MaxRequestSize
-	}
-	return 0
-}
-
-func (a apiAdapter) CreateCollection(ctx context.Context, attrs map[string]any) (string, string, error) {
-	c, err := a.c.CreateCollection(ctx, attrs, true)
-	if err != nil {
-		return "", "", err
-	}
-	return c.UUID, c.PortableDataHash, nil
-}
-
-func (a apiAdapter) CreateLink(ctx context.Context, attrs map[string]any) error {
-	_, err := a.c.CreateLink(ctx, attrs)
-	return err
 }
 
 // status is what `status --json` prints and the running agent publishes.
@@ -377,8 +350,10 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	defer ticker.Stop()
 	var current agent.Progress
 	up, err := agent.New(agent.Config{
-		Journal: j, Keep: keepAdapter{keep: keep, replicas: meta.Options.Replication, classes: meta.Options.StorageClasses},
-		API:              apiAdapter{c},
+		Journal: j,
+		Keep: keepWriter{keep: keep, opts: keepclient.PutOptions{Replicas: meta.Options.Replication,
+			StorageClasses: meta.Options.StorageClasses, RateLimit: keepclient.NewRateLimiter(meta.Options.BWLimit)}},
+		API:              c,
 		TokenFingerprint: tokenFingerprint(c.Token()), APIHost: c.APIHost(),
 		Warn:       func(msg string) { fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg) },
 		OnProgress: func(p agent.Progress) { current = p },

@@ -1,0 +1,369 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// partialStream holds, in a partial collection, the stored blocks that no
+// complete file references yet.
+const partialStream = "./.arv-upload-partial"
+
+// Manifest writes the normalized manifest of the finished job, streamed
+// from the journal one directory at a time (memory: one directory's files
+// plus the block locator table).
+func (u *Uploader) Manifest(ctx context.Context, w io.Writer) (files int64, err error) {
+	files, _, err = u.writeManifest(ctx, w, false)
+	return files, err
+}
+
+// writeManifest writes the manifest from the journal. With partial, files
+// with blocks not stored yet are left out and the stored blocks no listed
+// file references go in one extra stream (partialStream), so that the
+// manifest references every stored block. It returns the files written and
+// the stored blocks referenced.
+func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, partial bool) (files, blocks int64, err error) {
+	locs := map[int64]string{}
+	if err := u.cfg.Journal.EachBlock(ctx, func(b BlockRecord) error {
+		if b.Stored {
+			locs[b.Seq] = b.Locator
+		} else if !partial {
+			return fmt.Errorf("block %d is not stored yet", b.Seq)
+		}
+		return nil
+	}); err != nil {
+		return 0, 0, err
+	}
+	used := map[int64]bool{}
+	sw := keepclient.NewStreamWriter(w)
+	curDir, curEmpty := "", false
+	var cur []keepclient.ManifestFile
+	started := false
+	flushDir := func() error {
+		if !started {
+			return nil
+		}
+		return sw.WriteDir(curDir, cur, curEmpty)
+	}
+	err = u.cfg.Journal.EachFile(ctx, func(f FileRecord) error {
+		dir := path.Dir(f.Path)
+		if f.EmptyDir {
+			dir = f.Path
+		} else if dir == "." {
+			dir = ""
+		}
+		if !started || dir != curDir {
+			if err := flushDir(); err != nil {
+				return err
+			}
+			curDir, cur, curEmpty, started = dir, cur[:0], false, true
+		}
+		if f.EmptyDir {
+			curEmpty = true
+			return nil
+		}
+		mf := keepclient.ManifestFile{Path: f.Path}
+		for _, r := range f.Ranges {
+			loc, ok := locs[r.Block]
+			if !ok {
+				return nil // partial: not complete yet
+			}
+			mf.Segments = append(mf.Segments, keepclient.Segment{Locator: loc, Offset: r.BlockOffset, Length: r.Length})
+		}
+		for _, r := range f.Ranges {
+			used[r.Block] = true
+		}
+		cur = append(cur, mf)
+		files++
+		return nil
+	})
+	if err == nil {
+		err = flushDir()
+	}
+	if err != nil || !partial {
+		return files, int64(len(locs)), err
+	}
+	var rest []int64
+	for seq := range locs {
+		if !used[seq] {
+			rest = append(rest, seq)
+		}
+	}
+	if len(rest) > 0 {
+		slices.Sort(rest)
+		var b strings.Builder
+		b.WriteString(partialStream)
+		var total int64
+		for _, seq := range rest {
+			l, err := keepclient.ParseLocator(locs[seq])
+			if err != nil {
+				return 0, 0, fmt.Errorf("block %d: %w", seq, err)
+			}
+			b.WriteString(" " + locs[seq])
+			total += l.Size
+		}
+		fmt.Fprintf(&b, " 0:%d:blocks\n", total)
+		if _, err := io.WriteString(w, b.String()); err != nil {
+			return 0, 0, fmt.Errorf("write manifest: %w", err)
+		}
+	}
+	return files, int64(len(locs)), nil
+}
+
+func (u *Uploader) owner(ctx context.Context) (string, error) {
+	if o := u.meta.Options.ProjectUUID; o != "" {
+		return o, nil
+	}
+	usr, err := u.cfg.API.CurrentUser(ctx)
+	if err != nil {
+		return "", fmt.Errorf("get current user: %w", err)
+	}
+	return usr.UUID, nil
+}
+
+func (u *Uploader) maxRequestSize(ctx context.Context) int64 {
+	if d, err := u.cfg.API.Discovery(ctx); err == nil {
+		return d.MaxRequestSize
+	}
+	return 0
+}
+
+func (u *Uploader) name() string {
+	if n := u.meta.Options.Name; n != "" {
+		return n
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("Saved at %s by %s@%s", u.meta.Created.UTC().Format("2006-01-02 15:04:05 UTC"), os.Getenv("USER"), host)
+}
+
+func isStatus(err error, codes ...int) bool {
+	var ae *keepclient.APIError
+	return errors.As(err, &ae) && slices.Contains(codes, ae.Status)
+}
+
+// checkpoint saves the partial collection: a collection named as partial
+// whose manifest references every stored block. It keeps those blocks
+// from being garbage collected however long the job takes, and lets a
+// resume (with this or another token) get freshly signed locators for
+// them. Nothing is sent when no block was stored since the last save.
+func (u *Uploader) checkpoint(ctx context.Context) error {
+	if _, err := u.refreshSignatures(ctx, false); err != nil {
+		return err
+	}
+	var sb strings.Builder
+	_, blocks, err := u.writeManifest(ctx, &sb, true)
+	if err != nil {
+		return err
+	}
+	if blocks == 0 || blocks == u.checkpointed {
+		return nil
+	}
+	text := sb.String()
+	if err := keepclient.CheckManifestSize(text, u.maxRequestSize(ctx)); err != nil {
+		return err
+	}
+	attrs := map[string]any{"manifest_text": text}
+	if u.meta.PartialUUID != "" {
+		_, err := u.cfg.API.UpdateCollection(ctx, u.meta.PartialUUID, attrs)
+		if err == nil {
+			u.checkpointed = blocks
+			return nil
+		}
+		if !isStatus(err, http.StatusNotFound) {
+			return fmt.Errorf("update partial collection %s: %w", u.meta.PartialUUID, err)
+		}
+		u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; saving a new one", u.meta.PartialUUID))
+	}
+	owner, err := u.owner(ctx)
+	if err != nil {
+		return err
+	}
+	attrs["owner_uuid"] = owner
+	attrs["name"] = fmt.Sprintf("%s (partial upload, arv-upload job %s)", u.name(), u.meta.Job)
+	c, err := u.cfg.API.CreateCollection(ctx, attrs, true)
+	if err != nil {
+		return fmt.Errorf("create partial collection: %w", err)
+	}
+	u.meta.PartialUUID, u.checkpointed = c.UUID, blocks
+	u.report(func(p *Progress) { p.PartialUUID = c.UUID })
+	return u.saveMeta()
+}
+
+// refreshSignatures makes the journal's stored locators usable with this
+// token for at least signatureMargin. With force (the token changed) every
+// stored block is refreshed, else only those expiring soon. Fresh
+// signatures come from the partial collection, which the API server signs
+// for the reading token; a block it does not hold is marked not stored,
+// to be sent again.
+func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int, err error) {
+	j := u.cfg.Journal
+	soon := time.Now().Add(signatureMargin).Unix()
+	var stale []int64
+	if err := j.EachBlock(ctx, func(b BlockRecord) error {
+		if b.Stored && (force || b.Expiry < soon) {
+			stale = append(stale, b.Seq)
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	if len(stale) == 0 && !force {
+		return 0, nil
+	}
+	fresh := map[string]string{} // hash -> locator signed for this token
+	if len(stale) > 0 && u.meta.PartialUUID != "" && u.cfg.API != nil {
+		c, err := u.cfg.API.GetCollection(ctx, u.meta.PartialUUID)
+		switch {
+		case err == nil:
+			for _, tok := range strings.Fields(c.ManifestText) {
+				if l, err := keepclient.ParseLocator(tok); err == nil {
+					if _, exp, ok := l.SignatureHint(); ok && exp.Unix() >= soon {
+						fresh[l.Hash] = tok
+					}
+				}
+			}
+		case keepclient.IsTemporary(err) || ctx.Err() != nil:
+			return 0, fmt.Errorf("get fresh signatures from partial collection %s: %w", u.meta.PartialUUID, err)
+		default:
+			u.cfg.Warn(fmt.Sprintf("cannot read partial collection %s (%v); the blocks stored so far will be sent again", u.meta.PartialUUID, err))
+		}
+	}
+	if force {
+		if err := j.ForgetHashes(); err != nil {
+			return 0, fmt.Errorf("write journal (is the disk full?): %w", err)
+		}
+	}
+	for len(stale) > 0 {
+		n := min(len(stale), 1024)
+		var recs []BlockRecord
+		for _, seq := range stale[:n] {
+			b, err := j.Block(seq)
+			if err != nil {
+				return 0, err
+			}
+			if loc, ok := fresh[b.Hash]; ok {
+				b.Locator, b.Expiry = loc, keepclient.SignatureExpiry(loc).Unix()
+			} else {
+				b.Stored, b.Locator, b.Expiry, b.Replicas = false, "", 0, 0
+				lost++
+			}
+			recs = append(recs, b)
+		}
+		if err := j.PutBlocks(recs); err != nil {
+			return 0, fmt.Errorf("write journal (is the disk full?): %w", err)
+		}
+		stale = stale[n:]
+	}
+	if lost > 0 {
+		u.cfg.Warn(fmt.Sprintf("%d stored block(s) could not get fresh signatures and will be sent again", lost))
+		u.checkpointed = -1
+	}
+	return lost, nil
+}
+
+// finish stores the manifest, turns the partial collection into the
+// finished one (or creates it), checks the server's PDH against ours and
+// creates the metadata links. Each step is journaled, so a resume after a
+// failure here does not create a second collection or duplicate links.
+func (u *Uploader) finish(ctx context.Context) error {
+	u.report(func(p *Progress) { p.Phase = "finishing" })
+	if u.meta.CollectionUUID == "" {
+		if err := u.finishCollection(ctx); err != nil {
+			return err
+		}
+	}
+	uuid := u.meta.CollectionUUID
+	for i := u.meta.LinksCreated; i < len(u.meta.Options.Links); i++ {
+		l := u.meta.Options.Links[i]
+		la := map[string]any{"link_class": l.Class, "name": l.Name, "head_uuid": uuid}
+		if l.Value != "" {
+			la["properties"] = map[string]any{"value": l.Value}
+		}
+		if _, err := u.cfg.API.CreateLink(ctx, la); err != nil {
+			return fmt.Errorf("create %s link %q on %s: %w", l.Class, l.Name, uuid, err)
+		}
+		u.meta.LinksCreated = i + 1
+		if err := u.saveMeta(); err != nil {
+			return err
+		}
+	}
+	u.report(func(p *Progress) { p.CollectionUUID, p.PDH = uuid, u.meta.PDH })
+	return nil
+}
+
+func (u *Uploader) finishCollection(ctx context.Context) error {
+	if lost, err := u.refreshSignatures(ctx, false); err != nil {
+		return err
+	} else if lost > 0 {
+		if err := u.upload(ctx); err != nil {
+			return err
+		}
+	}
+	var sb strings.Builder
+	if _, err := u.Manifest(ctx, &sb); err != nil {
+		return err
+	}
+	text := sb.String()
+	if err := keepclient.CheckManifestSize(text, u.maxRequestSize(ctx)); err != nil {
+		return err
+	}
+	if len(text) > 0 && len(text) <= keepclient.BlockSize {
+		// The manifest is also stored in Keep, as arv-put does.
+		if _, _, err := u.cfg.Keep.PutBlock(ctx, []byte(text), keepclient.HashOf([]byte(text))); err != nil {
+			return fmt.Errorf("store manifest block: %w", err)
+		}
+	}
+	opts := u.meta.Options
+	attrs := map[string]any{"name": u.name(), "manifest_text": text, "properties": map[string]string{}}
+	if opts.Replication > 0 {
+		attrs["replication_desired"] = opts.Replication
+	}
+	if len(opts.StorageClasses) > 0 {
+		attrs["storage_classes_desired"] = opts.StorageClasses
+	}
+	if len(opts.Properties) > 0 {
+		attrs["properties"] = opts.Properties
+	}
+	var coll *keepclient.Collection
+	var err error
+	if u.meta.PartialUUID != "" {
+		coll, err = u.cfg.API.UpdateCollection(ctx, u.meta.PartialUUID, attrs)
+		if isStatus(err, http.StatusUnprocessableEntity) {
+			// Most likely the name is taken; keep it unique as create does.
+			attrs["name"] = fmt.Sprintf("%s (%s)", u.name(), time.Now().UTC().Format("2006-01-02 15:04:05 UTC"))
+			coll, err = u.cfg.API.UpdateCollection(ctx, u.meta.PartialUUID, attrs)
+		}
+		if isStatus(err, http.StatusNotFound) {
+			u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; creating a new collection", u.meta.PartialUUID))
+			coll, err = nil, nil
+		}
+		if err != nil {
+			return fmt.Errorf("save collection %s: %w", u.meta.PartialUUID, err)
+		}
+	}
+	if coll == nil {
+		owner, err := u.owner(ctx)
+		if err != nil {
+			return err
+		}
+		attrs["owner_uuid"] = owner
+		if coll, err = u.cfg.API.CreateCollection(ctx, attrs, true); err != nil {
+			return fmt.Errorf("create collection: %w", err)
+		}
+	}
+	if local := keepclient.PortableDataHash(text); coll.PortableDataHash != local {
+		return fmt.Errorf("collection %s: the server's portable data hash %s differs from ours %s", coll.UUID, coll.PortableDataHash, local)
+	}
+	u.meta.CollectionUUID, u.meta.PDH = coll.UUID, coll.PortableDataHash
+	return u.saveMeta()
+}

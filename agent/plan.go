@@ -1,0 +1,330 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// FileKey orders files (and empty-directory markers, name "") so that a
+// cursor visits them in the depth-first stream order of PROTOCOL 8.5:
+// directory components joined by 0x00, then 0x00 0x00, then the name.
+func FileKey(dir, name string) string {
+	return strings.ReplaceAll(dir, "/", "\x00") + "\x00\x00" + name
+}
+
+// fileKeyOf is FileKey for a file's relative path.
+func fileKeyOf(rel string) string {
+	dir, name := path.Split(rel)
+	return FileKey(strings.TrimSuffix(dir, "/"), name)
+}
+
+type scanEntry struct {
+	rel      string
+	size     int64
+	mtime    int64
+	ctime    int64
+	ino      uint64
+	mode     uint32
+	emptyDir bool
+}
+
+// identity fills the stat fields the plan and the reader compare.
+func identity(info fs.FileInfo) (mtime, ctime int64, ino uint64) {
+	mtime = info.ModTime().UnixNano()
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		ino, ctime = st.Ino, st.Ctim.Sec*1e9+st.Ctim.Nsec
+	}
+	return
+}
+
+// walk visits regular files (and empty directories) of root in sorted
+// order, applying excludes and the symlink rule.
+func (u *Uploader) walk(ctx context.Context, root string, visit func(scanEntry) error) error {
+	opts := u.meta.Options
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		if err != nil {
+			return fmt.Errorf("read %s: %w (fix its permissions, or skip it with --exclude)", p, err)
+		}
+		if rel == "." {
+			rel = ""
+		} else if excluded(opts.Excludes, rel) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		info, err := os.Lstat(p)
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", p, err)
+		}
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if !opts.FollowLinks {
+				u.cfg.Warn(fmt.Sprintf("skipping symlink %s (use --follow-links to upload what it points to)", rel))
+				return nil
+			}
+			info, err = os.Stat(p)
+			if err != nil {
+				u.cfg.Warn(fmt.Sprintf("skipping broken symlink %s: %v", rel, err))
+				return nil
+			}
+			if info.IsDir() {
+				u.cfg.Warn(fmt.Sprintf("skipping symlink to directory %s (directory links are not followed, to avoid loops)", rel))
+				return nil
+			}
+		}
+		switch {
+		case info.IsDir():
+			if rel != "" {
+				ents, err := os.ReadDir(p)
+				if err != nil {
+					return fmt.Errorf("read directory %s: %w (fix its permissions, or skip it with --exclude)", p, err)
+				}
+				empty := true
+				for _, e := range ents {
+					if !excluded(opts.Excludes, path.Join(rel, e.Name())) {
+						empty = false
+						break
+					}
+				}
+				if empty {
+					return visit(scanEntry{rel: rel, emptyDir: true})
+				}
+			}
+			return nil
+		case info.Mode().IsRegular():
+			f, err := os.Open(p)
+			if err != nil {
+				return fmt.Errorf("open %s: %w (fix its permissions, or skip it with --exclude)", p, err)
+			}
+			f.Close()
+			e := scanEntry{rel: rel, size: info.Size(), mode: uint32(info.Mode())}
+			e.mtime, e.ctime, e.ino = identity(info)
+			return visit(e)
+		default:
+			u.cfg.Warn(fmt.Sprintf("skipping special file %s (%s)", rel, info.Mode().Type()))
+			return nil
+		}
+	})
+}
+
+// excluded applies arv-put's --exclude rules (PROTOCOL 11.1): a pattern
+// without "/" matches a name at any depth; one with "/" matches the whole
+// relative path component by component.
+func excluded(patterns []string, rel string) bool {
+	base := path.Base(rel)
+	for _, pat := range patterns {
+		if !strings.Contains(pat, "/") {
+			if ok, _ := path.Match(pat, base); ok {
+				return true
+			}
+			continue
+		}
+		pat = strings.TrimPrefix(pat, "./")
+		if strings.Count(pat, "/") != strings.Count(rel, "/") {
+			continue
+		}
+		if ok, _ := path.Match(pat, rel); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// scan walks the tree. If what it sees matches the recorded plan, the plan
+// (and every block already stored) is kept as it is; otherwise the tree is
+// planned again (see plan).
+func (u *Uploader) scan(ctx context.Context) error {
+	u.report(func(p *Progress) { p.Phase = "scanning" })
+	h := sha256.New()
+	var files int64
+	err := u.walk(ctx, u.meta.Dir, func(e scanEntry) error {
+		fmt.Fprintf(h, "%q %d %d %d %d %v\n", e.rel, e.size, e.mtime, e.ctime, e.ino, e.emptyDir)
+		if !e.emptyDir {
+			files++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fp := hex.EncodeToString(h.Sum(nil))
+	if fp != u.meta.PlanFingerprint {
+		if u.meta.PlanFingerprint != "" {
+			u.cfg.Warn("files changed since the last run; planning the changed files again (unchanged files already stored are not read again)")
+		}
+		if err := u.plan(ctx); err != nil {
+			return err
+		}
+		u.meta.PlanFingerprint = fp
+	}
+	u.meta.FilesTotal = files
+	return u.saveMeta()
+}
+
+// sameFile reports whether a planned file is still the file seen now.
+func sameFile(size, mtime, ctime int64, ino uint64, e scanEntry) bool {
+	return size == e.size && mtime == e.mtime && ctime == e.ctime && ino == e.ino
+}
+
+// plan assigns every file range to a block (doc.go has the rule) and
+// journals files and blocks in batches. A file whose record from an
+// earlier plan still matches (size, mtime, ctime, inode) and whose blocks
+// are all stored keeps its ranges; every other file is planned into new
+// blocks. Blocks no file references any more are dropped (their content
+// stays known by hash). A crash at any point leaves the journal in a state
+// the next plan starts from.
+func (u *Uploader) plan(ctx context.Context) error {
+	j := u.cfg.Journal
+	// A generation unique to this attempt, so records written by a plan
+	// that crashed half-way are never mistaken for confirmed ones.
+	gen := max(time.Now().UnixNano(), u.meta.PlanGen+1)
+	seq, err := j.NextSeq()
+	if err != nil {
+		return err
+	}
+	oldStored := map[int64]bool{} // every block of the earlier plan -> stored
+	if err := j.EachBlock(ctx, func(b BlockRecord) error {
+		oldStored[b.Seq] = b.Stored
+		return nil
+	}); err != nil {
+		return err
+	}
+	kept := map[int64]bool{}
+
+	const batch = 4096
+	var files []FileRecord
+	var blocks []BlockRecord
+	var packed *BlockRecord
+	flushBlocks := func(force bool) error {
+		if len(blocks) >= batch || (force && len(blocks) > 0) {
+			if err := j.PutBlocks(blocks); err != nil {
+				return fmt.Errorf("write journal (is the disk full?): %w", err)
+			}
+			blocks = blocks[:0]
+		}
+		return nil
+	}
+	closePacked := func() {
+		if packed != nil {
+			blocks = append(blocks, *packed)
+			packed = nil
+		}
+	}
+	reusable := func(prev FileRecord, e scanEntry) bool {
+		if prev.EmptyDir || e.emptyDir {
+			return prev.EmptyDir == e.emptyDir
+		}
+		if !sameFile(prev.Size, prev.MtimeNS, prev.CtimeNS, prev.Inode, e) {
+			return false
+		}
+		for _, r := range prev.Ranges {
+			if !oldStored[r.Block] {
+				return false
+			}
+		}
+		return true
+	}
+	err = u.walk(ctx, u.meta.Dir, func(e scanEntry) error {
+		key := fileKeyOf(e.rel)
+		if e.emptyDir {
+			key = FileKey(e.rel, "")
+		}
+		prev, ok, err := j.File(key)
+		if err != nil {
+			return err
+		}
+		var rec FileRecord
+		switch {
+		case ok && reusable(prev, e):
+			rec = prev
+			for _, r := range rec.Ranges {
+				kept[r.Block] = true
+			}
+		case e.emptyDir:
+			rec = FileRecord{Key: key, Path: e.rel, EmptyDir: true}
+		default:
+			rec = FileRecord{Key: key, Path: e.rel, Size: e.size, MtimeNS: e.mtime, CtimeNS: e.ctime, Inode: e.ino, Mode: e.mode}
+			part := Part{Path: e.rel, FileSize: e.size, MtimeNS: e.mtime, CtimeNS: e.ctime, Inode: e.ino}
+			switch {
+			case e.size == 0:
+			case e.size >= keepclient.BlockSize/2:
+				for off := int64(0); off < e.size; off += keepclient.BlockSize {
+					p := part
+					p.FileOffset, p.Length = off, min(keepclient.BlockSize, e.size-off)
+					blocks = append(blocks, BlockRecord{Seq: seq, Size: p.Length, Parts: []Part{p}})
+					rec.Ranges = append(rec.Ranges, Range{Block: seq, FileOffset: off, Length: p.Length})
+					seq++
+				}
+			default:
+				if packed != nil && packed.Size+e.size > keepclient.BlockSize {
+					closePacked()
+				}
+				if packed == nil {
+					packed = &BlockRecord{Seq: seq}
+					seq++
+				}
+				rec.Ranges = []Range{{Block: packed.Seq, BlockOffset: packed.Size, Length: e.size}}
+				part.Length = e.size
+				packed.Parts = append(packed.Parts, part)
+				packed.Size += e.size
+			}
+		}
+		rec.Gen = gen
+		files = append(files, rec)
+		if len(files) >= batch {
+			if err := j.PutFiles(files); err != nil {
+				return fmt.Errorf("write journal (is the disk full?): %w", err)
+			}
+			files = files[:0]
+		}
+		return flushBlocks(false)
+	})
+	if err != nil {
+		return err
+	}
+	closePacked()
+	if err := j.PutFiles(files); err != nil {
+		return fmt.Errorf("write journal (is the disk full?): %w", err)
+	}
+	if err := flushBlocks(true); err != nil {
+		return err
+	}
+	var drop []int64
+	for s := range oldStored {
+		if !kept[s] {
+			drop = append(drop, s)
+		}
+	}
+	if err := j.DeleteBlocks(drop); err != nil {
+		return fmt.Errorf("write journal (is the disk full?): %w", err)
+	}
+	if _, err := j.PruneFiles(gen); err != nil {
+		return fmt.Errorf("write journal (is the disk full?): %w", err)
+	}
+	var nblocks, nbytes int64
+	if err := j.EachBlock(ctx, func(b BlockRecord) error {
+		nblocks++
+		nbytes += b.Size
+		return nil
+	}); err != nil {
+		return err
+	}
+	u.meta.PlanGen, u.meta.BlocksTotal, u.meta.BytesTotal = gen, nblocks, nbytes
+	return nil
+}
