@@ -27,6 +27,10 @@ type keepWriter struct {
 	// failAt makes the nth PutBlock (1-based) fail, to simulate an outage.
 	failAt int
 	n      int
+	// before, when set, runs before the nth PutBlock (fault injection).
+	before func(n int)
+	// stored lists the hashes Keep confirmed, in order.
+	stored []string
 }
 
 var errInjected = errors.New("injected keep outage")
@@ -34,13 +38,22 @@ var errInjected = errors.New("injected keep outage")
 func (k *keepWriter) PutBlock(ctx context.Context, data []byte, hash string) (string, int, error) {
 	k.mu.Lock()
 	k.n++
+	n, before := k.n, k.before
 	if k.failAt > 0 && k.n == k.failAt {
 		k.mu.Unlock()
 		return "", 0, errInjected
 	}
 	k.puts[hash]++
 	k.mu.Unlock()
+	if before != nil {
+		before(n)
+	}
 	res, err := k.keep.Put(ctx, data, keepclient.PutOptions{Hash: hash})
+	if err == nil {
+		k.mu.Lock()
+		k.stored = append(k.stored, hash)
+		k.mu.Unlock()
+	}
 	return res.Locator, res.Replicas, err
 }
 

@@ -202,11 +202,12 @@ loop:
 		commitErr = err
 	}
 	stopCheckpoints()
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	if commitErr != nil {
+	// The stages' error (if any) is the cause, unless the committer failed
+	// first and cancelled them.
+	if err := g.Wait(); commitErr != nil {
 		return commitErr
+	} else if err != nil {
+		return err
 	}
 	if len(changed) > 0 {
 		list := changed
@@ -234,8 +235,14 @@ func (u *Uploader) readParts(rec BlockRecord, buf []byte) error {
 	return nil
 }
 
+// readHook, when set (tests only), sees every file path the reader opens.
+var readHook func(path string)
+
 func (u *Uploader) readPart(part Part, buf []byte) error {
 	p := filepath.Join(u.meta.Dir, filepath.FromSlash(part.Path))
+	if readHook != nil {
+		readHook(part.Path)
+	}
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return errChanged{p}
