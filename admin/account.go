@@ -21,6 +21,7 @@ var UploaderScopes = []string{
 	"POST /arvados/v1/collections",
 	"GET /arvados/v1/collections/",
 	"PATCH /arvados/v1/collections/",
+	"DELETE /arvados/v1/collections/", // abort trashes its partial collection
 	"POST /arvados/v1/links",
 }
 

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -146,11 +145,6 @@ func (u *Uploader) name() string {
 	return fmt.Sprintf("Saved at %s by %s@%s", u.meta.Created.UTC().Format("2006-01-02 15:04:05 UTC"), os.Getenv("USER"), host)
 }
 
-func isStatus(err error, codes ...int) bool {
-	var ae *keepclient.APIError
-	return errors.As(err, &ae) && slices.Contains(codes, ae.Status)
-}
-
 // checkpoint saves the partial collection: a collection named as partial
 // whose manifest references every stored block. It keeps those blocks
 // from being garbage collected however long the job takes, and lets a
@@ -179,7 +173,7 @@ func (u *Uploader) checkpoint(ctx context.Context) error {
 			u.checkpointed = blocks
 			return nil
 		}
-		if !isStatus(err, http.StatusNotFound) {
+		if !keepclient.IsStatus(err, http.StatusNotFound) {
 			return fmt.Errorf("update partial collection %s: %w", u.meta.PartialUUID, err)
 		}
 		u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; saving a new one", u.meta.PartialUUID))
@@ -338,12 +332,12 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 	var err error
 	if u.meta.PartialUUID != "" {
 		coll, err = u.cfg.API.UpdateCollection(ctx, u.meta.PartialUUID, attrs)
-		if isStatus(err, http.StatusUnprocessableEntity) {
+		if keepclient.IsStatus(err, http.StatusUnprocessableEntity) {
 			// Most likely the name is taken; keep it unique as create does.
 			attrs["name"] = fmt.Sprintf("%s (%s)", u.name(), time.Now().UTC().Format("2006-01-02 15:04:05 UTC"))
 			coll, err = u.cfg.API.UpdateCollection(ctx, u.meta.PartialUUID, attrs)
 		}
-		if isStatus(err, http.StatusNotFound) {
+		if keepclient.IsStatus(err, http.StatusNotFound) {
 			u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; creating a new collection", u.meta.PartialUUID))
 			coll, err = nil, nil
 		}

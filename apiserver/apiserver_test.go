@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +116,29 @@ func TestServer_tokensSignaturesAndRestart(t *testing.T) {
 	byPDH, err := client(t, ts2, tok).GetCollection(ctx, coll.PortableDataHash)
 	require.NoError(t, err)
 	assert.Equal(t, coll.PortableDataHash, byPDH.PortableDataHash)
+}
+
+// A deleted (trashed) collection is a 404 to get and update, as upstream;
+// get finds it with include_trash=true, and deleting it again is fine.
+func TestServer_trashedCollection(t *testing.T) {
+	ctx := context.Background()
+	s, ts := open(t, t.TempDir())
+	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	require.NoError(t, err)
+	u := client(t, ts, tok)
+	c, err := u.CreateCollection(ctx, map[string]any{"name": "partial"}, false)
+	require.NoError(t, err)
+	path := "arvados/v1/collections/" + c.UUID
+	require.NoError(t, u.Call(ctx, http.MethodDelete, path, nil, nil, nil))
+	_, err = u.GetCollection(ctx, c.UUID)
+	assert.True(t, keepclient.IsStatus(err, http.StatusNotFound), "get: %v", err)
+	_, err = u.UpdateCollection(ctx, c.UUID, map[string]any{"name": "x"})
+	assert.True(t, keepclient.IsStatus(err, http.StatusNotFound), "update: %v", err)
+	var got keepclient.Collection
+	require.NoError(t, u.Call(ctx, http.MethodGet, path, url.Values{"include_trash": {"true"}}, nil, &got))
+	assert.True(t, got.IsTrashed)
+	assert.NoError(t, u.Call(ctx, http.MethodDelete, path, nil, nil, nil))
+	// The name is free again.
+	_, err = u.CreateCollection(ctx, map[string]any{"name": "partial"}, false)
+	assert.NoError(t, err)
 }

@@ -197,7 +197,7 @@ func attrs(params map[string]any, key string, allowed ...string) (map[string]any
 
 func isRequestParam(k string) bool {
 	switch k {
-	case "ensure_unique_name", "select", "cluster_id", "api_token", "_method", "filters", "order", "limit", "offset", "count", "replace_files", "replace_segments":
+	case "ensure_unique_name", "select", "cluster_id", "api_token", "_method", "filters", "order", "limit", "offset", "count", "replace_files", "replace_segments", "include_trash":
 		return true
 	}
 	return false
@@ -606,7 +606,7 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		})
 		return list("arvados#collectionList", items), err
 	case method == http.MethodGet:
-		c, err := s.getCollection(sess, id)
+		c, err := s.getCollection(sess, id, boolParam(params, "include_trash"))
 		if err != nil {
 			return nil, err
 		}
@@ -644,7 +644,7 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		}
 		return s.collectionOut(sess, c), nil
 	case method == http.MethodPatch && id != "":
-		c, err := s.getCollection(sess, id)
+		c, err := s.getCollection(sess, id, false)
 		if err != nil {
 			return nil, err
 		}
@@ -681,7 +681,7 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		}
 		return s.collectionOut(sess, c), nil
 	case method == http.MethodDelete && id != "":
-		c, err := s.getCollection(sess, id)
+		c, err := s.getCollection(sess, id, true)
 		if err != nil {
 			return nil, err
 		}
@@ -695,10 +695,13 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 	return nil, errorf(http.StatusNotFound, "no such route")
 }
 
-func (s *Server) getCollection(sess *session, id string) (keepclient.Collection, error) {
+// getCollection finds a readable collection by UUID or PDH. A trashed one
+// is found by UUID only with includeTrash (upstream: include_trash, and
+// always for delete), else it is a 404 like one that never existed.
+func (s *Server) getCollection(sess *session, id string, includeTrash bool) (keepclient.Collection, error) {
 	var c keepclient.Collection
 	if uuidRe.MatchString(id) {
-		if err := s.store.Get("collections", id, &c); err != nil || !s.canRead(sess, c.OwnerUUID) {
+		if err := s.store.Get("collections", id, &c); err != nil || !s.canRead(sess, c.OwnerUUID) || (c.IsTrashed && !includeTrash) {
 			return c, errorf(http.StatusNotFound, "collection %s not found", id)
 		}
 		return c, nil

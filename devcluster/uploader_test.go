@@ -79,6 +79,16 @@ func TestUploaderAccount_rules(t *testing.T) {
 		{"create uploader account", func() error { _, err := admin.Create(ctx, up, "nested", nil); return err }, 403},
 		{"list users", func() error { return up.Call(ctx, http.MethodGet, "arvados/v1/users", nil, nil, nil) }, 403},
 		{"read owner's collection", func() error { _, err := up.GetCollection(ctx, theirs.UUID); return err }, 404},
+		{"delete own collection (abort cleans up its partial collection)", func() error {
+			scratch, err := up.CreateCollection(ctx, map[string]any{"name": "partial"}, true)
+			if err != nil {
+				return err
+			}
+			return up.Call(ctx, http.MethodDelete, "arvados/v1/collections/"+scratch.UUID, nil, nil, nil)
+		}, 0},
+		{"delete owner's collection", func() error {
+			return up.Call(ctx, http.MethodDelete, "arvados/v1/collections/"+theirs.UUID, nil, nil, nil)
+		}, 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.call()

@@ -42,6 +42,11 @@ func (e *APIError) Error() string {
 
 func (e *APIError) Unwrap() error { return e.Err }
 
+// Is makes errors.Is(err, ErrTokenRefused) true for a 401.
+func (e *APIError) Is(target error) bool {
+	return target == ErrTokenRefused && e.Status == http.StatusUnauthorized
+}
+
 // Temporary reports whether retrying may succeed: transport errors, 408,
 // 429 and 5xx other than 507 (insufficient storage).
 func (e *APIError) Temporary() bool {

@@ -320,10 +320,16 @@ func (k *Keep) Put(ctx context.Context, data []byte, opts PutOptions) (PutResult
 		return res, nil
 	}
 	msgs := make([]string, len(res.Failures))
+	refused := len(res.Failures) > 0
 	for i, f := range res.Failures {
 		msgs[i] = f.Error()
+		refused = refused && (f.Status == http.StatusUnauthorized || f.Status == http.StatusForbidden)
 	}
-	return res, fmt.Errorf("put block %s: %w: wanted %d, stored %d: %s", hash, ErrInsufficientReplicas, wanted, res.Replicas, strings.Join(msgs, "; "))
+	err = fmt.Errorf("put block %s: %w: wanted %d, stored %d: %s", hash, ErrInsufficientReplicas, wanted, res.Replicas, strings.Join(msgs, "; "))
+	if refused {
+		err = fmt.Errorf("%w: %w", ErrTokenRefused, err)
+	}
+	return res, err
 }
 
 type putOutcome struct {

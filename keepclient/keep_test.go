@@ -243,6 +243,34 @@ func TestKeepPut_permanentErrorsNotRetried(t *testing.T) {
 	assert.Len(t, res.Failures, 1)
 }
 
+// A Keep service that refuses the token (401, or 403 as keepproxy answers
+// an invalid token) makes Put fail with ErrTokenRefused, not retried; any
+// other failure mixed in does not.
+func TestKeepPut_tokenRefused(t *testing.T) {
+	for _, tc := range []struct {
+		statuses []int
+		refused  bool
+	}{
+		{[]int{403}, true},
+		{[]int{401, 403}, true},
+		{[]int{403, 507}, false},
+	} {
+		var svcs []KeepService
+		for i, st := range tc.statuses {
+			f := newFakeKeepstore(t)
+			f.fail = func(n int, w http.ResponseWriter) bool {
+				http.Error(w, "Missing or invalid Authorization header", st)
+				return true
+			}
+			svcs = append(svcs, f.service(i, "disk"))
+		}
+		k := NewKeep(nil, KeepOptions{Services: svcs, Replicas: len(svcs), RetryDelay: time.Millisecond})
+		_, err := k.Put(context.Background(), []byte("foo"), PutOptions{})
+		assert.ErrorIs(t, err, ErrInsufficientReplicas, "%v", tc.statuses)
+		assert.Equal(t, tc.refused, errors.Is(err, ErrTokenRefused), "%v: %v", tc.statuses, err)
+	}
+}
+
 func TestKeepPut_tooLargeRefusedBeforeSending(t *testing.T) {
 	f := newFakeKeepstore(t)
 	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "disk")}})
@@ -347,11 +375,15 @@ func TestClient_errorsAndRetries(t *testing.T) {
 	require.ErrorAs(t, err, &ae)
 	assert.Equal(t, 403, ae.Status)
 	assert.False(t, IsTemporary(err))
+	assert.NotErrorIs(t, err, ErrTokenRefused, "a 403 from the API server is about the object, not the token")
 	assert.Equal(t, int32(1), calls.Load(), "403 not retried")
 	assert.Contains(t, err.Error(), "POST")
 	assert.Contains(t, err.Error(), "/arvados/v1/collections")
 	assert.Contains(t, err.Error(), "Forbidden: token scope")
 	assert.NotContains(t, err.Error(), "sekrit")
+
+	_, err = c.WithToken("v2/zzzzz-gj3su-000000000000001/revoked").CurrentUser(context.Background())
+	assert.ErrorIs(t, err, ErrTokenRefused, "a 401 from the API server means the token itself")
 }
 
 func TestClient_discoveryCachedAndBodies(t *testing.T) {

@@ -30,6 +30,13 @@ func (e usageError) Unwrap() error { return e.err }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first Ctrl-C stops the job cleanly (journal committed,
+		// partial collection saved); a second one kills at once, which is
+		// safe too (kill -9 is).
+		<-ctx.Done()
+		stop()
+	}()
 	err := newRootCommand().ExecuteContext(ctx)
 	var ue usageError
 	switch {

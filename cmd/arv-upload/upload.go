@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -241,7 +242,7 @@ On success the collection UUID is printed on stdout.`,
 	fl.StringVar(&f.job, "job", "", "job name (default: generated)")
 	fl.StringVar(&f.progress, "progress", "auto", "progress display: auto, bar, json or none")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "plan and report counts, upload nothing")
-	fl.StringVar(&f.bwlimit, "bwlimit", "", "bandwidth limit, e.g. 10M (bytes/s; K, M, G suffixes)")
+	fl.StringVar(&f.bwlimit, "bwlimit", "", "bandwidth limit in bytes/s on the wire (every replica PUT counts), e.g. 10M; K, M, G suffixes")
 	return cmd
 }
 
@@ -341,7 +342,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 					progressbar.OptionSetPredictTime(true), progressbar.OptionSetDescription(job))
 			}
 			if bar != nil {
-				bar.Describe(fmt.Sprintf("%s %d/%d blocks", job, p.BlocksStored, p.BlocksTotal))
+				bar.Describe(fmt.Sprintf("%s %d/%d files", job, p.FilesDone, p.FilesTotal))
 				bar.Set64(p.BytesDone)
 			}
 		}
@@ -384,6 +385,10 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 		if cmd.Context().Err() != nil {
 			fmt.Fprintf(errw, "arv-upload: job %s interrupted; continue with `arv-upload resume %s`\n", job, job)
 			return runErr
+		}
+		if errors.Is(runErr, keepclient.ErrTokenRefused) {
+			return fmt.Errorf("job %s: the token was refused (revoked, expired, or its account deactivated): %w\n"+
+				"(the job is resumable and keeps what is stored: run `arv-upload resume %s` with a valid token in ARVADOS_API_TOKEN or --token)", job, runErr, job)
 		}
 		return fmt.Errorf("job %s: %w\n(the job is resumable: fix the cause and run `arv-upload resume %s`)", job, runErr, job)
 	}
@@ -475,7 +480,8 @@ func jobStatus(sd, job string) (status, error) {
 		defer j.Close()
 		m, _ := j.Meta()
 		st.Job, st.Dir, st.State, st.Error = m.Job, m.Dir, m.State, m.Error
-		st.CollectionUUID, st.PDH = m.CollectionUUID, m.PDH
+		st.CollectionUUID, st.PDH, st.PartialUUID = m.CollectionUUID, m.PDH, m.PartialUUID
+		st.FilesTotal, st.BytesTotal, st.BlocksTotal = m.FilesTotal, m.BytesTotal, m.BlocksTotal
 		return st, nil
 	}
 	if st.State == agent.StateRunning && !pidAlive(st.PID) {
@@ -491,12 +497,14 @@ func printStatus(w io.Writer, st status) {
 	if st.BytesTotal > 0 {
 		fmt.Fprintf(w, " (%.1f%%)", 100*float64(st.BytesDone)/float64(st.BytesTotal))
 	}
-	fmt.Fprintf(w, "\nblocks: %d of %d stored\nfiles:  %d\n", st.BlocksStored, st.BlocksTotal, st.FilesTotal)
+	fmt.Fprintf(w, "\nfiles:  %d of %d done\nblocks: %d of %d stored\n", st.FilesDone, st.FilesTotal, st.BlocksStored, st.BlocksTotal)
 	if st.State == agent.StateRunning && st.RateBPS > 0 {
 		fmt.Fprintf(w, "rate:   %s/s, ETA %s\n", humanBytes(int64(st.RateBPS)), (time.Duration(st.ETASeconds) * time.Second).String())
 	}
 	if st.CollectionUUID != "" {
 		fmt.Fprintf(w, "collection: %s (%s)\n", st.CollectionUUID, st.PDH)
+	} else if st.PartialUUID != "" {
+		fmt.Fprintf(w, "partial collection: %s (pins the blocks stored so far)\n", st.PartialUUID)
 	}
 	if st.Error != "" {
 		fmt.Fprintf(w, "error:  %s\n", st.Error)
@@ -571,12 +579,35 @@ func newAbortCommand() *cobra.Command {
 					return fmt.Errorf("job %s (pid %d) did not stop within 30 s; try again or kill it", job, st.PID)
 				}
 			}
+			errw := cmd.ErrOrStderr()
+			j, err := store.Open(filepath.Join(sd, job+".db"), time.Second)
+			if errors.Is(err, store.ErrLocked) {
+				return fmt.Errorf("job %s is still running in another process; stop it first (Ctrl-C in its terminal)", job)
+			} else if err != nil {
+				return err
+			}
+			meta, err := j.Meta()
+			j.Close()
+			if err != nil {
+				return err
+			}
+			if meta.PartialUUID != "" && meta.CollectionUUID == "" {
+				// The partial collection only pins blocks of a job that
+				// will not finish; trash it so Keep can reclaim them.
+				msg := "trashed"
+				if c, err := connect(cmd); err != nil {
+					msg = "left in place (" + err.Error() + "); delete it to let Keep reclaim the blocks"
+				} else if err := c.Call(cmd.Context(), http.MethodDelete, "arvados/v1/collections/"+meta.PartialUUID, nil, nil, nil); err != nil && !keepclient.IsStatus(err, http.StatusNotFound) {
+					msg = "left in place (" + err.Error() + "); delete it to let Keep reclaim the blocks"
+				}
+				fmt.Fprintf(errw, "arv-upload: partial collection %s %s\n", meta.PartialUUID, msg)
+			}
 			for _, suffix := range []string{".db", ".status.json"} {
 				if err := os.Remove(filepath.Join(sd, job+suffix)); err != nil && !os.IsNotExist(err) {
 					return err
 				}
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: job %s aborted and its journal removed (blocks already in Keep are left for garbage collection)\n", job)
+			fmt.Fprintf(errw, "arv-upload: job %s aborted and its journal removed\n", job)
 			return nil
 		},
 	}
