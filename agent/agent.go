@@ -228,6 +228,13 @@ func (u *Uploader) Run(ctx context.Context) (JobMeta, error) {
 }
 
 func (u *Uploader) run(ctx context.Context) error {
+	if u.cfg.API != nil {
+		// Keepstores accept any token; without this check a refused token
+		// would show only after the whole dataset went out.
+		if _, err := u.cfg.API.CurrentUser(ctx); err != nil {
+			return fmt.Errorf("check the token with the API server: %w", err)
+		}
+	}
 	tokenChanged := u.meta.TokenFingerprint != "" && u.meta.TokenFingerprint != u.cfg.TokenFingerprint
 	if tokenChanged {
 		// Signatures are bound to the token string: blocks stored under

@@ -1,6 +1,10 @@
 package agent
 
-import "context"
+import (
+	"context"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
 
 // UploadOnly runs the upload phase alone (tests).
 func (u *Uploader) UploadOnly(ctx context.Context) error { return u.upload(ctx) }
@@ -11,3 +15,10 @@ func (u *Uploader) Checkpoint(ctx context.Context) error { return u.checkpoint(c
 // SetReadHook makes the reader call f with each file path it reads
 // (tests); nil removes it.
 func SetReadHook(f func(path string)) { readHook = f }
+
+// SetBlockSize makes plans use n-byte blocks (tests); the returned func
+// restores the real size.
+func SetBlockSize(n int64) (restore func()) {
+	blockSize = n
+	return func() { blockSize = keepclient.BlockSize }
+}

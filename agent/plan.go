@@ -29,6 +29,10 @@ func fileKeyOf(rel string) string {
 	return FileKey(strings.TrimSuffix(dir, "/"), name)
 }
 
+// blockSize is the Keep block size the plan fills (keepclient.BlockSize;
+// tests make it smaller to exercise many blocks with little data).
+var blockSize int64 = keepclient.BlockSize
+
 type scanEntry struct {
 	rel      string
 	size     int64
@@ -263,16 +267,16 @@ func (u *Uploader) plan(ctx context.Context) error {
 			part := Part{Path: e.rel, FileSize: e.size, MtimeNS: e.mtime, CtimeNS: e.ctime, Inode: e.ino}
 			switch {
 			case e.size == 0:
-			case e.size >= keepclient.BlockSize/2:
-				for off := int64(0); off < e.size; off += keepclient.BlockSize {
+			case e.size >= blockSize/2:
+				for off := int64(0); off < e.size; off += blockSize {
 					p := part
-					p.FileOffset, p.Length = off, min(keepclient.BlockSize, e.size-off)
+					p.FileOffset, p.Length = off, min(blockSize, e.size-off)
 					blocks = append(blocks, BlockRecord{Seq: seq, Size: p.Length, Parts: []Part{p}})
 					rec.Ranges = append(rec.Ranges, Range{Block: seq, FileOffset: off, Length: p.Length})
 					seq++
 				}
 			default:
-				if packed != nil && packed.Size+e.size > keepclient.BlockSize {
+				if packed != nil && packed.Size+e.size > blockSize {
 					closePacked()
 				}
 				if packed == nil {

@@ -22,10 +22,16 @@ import (
 	"github.com/arv-upload/arv-upload/store"
 )
 
-// blockTree writes nbig files of exactly half a block (one block each,
-// named big0..) and some small files packed after them, and returns path
-// -> content.
+// testBlockSize is the block size these tests plan with (agent.SetBlockSize),
+// so that a handful of blocks is little data.
+const testBlockSize = 1 << 20
+
+// blockTree makes the agent plan testBlockSize blocks for the rest of the
+// test, writes nbig files of exactly half a block (one block each, named
+// big0..) and some small files packed after them, and returns path ->
+// content.
 func blockTree(t *testing.T, root string, seed int64, nbig int) map[string][]byte {
+	t.Cleanup(agent.SetBlockSize(testBlockSize))
 	rnd := rand.New(rand.NewSource(seed))
 	want := map[string][]byte{}
 	write := func(rel string, size int) {
@@ -37,7 +43,7 @@ func blockTree(t *testing.T, root string, seed int64, nbig int) map[string][]byt
 		want[rel] = buf
 	}
 	for i := 0; i < nbig; i++ {
-		write(fmt.Sprintf("big%d", i), keepclient.BlockSize/2)
+		write(fmt.Sprintf("big%d", i), testBlockSize/2)
 	}
 	for i := 0; i < 20; i++ {
 		write(fmt.Sprintf("small/f%02d", i), 1+rnd.Intn(5000))
@@ -247,7 +253,7 @@ func TestUpload_interruptSavesPartialCollection(t *testing.T) {
 		return nil
 	}))
 	assert.GreaterOrEqual(t, stored, 2)
-	assert.Contains(t, part.ManifestText, " 0:33554432:big0", "complete files are listed in the partial collection")
+	assert.Contains(t, part.ManifestText, " 0:524288:big0", "complete files are listed in the partial collection")
 
 	got, err := uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Run(ctx)
 	require.NoError(t, err)

@@ -93,7 +93,7 @@ func (u *Uploader) upload(ctx context.Context) error {
 				return gctx.Err()
 			}
 			if cap(buf) < int(rec.Size) {
-				buf = make([]byte, rec.Size, max(rec.Size, keepclient.BlockSize/2))
+				buf = make([]byte, rec.Size, max(rec.Size, blockSize/2))
 			}
 			buf = buf[:rec.Size]
 			if err := u.readParts(rec, buf); err != nil {

@@ -1,7 +1,6 @@
 package keepclient
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -38,7 +37,16 @@ type KeepOptions struct {
 	// 10x. 0 means 2 s, as the Go SDK does.
 	RetryDelay time.Duration
 	HTTPClient *http.Client
+	// StallTimeout fails a PUT attempt (which is then retried) when no byte
+	// of its body has gone out for this long: a peer that vanished without
+	// a reset, a dead NAT mapping. 0 means 2 minutes. There is no
+	// whole-request timeout, so a 64 MiB block over a slow or --bwlimit'ed
+	// link takes as long as it needs while it moves.
+	StallTimeout time.Duration
 }
+
+// errStalled is the cause of a PUT attempt cancelled by its stall watchdog.
+var errStalled = errors.New("no progress sending the block")
 
 // Keep writes (and, for verification, reads) Keep blocks. It is safe for
 // concurrent use.
@@ -60,6 +68,9 @@ func NewKeep(api *Client, opts KeepOptions) *Keep {
 	if opts.RetryDelay == 0 {
 		opts.RetryDelay = 2 * time.Second
 	}
+	if opts.StallTimeout == 0 {
+		opts.StallTimeout = 2 * time.Minute
+	}
 	k := &Keep{api: api, opts: opts, services: opts.Services, http: opts.HTTPClient}
 	if k.http == nil {
 		var tlsConf *tls.Config
@@ -69,7 +80,7 @@ func NewKeep(api *Client, opts KeepOptions) *Keep {
 		tr := newTransport(tlsConf, 30*time.Second)
 		tr.ResponseHeaderTimeout = 5 * time.Minute
 		tr.MaxIdleConnsPerHost = 64
-		k.http = &http.Client{Transport: tr, Timeout: 10 * time.Minute}
+		k.http = &http.Client{Transport: tr}
 	}
 	return k
 }
@@ -344,22 +355,44 @@ func (k *Keep) putOne(ctx context.Context, s KeepService, hash string, data []by
 	fail := func(status int, err error) putOutcome {
 		return putOutcome{err: &ServiceError{Service: base, Status: status, Err: err}}
 	}
-	var body io.Reader = http.NoBody
-	if len(data) > 0 {
-		body = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/"+hash, body)
+	// The watchdog cancels the attempt when its body stops moving; it is
+	// paused while the server answers (ResponseHeaderTimeout's business).
+	stall := k.opts.StallTimeout
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(stall, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/"+hash, http.NoBody)
 	if err != nil {
 		return fail(0, err)
 	}
 	req.ContentLength = int64(len(data))
-	if rl != nil && len(data) > 0 {
+	if len(data) > 0 {
 		// A fresh reader per attempt (this one, and GetBody's for a
-		// redirect or a transport retry) so every send is whole and paced.
-		req.Body = io.NopCloser(&pacedReader{ctx: ctx, r: bytes.NewReader(data), l: rl})
-		req.GetBody = func() (io.ReadCloser, error) {
-			return io.NopCloser(&pacedReader{ctx: ctx, r: bytes.NewReader(data), l: rl}), nil
+		// redirect or a transport retry) so every send is whole, paced
+		// (--bwlimit) and watched. All are shut before putOne returns.
+		var mu sync.Mutex
+		var bodies []*bodyReader
+		defer func() {
+			mu.Lock()
+			for _, b := range bodies {
+				b.shut()
+			}
+			mu.Unlock()
+		}()
+		newBody := func() (io.ReadCloser, error) {
+			br := &bodyReader{data: data}
+			mu.Lock()
+			bodies = append(bodies, br)
+			mu.Unlock()
+			var r io.Reader = br
+			if rl != nil {
+				r = &pacedReader{ctx: ctx, r: r, l: rl}
+			}
+			return io.NopCloser(&watchedReader{r: r, watchdog: watchdog, stall: stall}), nil
 		}
+		req.Body, _ = newBody()
+		req.GetBody = newBody
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -372,9 +405,13 @@ func (k *Keep) putOne(ctx context.Context, s KeepService, hash string, data []by
 	}
 	resp, err := k.http.Do(req)
 	if err != nil {
+		if context.Cause(ctx) == errStalled {
+			return fail(0, fmt.Errorf("%w for %v", errStalled, stall))
+		}
 		return fail(0, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
+	watchdog.Reset(stall) // the response body must move too
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	text := strings.TrimSpace(string(msg))
@@ -434,6 +471,8 @@ func (k *Keep) Get(ctx context.Context, locator string) ([]byte, error) {
 }
 
 func (k *Keep) fetch(ctx context.Context, method, locator string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
 	l, err := ParseLocator(locator)
 	if err != nil {
 		return nil, err
@@ -485,4 +524,58 @@ func (k *Keep) fetch(ctx context.Context, method, locator string) ([]byte, error
 		return body, nil
 	}
 	return nil, fmt.Errorf("%s block %s: %s", strings.ToLower(method), l.Stripped(), strings.Join(errs, "; "))
+}
+
+// watchedReader feeds a PUT body to the transport and keeps the attempt's
+// stall watchdog from firing while bytes move; at EOF it pauses it.
+type watchedReader struct {
+	r        io.Reader
+	watchdog *time.Timer
+	stall    time.Duration
+}
+
+func (w *watchedReader) Read(b []byte) (int, error) {
+	w.watchdog.Reset(w.stall)
+	n, err := w.r.Read(b)
+	if err == io.EOF {
+		w.watchdog.Stop()
+	} else {
+		w.watchdog.Reset(w.stall)
+	}
+	return n, err
+}
+
+// errBodyShut is what a PUT body read after its attempt has ended returns.
+var errBodyShut = errors.New("request body read after the PUT attempt ended")
+
+// bodyReader reads a PUT body from the caller's slice until shut. The HTTP
+// transport may go on reading a request body after Do has returned (when
+// the server answered before reading it all); shutting every body before
+// putOne returns guarantees Put never touches the caller's slice after it
+// returns, so the caller may reuse the buffer at once.
+type bodyReader struct {
+	mu       sync.Mutex
+	data     []byte
+	off      int
+	shutDown bool
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.shutDown {
+		return 0, errBodyShut
+	}
+	if b.off >= len(b.data) {
+		return 0, io.EOF
+	}
+	n := copy(p, b.data[b.off:])
+	b.off += n
+	return n, nil
+}
+
+func (b *bodyReader) shut() {
+	b.mu.Lock()
+	b.shutDown = true
+	b.mu.Unlock()
 }

@@ -1,7 +1,9 @@
 package keepclient
 
 import (
+	"bytes"
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
 	"io"
@@ -429,4 +431,84 @@ func TestClient_transportErrorIsTemporaryAndBounded(t *testing.T) {
 	assert.True(t, IsTemporary(err))
 	var ae *APIError
 	assert.True(t, errors.As(err, &ae))
+}
+
+// A PUT whose body stops moving (the server stops reading and never
+// answers) is abandoned by the stall watchdog and retried, instead of
+// hanging until a whole-request timeout.
+func TestKeepPut_stalledBodyRetried(t *testing.T) {
+	var attempts atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if attempts.Add(1) == 1 {
+			io.CopyN(io.Discard, r.Body, 1<<20)
+			select { // stall: read no more, answer nothing
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		h := md5.New()
+		n, _ := io.Copy(h, r.Body)
+		fmt.Fprintf(w, "%x+%d", h.Sum(nil), n)
+	}))
+	defer srv.Close()
+	defer close(release)
+	data := bytes.Repeat([]byte("stall"), 32<<20/5)
+	k := NewKeep(nil, KeepOptions{Services: []KeepService{svc("zzzzz-bi6l4-000000000000000", srv.URL, "disk")},
+		Replicas: 1, RetryDelay: time.Millisecond, StallTimeout: time.Second})
+	res, err := k.Put(context.Background(), data, PutOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, LocatorFor(data), res.Locator)
+	require.Len(t, res.Failures, 1)
+	assert.ErrorIs(t, res.Failures[0].Err, errStalled)
+	assert.Equal(t, int32(2), attempts.Load())
+}
+
+// lingeringTransport answers every request at once with a 503 and, like
+// net/http when a server answers early, goes on reading the request body
+// afterwards; it records how many bytes it got after the answer.
+type lingeringTransport struct {
+	mu        sync.Mutex
+	lateBytes int
+	wg        sync.WaitGroup
+}
+
+func (l *lingeringTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	answered := make(chan struct{})
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		<-answered
+		time.Sleep(20 * time.Millisecond) // Put has returned by now
+		buf := make([]byte, 1<<16)
+		for {
+			n, err := r.Body.Read(buf)
+			l.mu.Lock()
+			l.lateBytes += n
+			l.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer close(answered)
+	return &http.Response{StatusCode: http.StatusServiceUnavailable, Body: io.NopCloser(strings.NewReader("busy")), Request: r}, nil
+}
+
+// Put never reads the caller's data after it returns, even when the
+// transport goes on reading a request body after the answer (found by the
+// race detector: the proxy reuses its buffer for the next block at once).
+func TestKeepPut_noBodyReadAfterReturn(t *testing.T) {
+	tr := &lingeringTransport{}
+	k := NewKeep(nil, KeepOptions{Services: []KeepService{svc("zzzzz-bi6l4-000000000000000", "http://127.0.0.1:1", "disk")},
+		Replicas: 1, Retries: 1, RetryDelay: time.Millisecond, HTTPClient: &http.Client{Transport: tr}})
+	data := bytes.Repeat([]byte("x"), 4<<20)
+	_, err := k.Put(context.Background(), data, PutOptions{})
+	require.ErrorIs(t, err, ErrInsufficientReplicas)
+	for i := range data { // the caller reuses its buffer
+		data[i] = 'y'
+	}
+	tr.wg.Wait()
+	assert.Zero(t, tr.lateBytes, "body bytes read after Put returned")
 }
