@@ -56,6 +56,9 @@ type Options struct {
 	// WrapKeepstore, when set, wraps each keepstore handler (fault injection
 	// and request counting in tests).
 	WrapKeepstore func(i int, h http.Handler) http.Handler
+	// WrapAPI, when set, wraps the API server handler (fault injection in
+	// tests). The proxy's own API calls go through it too.
+	WrapAPI func(h http.Handler) http.Handler
 }
 
 // Cluster is a running dev cluster.
@@ -200,7 +203,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		proxies = append(proxies, service(c.ProxyURL, "proxy"))
 	}
 	api.SetKeepServices(disks, proxies)
-	c.serve(apiLn, api, tlsConf)
+	var apiHandler http.Handler = api
+	if opts.WrapAPI != nil {
+		apiHandler = opts.WrapAPI(apiHandler)
+	}
+	c.serve(apiLn, apiHandler, tlsConf)
 
 	if err := c.ensureDemoUser(ctx, filepath.Join(opts.Dir, "demo-token")); err != nil {
 		return nil, err
