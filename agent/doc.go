@@ -1,37 +1,61 @@
 // Package agent is the upload engine behind `arv-upload start|resume`.
 //
-// A run has three phases.
+// A run checks the token (users/current), refreshes signatures if needed
+// (below), then scans, uploads and finishes.
 //
 // Scan: a sorted walk of the directory (names sorted bytewise at every
 // level; excludes as arv-put; symlinks skipped unless --follow-links, and
 // then only links to files; special files skipped with a warning). A
 // fingerprint of every (path, size, mtime, ctime, inode) decides whether
-// the recorded plan still describes the tree. If it does not, the tree is
-// planned again.
+// the recorded plan still describes the tree; if it does, the plan is
+// reused as it is, so a resumed run builds the same blocks and the same
+// portable data hash.
 //
-// Plan (deterministic, so a resumed run builds the same blocks): in walk
-// order, a file of at least 32 MiB gets its own 64 MiB blocks (the last one
-// partial); a smaller non-empty file is appended to the current packed
-// block, and a new packed block starts when it would not fit, so a small
-// file never spans two blocks. Empty files get no block; empty directories
-// get a manifest marker. Files and blocks are journaled in batches of 4096.
+// Plan (deterministic): in walk order, a file of at least half a block
+// (32 MiB) gets its own 64 MiB blocks (the last one partial); a smaller
+// non-empty file is appended to the current packed block, and a new packed
+// block starts when it would not fit, so a small file never spans two
+// blocks. Empty files get no block; empty directories get a manifest
+// marker. When the tree changed since the last plan, a file whose record
+// still matches (size, mtime, ctime, inode) and whose blocks are all
+// stored keeps them and is not read again; every other file is planned
+// into new blocks; blocks nothing references are dropped, and records of
+// vanished files pruned (by plan generation). Each part of a block carries
+// the planned identity of its file. Files and blocks are journaled in
+// batches of 4096.
 //
 // Upload: a pipeline in one errgroup: one reader fills pooled buffers from
-// the planned file ranges and hashes them (a file whose size or mtime
-// changes while read fails the run with ErrFileChanged; resume re-plans
-// it), --threads uploaders PUT blocks, and one committer journals stored
-// blocks in batches (64 records or 200 ms). A block is journaled as stored
-// only after Keep confirmed it, so `kill -9` loses at most the blocks in
-// flight (threads + 1). Content already stored under the same hash (from
-// an earlier plan of the same job) is not PUT again. Memory: at most
-// threads+1 buffers of up to 64 MiB, whatever the dataset size.
+// the planned file ranges and hashes them; --threads uploaders PUT blocks;
+// one committer journals stored blocks in batches (64 records or 200 ms).
+// A block is journaled as stored only after Keep confirmed it, so `kill -9`
+// loses at most the blocks in flight (threads + 1). Content already stored
+// under the same hash (from an earlier plan of the same job) is not PUT
+// again. A file that is not the planned one any more, before or after the
+// read, or that vanished or shrank, has its block skipped, never mixed;
+// after the pass Run plans again and retries, up to three times with a
+// growing wait (a file still being written), then stops with a resumable
+// ErrFileChanged. Memory: at most threads+1 buffers of up to 64 MiB,
+// plus tables proportional to the number of blocks (not files).
+//
+// Partial collection: every CheckpointInterval (10 min; the first after a
+// minute), on interrupt and on failure, the agent saves a collection named
+// as partial whose manifest lists every complete file and, in one extra
+// stream (./.arv-upload-partial), every other stored block. It keeps those
+// blocks from garbage collection however long the job takes, and it is
+// where fresh signatures come from: the API server signs a collection's
+// locators for the token that reads it. A resume with another token, or
+// with signatures expiring within 48 h, reads it and rewrites the
+// journal's locators; a block it does not hold is sent again. finish turns
+// the partial collection into the real one, so a job never leaves two.
 //
 // Finish: the normalized manifest is streamed from the journal one
 // directory at a time (journal keys sort in PROTOCOL 8.5 stream order, see
-// FileKey), stored in Keep as a block, and the collection is created; the
-// server's PDH must equal ours. Then the metadata links are created.
+// FileKey), stored in Keep as a block, and the partial collection updated
+// (or a collection created); the server's PDH must equal ours. Then the
+// metadata links are created, each journaled, so a resume after a failure
+// creates none twice.
 //
-// Not yet done (see the issue notes): periodic partial collections that pin
-// blocks against garbage collection and let resume fetch fresh signatures.
-// A resume with a different token re-sends stored blocks instead.
+// Known limits: the manifest text of the partial and the finished
+// collection is built in memory (about 50-100 bytes per file), because it
+// goes out as one JSON request.
 package agent

@@ -336,7 +336,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 		case "bar":
 			if bar == nil && p.BytesTotal > 0 {
 				bar = progressbar.NewOptions64(p.BytesTotal,
-					progressbar.OptionSetWriter(errw), progressbar.OptionShowBytes(true),
+					progressbar.OptionSetWriter(errw), progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true),
 					progressbar.OptionSetWidth(30), progressbar.OptionThrottle(200*time.Millisecond),
 					progressbar.OptionShowCount(), progressbar.OptionFullWidth(),
 					progressbar.OptionSetPredictTime(true), progressbar.OptionSetDescription(job))
@@ -378,7 +378,11 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	_ = current
 	publish(up.Progress(), true)
 	if bar != nil {
-		bar.Finish()
+		if runErr == nil {
+			bar.Finish()
+		} else {
+			bar.Exit() // leave it where the job stopped, not at 100%
+		}
 		fmt.Fprintln(errw)
 	}
 	if runErr != nil {
