@@ -207,3 +207,34 @@ func TestFileKey_ordersLikeDirLess(t *testing.T) {
 		}
 	}
 }
+
+// However tiny the files, a packed block holds at most 16384 of them, so
+// a block record stays small (the reader loads it whole).
+func TestPlan_capsFilesPerBlock(t *testing.T) {
+	src := t.TempDir()
+	const n = 16384 + 1
+	for i := 0; i < n; i++ {
+		dir := filepath.Join(src, fmt.Sprintf("d%02d", i/1000))
+		if i%1000 == 0 {
+			require.NoError(t, os.Mkdir(dir, 0o755))
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprint(i)), []byte{'x'}, 0o644))
+	}
+	j, err := store.Open(filepath.Join(t.TempDir(), "j.db"), 0)
+	require.NoError(t, err)
+	defer j.Close()
+	require.NoError(t, j.SetMeta(agent.JobMeta{Job: "j", Dir: src}))
+	up, err := agent.New(agent.Config{Journal: j, Keep: &keepWriter{puts: map[string]int{}}})
+	require.NoError(t, err)
+	meta, err := up.Plan(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, int64(n), meta.FilesTotal)
+	assert.Equal(t, int64(2), meta.BlocksTotal)
+	var parts []int
+	for seq := int64(0); seq < 2; seq++ {
+		b, err := j.Block(seq)
+		require.NoError(t, err)
+		parts = append(parts, len(b.Parts))
+	}
+	assert.Equal(t, []int{16384, 1}, parts)
+}

@@ -245,6 +245,7 @@ func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int,
 			if err != nil {
 				return 0, err
 			}
+			b.Parts = nil // unchanged; not rewritten
 			if loc, ok := fresh[b.Hash]; ok {
 				b.Locator, b.Expiry = loc, keepclient.SignatureExpiry(loc).Unix()
 			} else {

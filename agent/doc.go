@@ -14,8 +14,8 @@
 // Plan (deterministic): in walk order, a file of at least half a block
 // (32 MiB) gets its own 64 MiB blocks (the last one partial); a smaller
 // non-empty file is appended to the current packed block, and a new packed
-// block starts when it would not fit, so a small file never spans two
-// blocks. Empty files get no block; empty directories get a manifest
+// block starts when it would not fit (or the block holds maxBlockParts
+// files), so a small file never spans two blocks. Empty files get no block; empty directories get a manifest
 // marker. When the tree changed since the last plan, a file whose record
 // still matches (size, mtime, ctime, inode) and whose blocks are all
 // stored keeps them and is not read again; every other file is planned
@@ -34,8 +34,9 @@
 // read, or that vanished or shrank, has its block skipped, never mixed;
 // after the pass Run plans again and retries, up to three times with a
 // growing wait (a file still being written), then stops with a resumable
-// ErrFileChanged. Memory: at most threads+1 buffers of up to 64 MiB,
-// plus tables proportional to the number of blocks (not files).
+// ErrFileChanged. Memory: at most threads+1 buffers of 64 MiB, mapped
+// outside the Go heap so that they do not inflate the garbage collector's
+// heap goal, plus tables proportional to the number of blocks (not files).
 //
 // Partial collection: every CheckpointInterval (10 min; the first after a
 // minute), on interrupt and on failure, the agent saves a collection named

@@ -97,15 +97,17 @@ type Journal interface {
 	// EachFile calls f for every file record in Key order.
 	EachFile(ctx context.Context, f func(FileRecord) error) error
 	// PutBlocks adds or replaces block records (by Seq); stored ones are
-	// also remembered by content hash (see StoredHash).
+	// also remembered by content hash (see StoredHash). A record without
+	// Parts keeps the parts recorded for its Seq.
 	PutBlocks([]BlockRecord) error
 	// DeleteBlocks removes block records (stored hashes stay).
 	DeleteBlocks(seqs []int64) error
 	// NextSeq returns one more than the highest block Seq (0 if none).
 	NextSeq() (int64, error)
-	// EachBlock calls f for every block record in Seq order.
+	// EachBlock calls f for every block record in Seq order, without its
+	// Parts (they are only read one block at a time, with Block).
 	EachBlock(ctx context.Context, f func(BlockRecord) error) error
-	// Block returns one block record.
+	// Block returns one block record with its Parts.
 	Block(seq int64) (BlockRecord, error)
 	// StoredHash returns a previously stored locator for a content hash
 	// (from this or an earlier plan of the job).

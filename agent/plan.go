@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io/fs"
 	"os"
 	"path"
@@ -32,6 +33,11 @@ func fileKeyOf(rel string) string {
 // blockSize is the Keep block size the plan fills (keepclient.BlockSize;
 // tests make it smaller to exercise many blocks with little data).
 var blockSize int64 = keepclient.BlockSize
+
+// maxBlockParts caps the files packed into one block, so a block record
+// (read whole by the reader, rewritten when stored) stays around 2 MiB
+// however tiny the files: 16384 files of 4 KiB still fill a 64 MiB block.
+const maxBlockParts = 16384
 
 type scanEntry struct {
 	rel      string
@@ -152,34 +158,45 @@ func excluded(patterns []string, rel string) bool {
 
 // scan walks the tree. If what it sees matches the recorded plan, the plan
 // (and every block already stored) is kept as it is; otherwise the tree is
-// planned again (see plan).
+// planned again (see plan). A new job is planned in one walk.
 func (u *Uploader) scan(ctx context.Context) error {
 	u.report(func(p *Progress) { p.Phase = "scanning" })
-	h := sha256.New()
-	var files int64
-	err := u.walk(ctx, u.meta.Dir, func(e scanEntry) error {
-		fmt.Fprintf(h, "%q %d %d %d %d %v\n", e.rel, e.size, e.mtime, e.ctime, e.ino, e.emptyDir)
-		if !e.emptyDir {
-			files++
+	if u.meta.PlanFingerprint != "" {
+		fp := newFingerprint()
+		if err := u.walk(ctx, u.meta.Dir, func(e scanEntry) error { fp.add(e); return nil }); err != nil {
+			return err
 		}
-		return nil
-	})
+		if fp.sum() == u.meta.PlanFingerprint {
+			u.meta.FilesTotal = fp.files
+			return u.saveMeta()
+		}
+		u.cfg.Warn("files changed since the last run; planning the changed files again (unchanged files already stored are not read again)")
+	}
+	fp, err := u.plan(ctx)
 	if err != nil {
 		return err
 	}
-	fp := hex.EncodeToString(h.Sum(nil))
-	if fp != u.meta.PlanFingerprint {
-		if u.meta.PlanFingerprint != "" {
-			u.cfg.Warn("files changed since the last run; planning the changed files again (unchanged files already stored are not read again)")
-		}
-		if err := u.plan(ctx); err != nil {
-			return err
-		}
-		u.meta.PlanFingerprint = fp
-	}
-	u.meta.FilesTotal = files
+	u.meta.PlanFingerprint, u.meta.FilesTotal = fp.sum(), fp.files
 	return u.saveMeta()
 }
+
+// fingerprint digests what a walk saw, to tell whether a plan still
+// describes the tree.
+type fingerprint struct {
+	h     hash.Hash
+	files int64
+}
+
+func newFingerprint() *fingerprint { return &fingerprint{h: sha256.New()} }
+
+func (f *fingerprint) add(e scanEntry) {
+	fmt.Fprintf(f.h, "%q %d %d %d %d %v\n", e.rel, e.size, e.mtime, e.ctime, e.ino, e.emptyDir)
+	if !e.emptyDir {
+		f.files++
+	}
+}
+
+func (f *fingerprint) sum() string { return hex.EncodeToString(f.h.Sum(nil)) }
 
 // sameFile reports whether a planned file is still the file seen now.
 func sameFile(size, mtime, ctime int64, ino uint64, e scanEntry) bool {
@@ -193,21 +210,22 @@ func sameFile(size, mtime, ctime int64, ino uint64, e scanEntry) bool {
 // blocks. Blocks no file references any more are dropped (their content
 // stays known by hash). A crash at any point leaves the journal in a state
 // the next plan starts from.
-func (u *Uploader) plan(ctx context.Context) error {
+func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 	j := u.cfg.Journal
+	fp := newFingerprint()
 	// A generation unique to this attempt, so records written by a plan
 	// that crashed half-way are never mistaken for confirmed ones.
 	gen := max(time.Now().UnixNano(), u.meta.PlanGen+1)
 	seq, err := j.NextSeq()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	oldStored := map[int64]bool{} // every block of the earlier plan -> stored
 	if err := j.EachBlock(ctx, func(b BlockRecord) error {
 		oldStored[b.Seq] = b.Stored
 		return nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	kept := map[int64]bool{}
 
@@ -245,6 +263,7 @@ func (u *Uploader) plan(ctx context.Context) error {
 		return true
 	}
 	err = u.walk(ctx, u.meta.Dir, func(e scanEntry) error {
+		fp.add(e)
 		key := fileKeyOf(e.rel)
 		if e.emptyDir {
 			key = FileKey(e.rel, "")
@@ -276,7 +295,7 @@ func (u *Uploader) plan(ctx context.Context) error {
 					seq++
 				}
 			default:
-				if packed != nil && packed.Size+e.size > blockSize {
+				if packed != nil && (packed.Size+e.size > blockSize || len(packed.Parts) >= maxBlockParts) {
 					closePacked()
 				}
 				if packed == nil {
@@ -300,14 +319,14 @@ func (u *Uploader) plan(ctx context.Context) error {
 		return flushBlocks(false)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	closePacked()
 	if err := j.PutFiles(files); err != nil {
-		return fmt.Errorf("write journal (is the disk full?): %w", err)
+		return nil, fmt.Errorf("write journal (is the disk full?): %w", err)
 	}
 	if err := flushBlocks(true); err != nil {
-		return err
+		return nil, err
 	}
 	var drop []int64
 	for s := range oldStored {
@@ -316,10 +335,10 @@ func (u *Uploader) plan(ctx context.Context) error {
 		}
 	}
 	if err := j.DeleteBlocks(drop); err != nil {
-		return fmt.Errorf("write journal (is the disk full?): %w", err)
+		return nil, fmt.Errorf("write journal (is the disk full?): %w", err)
 	}
 	if _, err := j.PruneFiles(gen); err != nil {
-		return fmt.Errorf("write journal (is the disk full?): %w", err)
+		return nil, fmt.Errorf("write journal (is the disk full?): %w", err)
 	}
 	var nblocks, nbytes int64
 	if err := j.EachBlock(ctx, func(b BlockRecord) error {
@@ -327,8 +346,8 @@ func (u *Uploader) plan(ctx context.Context) error {
 		nbytes += b.Size
 		return nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	u.meta.PlanGen, u.meta.BlocksTotal, u.meta.BytesTotal = gen, nblocks, nbytes
-	return nil
+	return fp, nil
 }

@@ -69,6 +69,12 @@ func (u *Uploader) upload(ctx context.Context) error {
 	})
 	threads := u.threads()
 	pool := make(chan []byte, threads+1)
+	var taken [][]byte
+	defer func() { // after every stage has stopped (g.Wait below)
+		for _, b := range taken {
+			putBlockBuffer(b)
+		}
+	}()
 	for i := 0; i < threads+1; i++ {
 		pool <- nil // allocated on first use
 	}
@@ -92,8 +98,9 @@ func (u *Uploader) upload(ctx context.Context) error {
 			case <-gctx.Done():
 				return gctx.Err()
 			}
-			if cap(buf) < int(rec.Size) {
-				buf = make([]byte, rec.Size, max(rec.Size, blockSize/2))
+			if buf == nil {
+				buf = getBlockBuffer()
+				taken = append(taken, buf)
 			}
 			buf = buf[:rec.Size]
 			if err := u.readParts(rec, buf); err != nil {
@@ -157,7 +164,12 @@ func (u *Uploader) upload(ctx context.Context) error {
 		if len(pending) == 0 {
 			return nil
 		}
-		if err := u.cfg.Journal.PutBlocks(pending); err != nil {
+		recs := make([]BlockRecord, len(pending))
+		for i, b := range pending {
+			recs[i] = b
+			recs[i].Parts = nil // recorded at plan time; not rewritten
+		}
+		if err := u.cfg.Journal.PutBlocks(recs); err != nil {
 			return fmt.Errorf("write journal (is the disk full?): %w", err)
 		}
 		for _, b := range pending {

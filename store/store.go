@@ -32,6 +32,7 @@ var (
 	bMeta   = []byte("meta")
 	bFiles  = []byte("files")
 	bBlocks = []byte("blocks")
+	bParts  = []byte("parts") // seq -> a block's parts, apart so that storing or listing blocks does not rewrite or decode them
 	bHashes = []byte("hashes")
 )
 
@@ -54,7 +55,7 @@ func Open(path string, timeout time.Duration) (*Journal, error) {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bFiles, bBlocks, bHashes} {
+		for _, b := range [][]byte{bMeta, bFiles, bBlocks, bParts, bHashes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -163,11 +164,22 @@ func (j *Journal) PruneFiles(gen int64) (int64, error) {
 }
 
 // PutBlocks stores block records in one transaction; stored ones are also
-// remembered by content hash.
+// remembered by content hash. A record with no Parts leaves the block's
+// recorded parts as they are.
 func (j *Journal) PutBlocks(bs []agent.BlockRecord) error {
 	return j.db.Update(func(tx *bolt.Tx) error {
-		b, h := tx.Bucket(bBlocks), tx.Bucket(bHashes)
+		b, p, h := tx.Bucket(bBlocks), tx.Bucket(bParts), tx.Bucket(bHashes)
 		for _, r := range bs {
+			if len(r.Parts) > 0 {
+				v, err := json.Marshal(r.Parts)
+				if err != nil {
+					return err
+				}
+				if err := p.Put(seqKey(r.Seq), v); err != nil {
+					return err
+				}
+			}
+			r.Parts = nil
 			v, err := json.Marshal(r)
 			if err != nil {
 				return err
@@ -189,9 +201,12 @@ func (j *Journal) PutBlocks(bs []agent.BlockRecord) error {
 // DeleteBlocks deletes block records in one transaction.
 func (j *Journal) DeleteBlocks(seqs []int64) error {
 	return j.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bBlocks)
+		b, p := tx.Bucket(bBlocks), tx.Bucket(bParts)
 		for _, s := range seqs {
 			if err := b.Delete(seqKey(s)); err != nil {
+				return err
+			}
+			if err := p.Delete(seqKey(s)); err != nil {
 				return err
 			}
 		}
@@ -232,7 +247,7 @@ func (j *Journal) EachFile(ctx context.Context, f func(agent.FileRecord) error) 
 	})
 }
 
-// EachBlock iterates block records in sequence order.
+// EachBlock iterates block records in sequence order, without their Parts.
 func (j *Journal) EachBlock(ctx context.Context, f func(agent.BlockRecord) error) error {
 	return j.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bBlocks).Cursor()
@@ -252,7 +267,7 @@ func (j *Journal) EachBlock(ctx context.Context, f func(agent.BlockRecord) error
 	})
 }
 
-// Block returns block seq.
+// Block returns block seq with its parts.
 func (j *Journal) Block(seq int64) (agent.BlockRecord, error) {
 	var r agent.BlockRecord
 	err := j.db.View(func(tx *bolt.Tx) error {
@@ -260,7 +275,13 @@ func (j *Journal) Block(seq int64) (agent.BlockRecord, error) {
 		if v == nil {
 			return fmt.Errorf("block %d is not in the journal", seq)
 		}
-		return json.Unmarshal(v, &r)
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		if v := tx.Bucket(bParts).Get(seqKey(seq)); v != nil {
+			return json.Unmarshal(v, &r.Parts)
+		}
+		return nil
 	})
 	return r, err
 }

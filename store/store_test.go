@@ -53,6 +53,11 @@ func TestJournal_conformance(t *testing.T) {
 	b, err := j.Block(1)
 	require.NoError(t, err)
 	assert.True(t, b.Stored)
+	assert.Equal(t, []agent.Part{{Path: "b/x", Length: 3}}, b.Parts, "storing a block without parts keeps the planned ones")
+	require.NoError(t, j.EachBlock(ctx, func(b agent.BlockRecord) error {
+		assert.Nil(t, b.Parts, "EachBlock does not decode parts")
+		return nil
+	}))
 	loc, exp, ok := j.StoredHash("h1")
 	assert.True(t, ok)
 	assert.Equal(t, "h1+3+Asig@1", loc)
@@ -75,6 +80,11 @@ func TestJournal_conformance(t *testing.T) {
 	require.NoError(t, j.DeleteBlocks([]int64{1}))
 	_, err = j.Block(1)
 	assert.Error(t, err)
+	require.NoError(t, j.PutBlocks([]agent.BlockRecord{{Seq: 1, Size: 3}}))
+	b, err = j.Block(1)
+	require.NoError(t, err)
+	assert.Empty(t, b.Parts, "DeleteBlocks removed the parts too")
+	require.NoError(t, j.DeleteBlocks([]int64{1}))
 	_, _, ok = j.StoredHash("h1")
 	assert.True(t, ok)
 	require.NoError(t, j.ForgetHashes())
