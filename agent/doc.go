@@ -25,7 +25,8 @@
 // batches of 4096.
 //
 // Upload: a pipeline in one errgroup: one reader fills pooled buffers from
-// the planned file ranges and hashes them; --threads uploaders PUT blocks;
+// the planned file ranges; --threads uploaders hash them (so MD5 runs on
+// several cores) and PUT those Keep does not hold yet;
 // one committer journals stored blocks in batches (64 records or 200 ms).
 // A block is journaled as stored only after Keep confirmed it, so `kill -9`
 // loses at most the blocks in flight (threads + 1). Content already stored

@@ -112,18 +112,6 @@ func (u *Uploader) upload(ctx context.Context) error {
 				}
 				return err
 			}
-			sum := md5.Sum(buf)
-			rec.Hash = hex.EncodeToString(sum[:])
-			if loc, exp, ok := u.cfg.Journal.StoredHash(rec.Hash); ok && time.Unix(exp, 0).After(time.Now().Add(signatureMargin)) {
-				rec.Locator, rec.Expiry, rec.Stored = loc, exp, true
-				pool <- buf
-				select {
-				case done <- rec:
-				case <-gctx.Done():
-					return gctx.Err()
-				}
-				continue
-			}
 			select {
 			case toPut <- readBlock{rec, buf}:
 			case <-gctx.Done():
@@ -133,8 +121,20 @@ func (u *Uploader) upload(ctx context.Context) error {
 		return nil
 	})
 	for i := 0; i < threads; i++ {
-		g.Go(func() error {
+		g.Go(func() error { // uploader: hash (so hashing runs on threads cores), then PUT unless stored
 			for rb := range toPut {
+				sum := md5.Sum(rb.buf)
+				rb.rec.Hash = hex.EncodeToString(sum[:])
+				if loc, exp, ok := u.cfg.Journal.StoredHash(rb.rec.Hash); ok && time.Unix(exp, 0).After(time.Now().Add(signatureMargin)) {
+					rb.rec.Locator, rb.rec.Expiry, rb.rec.Stored = loc, exp, true
+					pool <- rb.buf
+					select {
+					case done <- rb.rec:
+					case <-gctx.Done():
+						return gctx.Err()
+					}
+					continue
+				}
 				loc, replicas, err := u.cfg.Keep.PutBlock(gctx, rb.buf, rb.rec.Hash)
 				if err != nil {
 					return fmt.Errorf("upload block %d (%s): %w", rb.rec.Seq, rb.rec.Parts[0].Path, err)
