@@ -212,7 +212,7 @@ func (u *Uploader) Run(ctx context.Context) (JobMeta, error) {
 		u.saveState(StateDone, nil)
 		return u.meta, nil
 	}
-	if u.meta.CollectionUUID == "" && u.cfg.API != nil {
+	if u.meta.CollectionUUID == "" && u.cfg.API != nil && !errors.Is(err, keepclient.ErrTokenRefused) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		if cerr := u.checkpoint(cctx); cerr != nil {
 			u.cfg.Warn(fmt.Sprintf("could not save the partial collection: %v", cerr))

@@ -297,9 +297,21 @@ func (u *Uploader) finish(ctx context.Context) error {
 }
 
 func (u *Uploader) finishCollection(ctx context.Context) error {
-	if lost, err := u.refreshSignatures(ctx, false); err != nil {
+	if _, err := u.refreshSignatures(ctx, false); err != nil {
 		return err
-	} else if lost > 0 {
+	}
+	// Blocks that lost their signatures (here, or in a checkpoint during
+	// the upload) are sent again before anything references them.
+	unstored := 0
+	if err := u.cfg.Journal.EachBlock(ctx, func(b BlockRecord) error {
+		if !b.Stored {
+			unstored++
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if unstored > 0 {
 		if err := u.upload(ctx); err != nil {
 			return err
 		}

@@ -255,11 +255,28 @@ func TestUpload_interruptSavesPartialCollection(t *testing.T) {
 	assert.GreaterOrEqual(t, stored, 2)
 	assert.Contains(t, part.ManifestText, " 0:524288:big0", "complete files are listed in the partial collection")
 
+	// Make the stored signatures look about to expire: the resume must
+	// take fresh ones from the partial collection, not send blocks again.
+	var aging []agent.BlockRecord
+	require.NoError(t, jb.j.EachBlock(ctx, func(b agent.BlockRecord) error {
+		if b.Stored {
+			b.Expiry = time.Now().Add(time.Hour).Unix()
+			aging = append(aging, b)
+		}
+		return nil
+	}))
+	require.NoError(t, jb.j.PutBlocks(aging))
+
 	got, err := uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Run(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, refMeta.PDH, got.PDH)
 	assert.Equal(t, meta.PartialUUID, got.CollectionUUID)
 	assertStoredOnce(t, kw)
+	require.NoError(t, jb.j.EachBlock(ctx, func(b agent.BlockRecord) error {
+		assert.Greater(t, b.Expiry, time.Now().Add(72*time.Hour).Unix(), "block %d has a fresh signature", b.Seq)
+		assert.Equal(t, b.Expiry, keepclient.SignatureExpiry(b.Locator).Unix())
+		return nil
+	}))
 	assertSameFiles(t, want, readBack(t, ctx, c, keep, got.CollectionUUID))
 }
 
