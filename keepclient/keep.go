@@ -31,7 +31,7 @@ type KeepOptions struct {
 	Replicas       int
 	StorageClasses []string
 	// Retries is the number of extra passes over services that failed
-	// temporarily; 0 means 2 (PROTOCOL 6.3).
+	// temporarily; 0 means 2 (PROTOCOL 6.3), negative means none.
 	Retries int
 	// RetryDelay is the first pass's maximum wait; it doubles per pass up to
 	// 10x. 0 means 2 s, as the Go SDK does.
@@ -62,8 +62,11 @@ type Keep struct {
 // NewKeep returns a Keep client. api may be nil when opts.Services is set
 // and every Put passes a Token.
 func NewKeep(api *Client, opts KeepOptions) *Keep {
-	if opts.Retries == 0 {
+	switch {
+	case opts.Retries == 0:
 		opts.Retries = 2
+	case opts.Retries < 0:
+		opts.Retries = 0 // one pass, no retries
 	}
 	if opts.RetryDelay == 0 {
 		opts.RetryDelay = 2 * time.Second

@@ -231,6 +231,20 @@ func TestKeepPut_connectionCutMidBody(t *testing.T) {
 	f.mu.Unlock()
 }
 
+// Retries < 0 means one pass and no retries (not zero passes).
+func TestKeepPut_negativeRetriesMeansOnePass(t *testing.T) {
+	f := newFakeKeepstore(t)
+	f.fail = func(n int, w http.ResponseWriter) bool {
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return true
+	}
+	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "disk")}, Replicas: 1, Retries: -1, RetryDelay: time.Millisecond})
+	res, err := k.Put(context.Background(), []byte("foo"), PutOptions{})
+	assert.ErrorIs(t, err, ErrInsufficientReplicas)
+	assert.Equal(t, int32(1), f.puts.Load())
+	assert.Len(t, res.Failures, 1)
+}
+
 func TestKeepPut_permanentErrorsNotRetried(t *testing.T) {
 	f := newFakeKeepstore(t)
 	f.fail = func(n int, w http.ResponseWriter) bool {
