@@ -69,7 +69,7 @@ func (u *Uploader) walk(ctx context.Context, root string, visit func(scanEntry) 
 		rel, _ := filepath.Rel(root, p)
 		rel = filepath.ToSlash(rel)
 		if err != nil {
-			return fmt.Errorf("read %s: %w (fix its permissions, or skip it with --exclude)", p, err)
+			return fmt.Errorf("read %s: %w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", p, err)
 		}
 		if rel == "." {
 			rel = ""
@@ -103,7 +103,7 @@ func (u *Uploader) walk(ctx context.Context, root string, visit func(scanEntry) 
 			if rel != "" {
 				ents, err := os.ReadDir(p)
 				if err != nil {
-					return fmt.Errorf("read directory %s: %w (fix its permissions, or skip it with --exclude)", p, err)
+					return fmt.Errorf("read directory %s: %w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", p, err)
 				}
 				empty := true
 				for _, e := range ents {
@@ -120,7 +120,7 @@ func (u *Uploader) walk(ctx context.Context, root string, visit func(scanEntry) 
 		case info.Mode().IsRegular():
 			f, err := os.Open(p)
 			if err != nil {
-				return fmt.Errorf("open %s: %w (fix its permissions, or skip it with --exclude)", p, err)
+				return fmt.Errorf("open %s: %w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", p, err)
 			}
 			f.Close()
 			e := scanEntry{rel: rel, size: info.Size(), mode: uint32(info.Mode())}

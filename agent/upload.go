@@ -259,7 +259,7 @@ func (u *Uploader) readPart(part Part, buf []byte) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return errChanged{p}
 	} else if err != nil {
-		return fmt.Errorf("read %s: %w (fix its permissions, or exclude it with a new job; the job is resumable)", p, err)
+		return fmt.Errorf("read %s: %w (fix its permissions, or leave it out with `arv-upload resume --exclude PATTERN`)", p, err)
 	}
 	defer f.Close()
 	planned := func() bool {

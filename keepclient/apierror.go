@@ -2,6 +2,8 @@ package keepclient
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,12 @@ func (e *APIError) Error() string {
 	fmt.Fprintf(&b, "%s %s: ", e.Method, e.URL)
 	if e.Status == 0 {
 		fmt.Fprintf(&b, "%v", e.Err)
+		switch {
+		case errors.Is(e.Err, http.ErrSchemeMismatch):
+			b.WriteString(" (the server speaks plain HTTP; check the API host and port)")
+		case badCertificate(e.Err):
+			b.WriteString(" (for a self-signed certificate set ARVADOS_API_HOST_INSECURE=1 or use --insecure)")
+		}
 	} else {
 		fmt.Fprintf(&b, "%d %s", e.Status, http.StatusText(e.Status))
 		if len(e.Errors) > 0 {
@@ -51,7 +59,11 @@ func (e *APIError) Is(target error) bool {
 // 429 and 5xx other than 507 (insufficient storage).
 func (e *APIError) Temporary() bool {
 	if e.Status == 0 {
-		return e.Err == nil || !(errors.Is(e.Err, context.Canceled) || errors.Is(e.Err, context.DeadlineExceeded))
+		if e.Err == nil {
+			return true
+		}
+		return !(errors.Is(e.Err, context.Canceled) || errors.Is(e.Err, context.DeadlineExceeded) ||
+			errors.Is(e.Err, http.ErrSchemeMismatch) || badCertificate(e.Err))
 	}
 	return temporaryStatus(e.Status)
 }
@@ -99,4 +111,14 @@ func newAPIError(method, u, reqID string, status int, body []byte) *APIError {
 		e.Errors = []string{s}
 	}
 	return e
+}
+
+// badCertificate reports a TLS certificate the client does not trust: a
+// configuration problem that retrying cannot fix.
+func badCertificate(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci)
 }

@@ -526,3 +526,26 @@ func TestKeepPut_noBodyReadAfterReturn(t *testing.T) {
 	tr.wg.Wait()
 	assert.Zero(t, tr.lateBytes, "body bytes read after Put returned")
 }
+
+// Talking HTTPS to a plain HTTP server, or to a certificate the client
+// does not trust, is a configuration mistake: not retried for minutes, and
+// the message says what to check.
+func TestClient_configurationErrorsFailFast(t *testing.T) {
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer plain.Close()
+	selfSigned := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer selfSigned.Close()
+	for _, tc := range []struct {
+		url, hint string
+	}{
+		{plain.URL, "plain HTTP"},
+		{selfSigned.URL, "ARVADOS_API_HOST_INSECURE=1"},
+	} {
+		c, err := NewClient(Config{APIHost: strings.TrimPrefix(strings.TrimPrefix(tc.url, "http://"), "https://"), MaxElapsed: time.Minute})
+		require.NoError(t, err)
+		_, err = c.CurrentUser(context.Background())
+		require.Error(t, err)
+		assert.False(t, IsTemporary(err), "not retried: %s: %v", tc.url, err)
+		assert.Contains(t, err.Error(), tc.hint)
+	}
+}

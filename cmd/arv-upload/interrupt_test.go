@@ -108,3 +108,62 @@ func TestCLI_dryRun(t *testing.T) {
 	matches, _ := filepath.Glob(filepath.Join(state, "arv-upload", "*.db"))
 	assert.Empty(t, matches, "a dry run leaves no job")
 }
+
+// An unreadable file stops the job before anything is sent, with a message
+// that names the file and says what to do; excluding it works. (As root,
+// the CLI runs as nobody so that permissions apply.)
+func TestCLI_unreadableFile(t *testing.T) {
+	bin := arvUploadBinary(t)
+	ctx := context.Background()
+	counter := &putCounter{counts: map[string]int{}}
+	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), TLS: true, WrapKeepstore: counter.wrap})
+	require.NoError(t, err)
+	defer cl.Close()
+	open := func(dir string) string {
+		require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755)) // the test's own temp root
+		require.NoError(t, os.Chmod(dir, 0o777))
+		return dir
+	}
+	src, state, home := open(t.TempDir()), open(t.TempDir()), open(t.TempDir())
+	// The binary too must be reachable by nobody.
+	exe := filepath.Join(open(t.TempDir()), "arv-upload")
+	b, err := os.ReadFile(bin)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(exe, b, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "ok.txt"), []byte("fine"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "secret"), []byte("locked"), 0o000))
+	env := append(os.Environ(), "ARVADOS_API_HOST="+cl.APIHost, "ARVADOS_API_TOKEN="+cl.UserToken, "ARVADOS_API_HOST_INSECURE=1",
+		"XDG_STATE_HOME="+state, "HOME="+home)
+	run := func(args ...string) runResult {
+		cmd := exec.CommandContext(ctx, exe, args...)
+		cmd.Env = env
+		if os.Geteuid() == 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		}
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else {
+			require.NoError(t, err)
+		}
+		return runResult{out.String(), errb.String(), code}
+	}
+	r := run("start", "--progress", "none", "--job", "locked", src)
+	assert.Equal(t, 1, r.code, r.stderr)
+	assert.Contains(t, r.stderr, filepath.Join(src, "secret"))
+	assert.Contains(t, r.stderr, "permission denied")
+	assert.Contains(t, r.stderr, "--exclude")
+	assert.Contains(t, r.stderr, "arv-upload resume locked")
+	assert.Empty(t, counter.counts, "nothing sent before the tree is readable")
+
+	// The same job, resumed with the file left out.
+	r = run("resume", "--progress", "none", "--exclude", "secret", "locked")
+	require.Equal(t, 0, r.code, r.stderr)
+	coll, err := cl.Client(cl.UserToken).GetCollection(ctx, strings.TrimSpace(r.stdout))
+	require.NoError(t, err)
+	assert.Contains(t, coll.ManifestText, "ok.txt")
+	assert.NotContains(t, coll.ManifestText, "secret")
+}

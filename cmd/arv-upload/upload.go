@@ -173,10 +173,8 @@ On success the collection UUID is printed on stdout.`,
 				}
 				f.opts.Properties[k] = v
 			}
-			for _, e := range f.opts.Excludes {
-				if strings.HasPrefix(e, "/") || strings.Contains(e, "..") {
-					return usageError{fmt.Errorf("--exclude %q: patterns must be relative and must not contain ..", e)}
-				}
+			if err := checkExcludes(f.opts.Excludes); err != nil {
+				return err
 			}
 			if f.bwlimit != "" {
 				n, err := parseRate(f.bwlimit)
@@ -246,13 +244,29 @@ On success the collection UUID is printed on stdout.`,
 	return cmd
 }
 
+func checkExcludes(patterns []string) error {
+	for _, e := range patterns {
+		if strings.HasPrefix(e, "/") || strings.Contains(e, "..") {
+			return usageError{fmt.Errorf("--exclude %q: patterns must be relative and must not contain ..", e)}
+		}
+	}
+	return nil
+}
+
 func newResumeCommand() *cobra.Command {
 	var progress string
+	var excludes []string
 	cmd := &cobra.Command{
 		Use:   "resume [JOB]",
 		Short: "Continue an interrupted job with the options it started with",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `resume continues a job with the options recorded at start. Files changed
+since are planned again; files stored and unchanged are not read again.
+--exclude adds patterns to the job's (e.g. to leave out an unreadable file).`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkExcludes(excludes); err != nil {
+				return err
+			}
 			sd, err := stateDir()
 			if err != nil {
 				return err
@@ -283,11 +297,19 @@ func newResumeCommand() *cobra.Command {
 				j.Close()
 				return err
 			}
+			if len(excludes) > 0 {
+				meta.Options.Excludes = append(meta.Options.Excludes, excludes...)
+				if err := j.SetMeta(meta); err != nil {
+					j.Close()
+					return err
+				}
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: job %s: resuming %s\n", job, meta.Dir)
 			return runJob(cmd, c, j, sd, job, progress)
 		},
 	}
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, bar, json or none")
+	cmd.Flags().StringArrayVar(&excludes, "exclude", nil, "also skip files or directories matching this glob (repeatable)")
 	return cmd
 }
 
