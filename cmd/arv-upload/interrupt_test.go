@@ -77,6 +77,10 @@ func TestCLI_interruptStatusAbort(t *testing.T) {
 	r = runCLI(ctx, t, bin, env, "status", "intr")
 	assert.Contains(t, r.stdout, "partial collection: "+st.PartialUUID)
 
+	r = runCLI(ctx, t, bin, env, "resume", "--bwlimit", "10X", "intr")
+	assert.Equal(t, 2, r.code, "a bad flag is a usage error")
+	assert.Contains(t, r.stderr, `--bwlimit "10X"`)
+
 	r = runCLI(ctx, t, bin, env, "abort", "intr")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "partial collection "+st.PartialUUID+" trashed")
@@ -151,7 +155,7 @@ func TestCLI_unreadableFile(t *testing.T) {
 		}
 		return runResult{out.String(), errb.String(), code}
 	}
-	r := run("start", "--progress", "none", "--job", "locked", src)
+	r := run("start", "--progress", "none", "--job", "locked", "--bwlimit", "1M", src)
 	assert.Equal(t, 1, r.code, r.stderr)
 	assert.Contains(t, r.stderr, filepath.Join(src, "secret"))
 	assert.Contains(t, r.stderr, "permission denied")
@@ -160,7 +164,7 @@ func TestCLI_unreadableFile(t *testing.T) {
 	assert.Empty(t, counter.counts, "nothing sent before the tree is readable")
 
 	// The same job, resumed with the file left out.
-	r = run("resume", "--progress", "none", "--exclude", "secret", "locked")
+	r = run("resume", "--progress", "none", "--exclude", "secret", "--bwlimit", "0", "--threads", "3", "locked")
 	require.Equal(t, 0, r.code, r.stderr)
 	coll, err := cl.Client(cl.UserToken).GetCollection(ctx, strings.TrimSpace(r.stdout))
 	require.NoError(t, err)

@@ -236,7 +236,7 @@ On success the collection UUID is printed on stdout.`,
 	fl.StringArrayVar(&f.props, "property", nil, "collection property KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&f.opts.Excludes, "exclude", nil, "skip files or directories matching this glob (repeatable)")
 	fl.BoolVar(&f.opts.FollowLinks, "follow-links", false, "upload what symlinks to files point to (default: skip symlinks)")
-	fl.IntVar(&f.opts.Threads, "threads", 2, "concurrent block uploads")
+	fl.IntVar(&f.opts.Threads, "threads", 2, "blocks hashed and uploaded at once (each holds a 64 MiB buffer)")
 	fl.StringVar(&f.job, "job", "", "job name (default: generated)")
 	fl.StringVar(&f.progress, "progress", "auto", "progress display: auto, bar, json or none")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "plan and report counts, upload nothing")
@@ -254,18 +254,32 @@ func checkExcludes(patterns []string) error {
 }
 
 func newResumeCommand() *cobra.Command {
-	var progress string
+	var progress, bwlimit string
 	var excludes []string
+	var threads int
 	cmd := &cobra.Command{
 		Use:   "resume [JOB]",
 		Short: "Continue an interrupted job with the options it started with",
 		Long: `resume continues a job with the options recorded at start. Files changed
 since are planned again; files stored and unchanged are not read again.
---exclude adds patterns to the job's (e.g. to leave out an unreadable file).`,
+--exclude adds patterns to the job's (e.g. to leave out an unreadable file);
+--bwlimit and --threads replace the job's.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkExcludes(excludes); err != nil {
 				return err
+			}
+			var rate int64 = -1 // unchanged
+			if bwlimit == "0" {
+				rate = 0
+			} else if bwlimit != "" {
+				var err error
+				if rate, err = parseRate(bwlimit); err != nil {
+					return usageError{err}
+				}
+			}
+			if threads < 0 {
+				return usageError{fmt.Errorf("--threads %d: use a positive number", threads)}
 			}
 			sd, err := stateDir()
 			if err != nil {
@@ -297,8 +311,14 @@ since are planned again; files stored and unchanged are not read again.
 				j.Close()
 				return err
 			}
-			if len(excludes) > 0 {
+			if len(excludes) > 0 || rate >= 0 || threads > 0 {
 				meta.Options.Excludes = append(meta.Options.Excludes, excludes...)
+				if rate >= 0 {
+					meta.Options.BWLimit = rate
+				}
+				if threads > 0 {
+					meta.Options.Threads = threads
+				}
 				if err := j.SetMeta(meta); err != nil {
 					j.Close()
 					return err
@@ -310,6 +330,8 @@ since are planned again; files stored and unchanged are not read again.
 	}
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, bar, json or none")
 	cmd.Flags().StringArrayVar(&excludes, "exclude", nil, "also skip files or directories matching this glob (repeatable)")
+	cmd.Flags().StringVar(&bwlimit, "bwlimit", "", "new bandwidth limit for the job, e.g. 10M (0 for none)")
+	cmd.Flags().IntVar(&threads, "threads", 0, "new number of blocks hashed and uploaded at once")
 	return cmd
 }
 
@@ -716,6 +738,7 @@ func parseLink(s string) (agent.LinkSpec, error) {
 }
 
 func parseRate(s string) (int64, error) {
+	orig := s
 	mult := int64(1)
 	switch strings.ToUpper(s[len(s)-1:]) {
 	case "K":
@@ -730,7 +753,7 @@ func parseRate(s string) (int64, error) {
 	}
 	n, err := strconv.ParseFloat(s, 64)
 	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("--bwlimit %q: use a positive number of bytes/s with an optional K, M or G suffix", s)
+		return 0, fmt.Errorf("--bwlimit %q: use a positive number of bytes/s with an optional K, M or G suffix", orig)
 	}
 	return int64(n * float64(mult)), nil
 }
