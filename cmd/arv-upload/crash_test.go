@@ -52,6 +52,17 @@ func (p *putCounter) duplicates() int {
 	return n
 }
 
+// total returns the number of PUTs counted.
+func (p *putCounter) total() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.counts {
+		n += c
+	}
+	return n
+}
+
 func (p *putCounter) reset() {
 	p.mu.Lock()
 	p.counts = map[string]int{}

@@ -108,7 +108,7 @@ func TestCLI_dryRun(t *testing.T) {
 	r := runCLI(ctx, t, bin, env, "start", "--dry-run", src)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, "dry run: 3 files, 7 B, 1 blocks; nothing uploaded\n", r.stdout)
-	assert.Empty(t, counter.counts)
+	assert.Zero(t, counter.total())
 	matches, _ := filepath.Glob(filepath.Join(state, "arv-upload", "*.db"))
 	assert.Empty(t, matches, "a dry run leaves no job")
 }
@@ -161,7 +161,7 @@ func TestCLI_unreadableFile(t *testing.T) {
 	assert.Contains(t, r.stderr, "permission denied")
 	assert.Contains(t, r.stderr, "--exclude")
 	assert.Contains(t, r.stderr, "arv-upload resume locked")
-	assert.Empty(t, counter.counts, "nothing sent before the tree is readable")
+	assert.Zero(t, counter.total(), "nothing sent before the tree is readable")
 
 	// The same job, resumed with the file left out.
 	r = run("resume", "--progress", "none", "--exclude", "secret", "--bwlimit", "0", "--threads", "3", "locked")
