@@ -69,7 +69,8 @@ func (p *putCounter) reset() {
 	p.mu.Unlock()
 }
 
-// buildBinary compiles arv-upload once per test binary run.
+// arvUploadBinary compiles arv-upload once per test binary run, with the
+// race detector when the tests have it.
 var buildOnce struct {
 	sync.Once
 	path string
@@ -84,7 +85,11 @@ func arvUploadBinary(t *testing.T) string {
 			return
 		}
 		buildOnce.path = filepath.Join(dir, "arv-upload")
-		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		args := []string{"build", "-o", buildOnce.path}
+		if raceEnabled {
+			args = append(args, "-race") // a race in the CLI fails the test (exit 66)
+		}
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 		if err != nil {
 			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}

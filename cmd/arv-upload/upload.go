@@ -393,21 +393,20 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	}
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
-	var current agent.Progress
 	up, err := agent.New(agent.Config{
 		Journal: j,
 		Keep: keepWriter{keep: keep, opts: keepclient.PutOptions{Replicas: meta.Options.Replication,
 			StorageClasses: meta.Options.StorageClasses, RateLimit: keepclient.NewRateLimiter(meta.Options.BWLimit)}},
 		API:              c,
 		TokenFingerprint: tokenFingerprint(c.Token()), APIHost: c.APIHost(),
-		Warn:       func(msg string) { fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg) },
-		OnProgress: func(p agent.Progress) { current = p },
+		Warn: func(msg string) { fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg) },
 	})
 	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
+	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(stopped)
 		for {
 			select {
 			case <-ticker.C:
@@ -419,7 +418,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	}()
 	result, runErr := up.Run(cmd.Context())
 	close(done)
-	_ = current
+	<-stopped // publish is not safe for concurrent use
 	publish(up.Progress(), true)
 	if bar != nil {
 		if runErr == nil {
