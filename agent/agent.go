@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"sync"
 	"time"
 
@@ -60,10 +61,11 @@ type BlockWriter interface {
 type CollectionAPI interface {
 	CurrentUser(ctx context.Context) (*keepclient.User, error)
 	Discovery(ctx context.Context) (*keepclient.Discovery, error)
-	CreateCollection(ctx context.Context, attrs map[string]any, ensureUniqueName bool) (*keepclient.Collection, error)
-	UpdateCollection(ctx context.Context, uuid string, attrs map[string]any) (*keepclient.Collection, error)
 	GetCollection(ctx context.Context, uuid string) (*keepclient.Collection, error)
 	CreateLink(ctx context.Context, attrs map[string]any) (*keepclient.Link, error)
+	// Call makes any API call; collections are created and updated with a
+	// keepclient.StreamBody, so a manifest never sits in memory whole.
+	Call(ctx context.Context, method, path string, params url.Values, body, out any) error
 }
 
 var _ CollectionAPI = (*keepclient.Client)(nil)

@@ -75,6 +75,7 @@ func tree(t *testing.T, root string) map[string][]byte {
 	write("zero", 0)
 	write("with space/a:b\\c.txt", 100)
 	write("new\nline/ütf-8 ✓.txt", 10)
+	write(`quote"d <&> \u2028.txt`, 7)
 	for i := 0; i < 500; i++ {
 		write(fmt.Sprintf("small/%02d/f%03d", i%9, i), rnd.Intn(9000))
 	}

@@ -22,20 +22,24 @@ const partialStream = "./.arv-upload-partial"
 // from the journal one directory at a time (memory: one directory's files
 // plus the block locator table).
 func (u *Uploader) Manifest(ctx context.Context, w io.Writer) (files int64, err error) {
-	files, _, err = u.writeManifest(ctx, w, false)
+	files, _, err = u.writeManifest(ctx, w, false, false)
 	return files, err
 }
 
 // writeManifest writes the manifest from the journal. With partial, files
 // with blocks not stored yet are left out and the stored blocks no listed
 // file references go in one extra stream (partialStream), so that the
-// manifest references every stored block. It returns the files written and
-// the stored blocks referenced.
-func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, partial bool) (files, blocks int64, err error) {
+// manifest references every stored block. With portable, locators are
+// written without hints (the text whose MD5 is the PDH). It returns the
+// files written and the stored blocks referenced.
+func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, partial, portable bool) (files, blocks int64, err error) {
 	locs := map[int64]string{}
 	if err := u.cfg.Journal.EachBlock(ctx, func(b BlockRecord) error {
 		if b.Stored {
 			locs[b.Seq] = b.Locator
+			if portable {
+				locs[b.Seq] = keepclient.StripHints(b.Locator)
+			}
 		} else if !partial {
 			return fmt.Errorf("block %d is not stored yet", b.Seq)
 		}
@@ -154,23 +158,17 @@ func (u *Uploader) checkpoint(ctx context.Context) error {
 	if _, err := u.refreshSignatures(ctx, false); err != nil {
 		return err
 	}
-	var sb strings.Builder
-	_, blocks, err := u.writeManifest(ctx, &sb, true)
+	m, err := u.measureManifest(ctx, true, false)
 	if err != nil {
 		return err
 	}
-	if blocks == 0 || blocks == u.checkpointed {
+	if m.blocks == 0 || m.blocks == u.checkpointed {
 		return nil
 	}
-	text := sb.String()
-	if err := keepclient.CheckManifestSize(text, u.maxRequestSize(ctx)); err != nil {
-		return err
-	}
-	attrs := map[string]any{"manifest_text": text}
 	if u.meta.PartialUUID != "" {
-		_, err := u.cfg.API.UpdateCollection(ctx, u.meta.PartialUUID, attrs)
+		_, err := u.saveCollection(ctx, u.meta.PartialUUID, nil, m, true)
 		if err == nil {
-			u.checkpointed = blocks
+			u.checkpointed = m.blocks
 			return nil
 		}
 		if !keepclient.IsStatus(err, http.StatusNotFound) {
@@ -182,13 +180,12 @@ func (u *Uploader) checkpoint(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	attrs["owner_uuid"] = owner
-	attrs["name"] = fmt.Sprintf("%s (partial upload, arv-upload job %s)", u.name(), u.meta.Job)
-	c, err := u.cfg.API.CreateCollection(ctx, attrs, true)
+	attrs := map[string]any{"owner_uuid": owner, "name": fmt.Sprintf("%s (partial upload, arv-upload job %s)", u.name(), u.meta.Job)}
+	c, err := u.saveCollection(ctx, "", attrs, m, true)
 	if err != nil {
 		return fmt.Errorf("create partial collection: %w", err)
 	}
-	u.meta.PartialUUID, u.checkpointed = c.UUID, blocks
+	u.meta.PartialUUID, u.checkpointed = c.UUID, m.blocks
 	u.report(func(p *Progress) { p.PartialUUID = c.UUID })
 	return u.saveMeta()
 }
@@ -316,22 +313,19 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 			return err
 		}
 	}
-	var sb strings.Builder
-	if _, err := u.Manifest(ctx, &sb); err != nil {
+	m, err := u.measureManifest(ctx, false, true)
+	if err != nil {
 		return err
 	}
-	text := sb.String()
-	if err := keepclient.CheckManifestSize(text, u.maxRequestSize(ctx)); err != nil {
-		return err
-	}
-	if len(text) > 0 && len(text) <= keepclient.BlockSize {
+	defer m.release()
+	if m.size > 0 && !m.truncated {
 		// The manifest is also stored in Keep, as arv-put does.
-		if _, _, err := u.cfg.Keep.PutBlock(ctx, []byte(text), keepclient.HashOf([]byte(text))); err != nil {
+		if _, _, err := u.cfg.Keep.PutBlock(ctx, m.block, keepclient.HashOf(m.block)); err != nil {
 			return fmt.Errorf("store manifest block: %w", err)
 		}
 	}
 	opts := u.meta.Options
-	attrs := map[string]any{"name": u.name(), "manifest_text": text, "properties": map[string]string{}}
+	attrs := map[string]any{"name": u.name(), "properties": map[string]string{}}
 	if opts.Replication > 0 {
 		attrs["replication_desired"] = opts.Replication
 	}
@@ -342,13 +336,12 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 		attrs["properties"] = opts.Properties
 	}
 	var coll *keepclient.Collection
-	var err error
 	if u.meta.PartialUUID != "" {
-		coll, err = u.cfg.API.UpdateCollection(ctx, u.meta.PartialUUID, attrs)
+		coll, err = u.saveCollection(ctx, u.meta.PartialUUID, attrs, m, false)
 		if keepclient.IsStatus(err, http.StatusUnprocessableEntity) {
 			// Most likely the name is taken; keep it unique as create does.
 			attrs["name"] = fmt.Sprintf("%s (%s)", u.name(), time.Now().UTC().Format("2006-01-02 15:04:05 UTC"))
-			coll, err = u.cfg.API.UpdateCollection(ctx, u.meta.PartialUUID, attrs)
+			coll, err = u.saveCollection(ctx, u.meta.PartialUUID, attrs, m, false)
 		}
 		if keepclient.IsStatus(err, http.StatusNotFound) {
 			u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; creating a new collection", u.meta.PartialUUID))
@@ -364,11 +357,11 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 			return err
 		}
 		attrs["owner_uuid"] = owner
-		if coll, err = u.cfg.API.CreateCollection(ctx, attrs, true); err != nil {
+		if coll, err = u.saveCollection(ctx, "", attrs, m, false); err != nil {
 			return fmt.Errorf("create collection: %w", err)
 		}
 	}
-	if local := keepclient.PortableDataHash(text); coll.PortableDataHash != local {
+	if local := m.pdh; coll.PortableDataHash != local {
 		return fmt.Errorf("collection %s: the server's portable data hash %s differs from ours %s", coll.UUID, coll.PortableDataHash, local)
 	}
 	u.meta.CollectionUUID, u.meta.PDH = coll.UUID, coll.PortableDataHash

@@ -142,3 +142,30 @@ func TestServer_trashedCollection(t *testing.T) {
 	_, err = u.CreateCollection(ctx, map[string]any{"name": "partial"}, false)
 	assert.NoError(t, err)
 }
+
+// select on create, update and get answers only those attributes, so a
+// client can keep a big manifest out of the response.
+func TestServer_selectOnCreateUpdateGet(t *testing.T) {
+	ctx := context.Background()
+	s, ts := open(t, t.TempDir())
+	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	require.NoError(t, err)
+	u := client(t, ts, tok)
+	sel := url.Values{"select": {`["uuid","portable_data_hash"]`}}
+	var created map[string]any
+	body := map[string]any{"collection": map[string]any{"name": "sel", "manifest_text": ". d41d8cd98f00b204e9800998ecf8427e+0 0:0:empty\n"}}
+	require.NoError(t, u.Call(ctx, http.MethodPost, "arvados/v1/collections", sel, body, &created))
+	assert.NotContains(t, created, "manifest_text")
+	assert.NotContains(t, created, "name")
+	assert.Equal(t, keepclient.PortableDataHash(". d41d8cd98f00b204e9800998ecf8427e+0 0:0:empty\n"), created["portable_data_hash"])
+	uuid, _ := created["uuid"].(string)
+	require.NotEmpty(t, uuid)
+	var updated map[string]any
+	require.NoError(t, u.Call(ctx, http.MethodPatch, "arvados/v1/collections/"+uuid, sel, map[string]any{"collection": map[string]any{"name": "sel2"}}, &updated))
+	assert.Equal(t, uuid, updated["uuid"])
+	assert.NotContains(t, updated, "manifest_text")
+	full, err := u.GetCollection(ctx, uuid)
+	require.NoError(t, err)
+	assert.Equal(t, "sel2", full.Name, "without select, everything")
+	assert.NotEmpty(t, full.ManifestText)
+}

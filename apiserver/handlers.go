@@ -423,6 +423,29 @@ func (s *Server) revokeTokens(userUUID string) {
 	}
 }
 
+// selectFields answers a get, create or update with only the attributes
+// the "select" parameter names (and kind), as upstream does; clients use
+// it to keep a big manifest out of the response.
+func selectFields(params map[string]any, v any) any {
+	sel, ok := params["select"].([]any)
+	if !ok || len(sel) == 0 {
+		return v
+	}
+	var all map[string]any
+	if remarshal(v, &all) != nil {
+		return v
+	}
+	out := map[string]any{"kind": all["kind"]}
+	for _, f := range sel {
+		if k, ok := f.(string); ok {
+			if val, ok := all[k]; ok {
+				out[k] = val
+			}
+		}
+	}
+	return out
+}
+
 func remarshal(in any, out any) error {
 	b, err := json.Marshal(in)
 	if err != nil {
@@ -610,7 +633,7 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if err != nil {
 			return nil, err
 		}
-		return s.collectionOut(sess, c), nil
+		return selectFields(params, s.collectionOut(sess, c)), nil
 	case method == http.MethodPost && id == "":
 		a, err := attrs(params, "collection", collectionAttrs...)
 		if err != nil {
@@ -642,7 +665,7 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if err := s.store.Put("collections", c.UUID, c); err != nil {
 			return nil, err
 		}
-		return s.collectionOut(sess, c), nil
+		return selectFields(params, s.collectionOut(sess, c)), nil
 	case method == http.MethodPatch && id != "":
 		c, err := s.getCollection(sess, id, false)
 		if err != nil {
@@ -679,7 +702,7 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if err := s.store.Put("collections", c.UUID, c); err != nil {
 			return nil, err
 		}
-		return s.collectionOut(sess, c), nil
+		return selectFields(params, s.collectionOut(sess, c)), nil
 	case method == http.MethodDelete && id != "":
 		c, err := s.getCollection(sess, id, true)
 		if err != nil {

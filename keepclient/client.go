@@ -155,7 +155,8 @@ func (c *Client) Call(ctx context.Context, method, path string, params url.Value
 		u += "?" + params.Encode()
 	}
 	var payload []byte
-	if body != nil {
+	stream, streaming := body.(StreamBody)
+	if body != nil && !streaming {
 		var err error
 		if payload, err = json.Marshal(body); err != nil {
 			return fmt.Errorf("encode %s %s request: %w", method, path, err)
@@ -170,7 +171,12 @@ func (c *Client) Call(ctx context.Context, method, path string, params url.Value
 	b.MaxInterval = 15 * time.Second
 	b.MaxElapsedTime = c.cfg.MaxElapsed
 	op := func() error {
-		err := c.do(ctx, method, u, reqID, payload, out)
+		var err error
+		if streaming {
+			err = c.doStream(ctx, method, u, reqID, stream, out)
+		} else {
+			err = c.do(ctx, method, u, reqID, payload, out)
+		}
 		if err != nil && !IsTemporary(err) {
 			return backoff.Permanent(err)
 		}
@@ -187,21 +193,48 @@ func (c *Client) Call(ctx context.Context, method, path string, params url.Value
 	return err
 }
 
+// StreamBody is a JSON request body written on demand, for bodies too big
+// to hold in memory twice (a manifest of a million files): Call runs Write
+// once per attempt and sends exactly Length bytes.
+type StreamBody struct {
+	Length int64
+	Write  func(w io.Writer) error
+}
+
+func (c *Client) doStream(ctx context.Context, method, u, reqID string, body StreamBody, out any) error {
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.CloseWithError(body.Write(pw))
+	}()
+	defer func() {
+		pr.CloseWithError(errors.New("request finished")) // unblocks a writer the server stopped reading
+		<-done
+	}()
+	return c.send(ctx, method, u, reqID, pr, body.Length, out)
+}
+
 func (c *Client) do(ctx context.Context, method, u, reqID string, payload []byte, out any) error {
-	var rdr io.Reader
-	if payload != nil {
-		rdr = bytes.NewReader(payload)
+	if payload == nil {
+		return c.send(ctx, method, u, reqID, nil, 0, out)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rdr)
+	return c.send(ctx, method, u, reqID, bytes.NewReader(payload), int64(len(payload)), out)
+}
+
+// send makes one request with an optional JSON body of length n.
+func (c *Client) send(ctx context.Context, method, u, reqID string, body io.Reader, n int64, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return fmt.Errorf("build %s request: %w", method, err)
 	}
+	req.ContentLength = n
 	if c.cfg.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
 	}
 	req.Header.Set("X-Request-Id", reqID)
 	req.Header.Set("Accept", "application/json")
-	if payload != nil {
+	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.shared.http.Do(req)

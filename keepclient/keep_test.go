@@ -549,3 +549,32 @@ func TestClient_configurationErrorsFailFast(t *testing.T) {
 		assert.Contains(t, err.Error(), tc.hint)
 	}
 }
+
+// A StreamBody is written again for each attempt and sent with its exact
+// length.
+func TestClient_streamBodyRetried(t *testing.T) {
+	var bodies []string
+	var lengths []int64
+	c, _ := fakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies, lengths = append(bodies, string(b)), append(lengths, r.ContentLength)
+		if len(bodies) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, `{"uuid":"zzzzz-4zz18-000000000000000"}`)
+	})
+	want := `{"collection":{"manifest_text":". d41d8cd98f00b204e9800998ecf8427e+0 0:0:x\n"}}`
+	writes := 0
+	body := StreamBody{Length: int64(len(want)), Write: func(w io.Writer) error {
+		writes++
+		_, err := io.WriteString(w, want)
+		return err
+	}}
+	var out Collection
+	require.NoError(t, c.Call(context.Background(), http.MethodPost, "arvados/v1/collections", nil, body, &out))
+	assert.Equal(t, "zzzzz-4zz18-000000000000000", out.UUID)
+	assert.Equal(t, 2, writes)
+	assert.Equal(t, []string{want, want}, bodies)
+	assert.Equal(t, []int64{int64(len(want)), int64(len(want))}, lengths)
+}

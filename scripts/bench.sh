@@ -50,16 +50,33 @@ echo "   md5sum: ${md5s}s median of $RUNS"
 
 # upload KIND RUNS: uploads $W/KIND RUNS times, each as a new job, and sets
 # s and m to the median seconds and peak RSS (KiB).
+# peakanon PID: the largest RssAnon (KiB) of PID, sampled until it exits:
+# the process's own memory, without the journal's file-backed (reclaimable)
+# mmap pages that peak RSS also counts.
+peakanon() {
+  local p=$1 max=0 v
+  while v=$(awk '/^RssAnon:/ {print $2}' /proc/"$p"/status 2>/dev/null); [ -n "$v" ]; do
+    [ "$v" -gt "$max" ] && max=$v
+    sleep 0.05
+  done
+  echo "$max"
+}
+
 upload() {
-  local kind=$1 runs=$2 r out secs=() rss=()
+  local kind=$1 runs=$2 r out secs=() rss=() anon=() pid
   for r in $(seq "$runs"); do
-    out=$(XDG_STATE_HOME="$W/state-$kind-$r" /usr/bin/time -f 'TIME %x %e %M' "$BIN/arv-upload" start --progress none --replication 1 --job "b$kind$r" "$W/$kind" 2>&1 >/dev/null) || true
+    XDG_STATE_HOME="$W/state-$kind-$r" /usr/bin/time -o "$W/time.out" -f 'TIME %x %e %M' "$BIN/arv-upload" start --progress none --replication 1 --job "b$kind$r" "$W/$kind" >/dev/null 2>"$W/upload.err" &
+    sleep 0.05
+    pid=$(pgrep -n -f "arv-upload start --progress none --replication 1 --job b$kind$r" || true)
+    anon+=("$( [ -n "$pid" ] && peakanon "$pid" || echo 0)")
+    wait $! || true
+    out=$(cat "$W/time.out" "$W/upload.err")
     # A failed upload must not pass for a fast one.
     if ! grep -q '^TIME 0 ' <<<"$out"; then echo "upload of $W/$kind failed:" >&2; echo "$out" >&2; exit 1; fi
     out=$(grep '^TIME' <<<"$out" | cut -d' ' -f1,3-)
     secs+=("$(echo "$out" | awk '{print $2}')"); rss+=("$(echo "$out" | awk '{print $3}')")
   done
-  s=$(printf '%s\n' "${secs[@]}" | median); m=$(printf '%s\n' "${rss[@]}" | median)
+  s=$(printf '%s\n' "${secs[@]}" | median); m=$(printf '%s\n' "${rss[@]}" | median); a=$(printf '%s\n' "${anon[@]}" | median)
 }
 
 for kind in big small; do
@@ -80,6 +97,7 @@ for n in $RSS_FILES; do
   echo "== generating $n files of 1 KiB"
   gen "$W/rss$n" "$n" 1024
   upload "rss$n" "$RSS_RUNS"
-  echo "== rss:   $n files in ${s}s = $(awk -v n=$n -v s=$s 'BEGIN{printf "%.0f", n/s}') files/s; peak RSS $((m/1024)) MiB"
+  jm=$(du -m "$W"/state-rss"$n"-1/arv-upload/*.db | awk '{print $1}')
+  echo "== rss:   $n files in ${s}s = $(awk -v n=$n -v s=$s 'BEGIN{printf "%.0f", n/s}') files/s; peak RSS $((m/1024)) MiB (anonymous $((a/1024)) MiB); journal $jm MiB"
   rm -rf "$W/rss$n" "$W"/state-rss"$n"-*
 done

@@ -36,6 +36,11 @@ var (
 	bHashes = []byte("hashes")
 )
 
+// fillPercent packs pages full when they split: files and blocks are
+// written mostly in key order, where bbolt's default (half-full pages)
+// would leave the journal twice its size.
+const fillPercent = 0.9
+
 // Journal is a bbolt-backed agent.Journal.
 type Journal struct{ db *bolt.DB }
 
@@ -104,6 +109,7 @@ func (j *Journal) SetMeta(m agent.JobMeta) error {
 func (j *Journal) PutFiles(fs []agent.FileRecord) error {
 	return j.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bFiles)
+		b.FillPercent = fillPercent
 		for _, f := range fs {
 			v, err := json.Marshal(f)
 			if err != nil {
@@ -169,6 +175,7 @@ func (j *Journal) PruneFiles(gen int64) (int64, error) {
 func (j *Journal) PutBlocks(bs []agent.BlockRecord) error {
 	return j.db.Update(func(tx *bolt.Tx) error {
 		b, p, h := tx.Bucket(bBlocks), tx.Bucket(bParts), tx.Bucket(bHashes)
+		b.FillPercent, p.FillPercent = fillPercent, fillPercent
 		for _, r := range bs {
 			if len(r.Parts) > 0 {
 				v, err := json.Marshal(r.Parts)
