@@ -229,22 +229,28 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 	}
 	kept := map[int64]bool{}
 
+	// Records are written in batches of about batch files or parts, so
+	// that memory holds one batch (and the packed block being filled),
+	// whatever the number of files.
 	const batch = 4096
 	var files []FileRecord
 	var blocks []BlockRecord
+	var blockParts int // parts in blocks
 	var packed *BlockRecord
 	flushBlocks := func(force bool) error {
-		if len(blocks) >= batch || (force && len(blocks) > 0) {
+		if len(blocks) >= batch || blockParts >= batch || (force && len(blocks) > 0) {
 			if err := j.PutBlocks(blocks); err != nil {
 				return fmt.Errorf("write journal (is the disk full?): %w", err)
 			}
-			blocks = blocks[:0]
+			clear(blocks) // drop the parts they hold
+			blocks, blockParts = blocks[:0], 0
 		}
 		return nil
 	}
 	closePacked := func() {
 		if packed != nil {
 			blocks = append(blocks, *packed)
+			blockParts += len(packed.Parts)
 			packed = nil
 		}
 	}
@@ -314,6 +320,7 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 			if err := j.PutFiles(files); err != nil {
 				return fmt.Errorf("write journal (is the disk full?): %w", err)
 			}
+			clear(files)
 			files = files[:0]
 		}
 		return flushBlocks(false)
