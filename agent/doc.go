@@ -52,12 +52,15 @@
 //
 // Finish: the normalized manifest is streamed from the journal one
 // directory at a time (journal keys sort in PROTOCOL 8.5 stream order, see
-// FileKey), stored in Keep as a block, and the partial collection updated
-// (or a collection created); the server's PDH must equal ours. Then the
-// metadata links are created, each journaled, so a resume after a failure
-// creates none twice.
+// FileKey) and never held whole: one pass computes our PDH, one its size
+// and the copy stored in Keep as a block (a pooled block buffer), and one
+// per attempt goes straight into the request body (save.go). The partial
+// collection is updated (or a collection created); the server's PDH must
+// equal ours. Then the metadata links are created, each journaled, so a
+// resume after a failure creates none twice.
 //
-// Known limits: the manifest text of the partial and the finished
-// collection is built in memory (about 50-100 bytes per file), because it
-// goes out as one JSON request.
+// Memory, whatever the number of files: threads+1 block buffers, one
+// journal batch (4096 records), one directory's files while a manifest is
+// written, and tables proportional to the number of blocks. One exception:
+// refreshing signatures reads the partial collection's manifest whole.
 package agent
