@@ -212,22 +212,9 @@ func TestFileKey_ordersLikeDirLess(t *testing.T) {
 // However tiny the files, a packed block holds at most 16384 of them, so
 // a block record stays small (the reader loads it whole).
 func TestPlan_capsFilesPerBlock(t *testing.T) {
-	src := t.TempDir()
 	const n = 16384 + 1
-	for i := 0; i < n; i++ {
-		dir := filepath.Join(src, fmt.Sprintf("d%02d", i/1000))
-		if i%1000 == 0 {
-			require.NoError(t, os.Mkdir(dir, 0o755))
-		}
-		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprint(i)), []byte{'x'}, 0o644))
-	}
-	j, err := store.Open(filepath.Join(t.TempDir(), "j.db"), 0)
-	require.NoError(t, err)
-	defer j.Close()
-	require.NoError(t, j.SetMeta(agent.JobMeta{Job: "j", Dir: src}))
-	up, err := agent.New(agent.Config{Journal: j, Keep: &keepWriter{puts: map[string]int{}}})
-	require.NoError(t, err)
-	meta, err := up.Plan(context.Background())
+	j := newJob(t, tinyFiles(t, n), agent.Options{}).j
+	meta, err := planOnly(t, j)
 	require.NoError(t, err)
 	assert.Equal(t, int64(n), meta.FilesTotal)
 	assert.Equal(t, int64(2), meta.BlocksTotal)
@@ -259,8 +246,17 @@ func (p *partsJournal) PutBlocks(bs []agent.BlockRecord) error {
 // the end: memory holds a batch, not every file's part (a million 100-byte
 // files once took the heap to 480 MiB).
 func TestPlan_journalsPackedBlocksAsTheyFill(t *testing.T) {
+	pj := &partsJournal{Journal: newJob(t, tinyFiles(t, 2*16384+300), agent.Options{}).j}
+	meta, err := planOnly(t, pj)
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), meta.BlocksTotal)
+	assert.LessOrEqual(t, pj.maxParts, 16384+4096, "parts held before a journal write")
+}
+
+// tinyFiles writes n one-byte files in directories of 1000 and returns
+// their root.
+func tinyFiles(t *testing.T, n int) string {
 	src := t.TempDir()
-	const n = 2*16384 + 300
 	for i := 0; i < n; i++ {
 		dir := filepath.Join(src, fmt.Sprintf("d%02d", i/1000))
 		if i%1000 == 0 {
@@ -268,15 +264,12 @@ func TestPlan_journalsPackedBlocksAsTheyFill(t *testing.T) {
 		}
 		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprint(i)), []byte{'x'}, 0o644))
 	}
-	j, err := store.Open(filepath.Join(t.TempDir(), "j.db"), 0)
+	return src
+}
+
+// planOnly plans the job recorded in j.
+func planOnly(t *testing.T, j agent.Journal) (agent.JobMeta, error) {
+	up, err := agent.New(agent.Config{Journal: j, Keep: &keepWriter{puts: map[string]int{}}})
 	require.NoError(t, err)
-	defer j.Close()
-	require.NoError(t, j.SetMeta(agent.JobMeta{Job: "j", Dir: src}))
-	pj := &partsJournal{Journal: j}
-	up, err := agent.New(agent.Config{Journal: pj, Keep: &keepWriter{puts: map[string]int{}}})
-	require.NoError(t, err)
-	meta, err := up.Plan(context.Background())
-	require.NoError(t, err)
-	assert.Equal(t, int64(3), meta.BlocksTotal)
-	assert.LessOrEqual(t, pj.maxParts, 16384+4096, "parts held before a journal write")
+	return up.Plan(context.Background())
 }

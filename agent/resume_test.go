@@ -92,6 +92,19 @@ func assertSameFiles(t *testing.T, want, got map[string][]byte) {
 	}
 }
 
+// cluster starts a dev cluster (no proxy) for the test and returns the
+// demo user's API and Keep clients.
+func cluster(t *testing.T) (*keepclient.Client, *keepclient.Keep) {
+	cl, err := devcluster.Start(context.Background(), devcluster.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { cl.Close() })
+	c := cl.Client(cl.UserToken)
+	return c, keepclient.NewKeep(c, keepclient.KeepOptions{})
+}
+
+// newKW returns a keepWriter over keep.
+func newKW(keep *keepclient.Keep) *keepWriter { return &keepWriter{keep: keep, puts: map[string]int{}} }
+
 type job struct {
 	path string
 	j    *store.Journal
@@ -214,21 +227,17 @@ func TestUpload_tokenRevokedMidRun_ownerResumesWithoutResending(t *testing.T) {
 // uninterrupted run makes.
 func TestUpload_interruptSavesPartialCollection(t *testing.T) {
 	ctx := context.Background()
-	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
-	require.NoError(t, err)
-	defer cl.Close()
-	c := cl.Client(cl.UserToken)
-	keep := keepclient.NewKeep(c, keepclient.KeepOptions{})
+	c, keep := cluster(t)
 	src := t.TempDir()
 	want := blockTree(t, src, 5, 3)
 	opts := agent.Options{Name: "interrupted", Threads: 1}
 
 	ref := newJob(t, src, opts)
-	refMeta, err := uploader(t, ref.j, &keepWriter{keep: keep, puts: map[string]int{}}, c, "t", &warnings{}, -1).Run(ctx)
+	refMeta, err := uploader(t, ref.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
 	require.NoError(t, err)
 
 	jb := newJob(t, src, opts)
-	kw := &keepWriter{keep: keep, puts: map[string]int{}}
+	kw := newKW(keep)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	up := uploader(t, jb.j, kw, c, "t", &warnings{}, -1)
@@ -284,15 +293,11 @@ func TestUpload_interruptSavesPartialCollection(t *testing.T) {
 // and the finished collection is the partial one, renamed.
 func TestUpload_periodicCheckpoints(t *testing.T) {
 	ctx := context.Background()
-	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
-	require.NoError(t, err)
-	defer cl.Close()
-	c := cl.Client(cl.UserToken)
-	keep := keepclient.NewKeep(c, keepclient.KeepOptions{})
+	c, keep := cluster(t)
 	src := t.TempDir()
 	blockTree(t, src, 6, 3)
 	jb := newJob(t, src, agent.Options{Name: "periodic", Threads: 1})
-	kw := &keepWriter{keep: keep, puts: map[string]int{}}
+	kw := newKW(keep)
 	up := uploader(t, jb.j, kw, c, "t", &warnings{}, 5*time.Millisecond)
 	var partial string
 	kw.before = func(n int) {
@@ -315,15 +320,11 @@ func TestUpload_periodicCheckpoints(t *testing.T) {
 // read nor sent again.
 func TestUpload_fileGrowsWhileUploading(t *testing.T) {
 	ctx := context.Background()
-	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
-	require.NoError(t, err)
-	defer cl.Close()
-	c := cl.Client(cl.UserToken)
-	keep := keepclient.NewKeep(c, keepclient.KeepOptions{})
+	c, keep := cluster(t)
 	src := t.TempDir()
 	want := blockTree(t, src, 7, 4)
 	jb := newJob(t, src, agent.Options{Name: "grows", Threads: 1})
-	kw := &keepWriter{keep: keep, puts: map[string]int{}}
+	kw := newKW(keep)
 	var mu sync.Mutex
 	reads := map[string]int{}
 	agent.SetReadHook(func(p string) { mu.Lock(); reads[p]++; mu.Unlock() })
@@ -356,10 +357,7 @@ func TestUpload_fileGrowsWhileUploading(t *testing.T) {
 // attempts with ErrFileChanged; the job stays resumable.
 func TestUpload_fileKeepsChanging(t *testing.T) {
 	ctx := context.Background()
-	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
-	require.NoError(t, err)
-	defer cl.Close()
-	c := cl.Client(cl.UserToken)
+	c, keep := cluster(t)
 	src := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "a"), []byte("stable"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "log"), []byte("x"), 0o644))
@@ -383,7 +381,7 @@ func TestUpload_fileKeepsChanging(t *testing.T) {
 		}
 	}()
 	jb := newJob(t, src, agent.Options{})
-	meta, err := uploader(t, jb.j, &keepWriter{keep: keepclient.NewKeep(c, keepclient.KeepOptions{}), puts: map[string]int{}}, c, "t", &warnings{}, -1).Run(ctx)
+	meta, err := uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
 	close(stop)
 	wg.Wait()
 	require.ErrorIs(t, err, agent.ErrFileChanged)
@@ -392,7 +390,7 @@ func TestUpload_fileKeepsChanging(t *testing.T) {
 	assert.Equal(t, agent.StateFailed, meta.State)
 
 	// Once the writer has stopped, the job completes.
-	got, err := uploader(t, jb.j, &keepWriter{keep: keepclient.NewKeep(c, keepclient.KeepOptions{}), puts: map[string]int{}}, c, "t", &warnings{}, -1).Run(ctx)
+	got, err := uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, agent.StateDone, got.State)
 }
@@ -403,16 +401,12 @@ func TestUpload_fileKeepsChanging(t *testing.T) {
 // changed tree.
 func TestUpload_replanReadsOnlyWhatChanged(t *testing.T) {
 	ctx := context.Background()
-	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
-	require.NoError(t, err)
-	defer cl.Close()
-	c := cl.Client(cl.UserToken)
-	keep := keepclient.NewKeep(c, keepclient.KeepOptions{})
+	c, keep := cluster(t)
 	src := t.TempDir()
 	want := blockTree(t, src, 11, 3)
 	jb := newJob(t, src, agent.Options{Name: "replan", Threads: 1})
 	kw := &keepWriter{keep: keep, puts: map[string]int{}, failAt: 3}
-	_, err = uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Run(ctx)
+	_, err := uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Run(ctx)
 	require.ErrorIs(t, err, errInjected)
 	require.Len(t, kw.stored, 2, "big0 and big1 stored")
 
@@ -441,7 +435,7 @@ func TestUpload_replanReadsOnlyWhatChanged(t *testing.T) {
 	assertSameFiles(t, want, readBack(t, ctx, c, keep, got.CollectionUUID))
 
 	fresh := newJob(t, src, agent.Options{Name: "fresh", Threads: 1})
-	freshMeta, err := uploader(t, fresh.j, &keepWriter{keep: keep, puts: map[string]int{}}, c, "t", &warnings{}, -1).Run(ctx)
+	freshMeta, err := uploader(t, fresh.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, freshMeta.PDH, got.PDH)
 }
@@ -470,20 +464,16 @@ func (f *fullJournal) PutBlocks(bs []agent.BlockRecord) error {
 // there is space, resume completes the same collection.
 func TestUpload_journalDiskFull(t *testing.T) {
 	ctx := context.Background()
-	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
-	require.NoError(t, err)
-	defer cl.Close()
-	c := cl.Client(cl.UserToken)
-	keep := keepclient.NewKeep(c, keepclient.KeepOptions{})
+	c, keep := cluster(t)
 	src := t.TempDir()
 	want := blockTree(t, src, 13, 2)
 	ref := newJob(t, src, agent.Options{Name: "full"})
-	refMeta, err := uploader(t, ref.j, &keepWriter{keep: keep, puts: map[string]int{}}, c, "t", &warnings{}, -1).Run(ctx)
+	refMeta, err := uploader(t, ref.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
 	require.NoError(t, err)
 
 	jb := newJob(t, src, agent.Options{Name: "full", Threads: 1})
 	fj := &fullJournal{Journal: jb.j}
-	kw := &keepWriter{keep: keep, puts: map[string]int{}}
+	kw := newKW(keep)
 	kw.before = func(n int) {
 		if n == 2 {
 			fj.setFull(true)
