@@ -133,6 +133,8 @@ type Uploader struct {
 	// checkpointed is the number of stored blocks the partial collection
 	// referenced when last saved (-1: never saved this run).
 	checkpointed int64
+	// replanning: Run is planning again after files changed while read.
+	replanning bool
 }
 
 // New returns an Uploader for the job recorded in cfg.Journal.
@@ -259,6 +261,7 @@ func (u *Uploader) run(ctx context.Context) error {
 			return err
 		}
 		u.cfg.Warn(fmt.Sprintf("%v; planning those files again (attempt %d of %d)", err, attempt, changeRetries))
+		u.replanning = true
 		t := time.NewTimer(time.Duration(attempt) * u.cfg.ChangeRetryWait)
 		select {
 		case <-ctx.Done():

@@ -170,7 +170,9 @@ func (u *Uploader) scan(ctx context.Context) error {
 			u.meta.FilesTotal = fp.files
 			return u.saveMeta()
 		}
-		u.cfg.Warn("files changed since the last run; planning the changed files again (unchanged files already stored are not read again)")
+		if !u.replanning { // the retry loop has said why already
+			u.cfg.Warn("files changed since the last run; planning the changed files again (unchanged files already stored are not read again)")
+		}
 	}
 	fp, err := u.plan(ctx)
 	if err != nil {

@@ -344,6 +344,7 @@ func TestUpload_fileGrowsWhileUploading(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, w.String(), "z.txt")
 	assert.Contains(t, w.String(), "planning those files again")
+	assert.NotContains(t, w.String(), "since the last run", "one warning for one cause")
 	for i := 0; i < 4; i++ {
 		assert.Equal(t, 1, reads[fmt.Sprintf("big%d", i)], "big%d read once", i)
 	}

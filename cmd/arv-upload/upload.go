@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -356,7 +357,20 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	statusPath := filepath.Join(sd, job+".status.json")
 	start := time.Now()
 	var last status
+	// out serializes what goes to stderr (the bar, JSON lines, warnings),
+	// so that a warning never lands in the middle of the bar.
+	var out sync.Mutex
+	warn := func(msg string) {
+		out.Lock()
+		defer out.Unlock()
+		if bar != nil {
+			bar.Clear()
+		}
+		fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg)
+	}
 	publish := func(p agent.Progress, final bool) {
+		out.Lock()
+		defer out.Unlock()
 		if p.State == agent.StateDone {
 			p.FilesDone = p.FilesTotal
 		}
@@ -386,6 +400,9 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 					progressbar.OptionSetPredictTime(true), progressbar.OptionSetDescription(job))
 			}
 			if bar != nil {
+				if bar.GetMax64() != p.BytesTotal && p.BytesTotal > 0 {
+					bar.ChangeMax64(p.BytesTotal) // planned again
+				}
 				bar.Describe(fmt.Sprintf("%s %d/%d files", job, p.FilesDone, p.FilesTotal))
 				bar.Set64(p.BytesDone)
 			}
@@ -399,7 +416,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 			StorageClasses: meta.Options.StorageClasses, RateLimit: keepclient.NewRateLimiter(meta.Options.BWLimit)}},
 		API:              c,
 		TokenFingerprint: tokenFingerprint(c.Token()), APIHost: c.APIHost(),
-		Warn: func(msg string) { fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg) },
+		Warn: warn,
 	})
 	if err != nil {
 		return err
