@@ -22,30 +22,43 @@ const partialStream = "./.arv-upload-partial"
 // from the journal one directory at a time (memory: one directory's files
 // plus the block locator table).
 func (u *Uploader) Manifest(ctx context.Context, w io.Writer) (files int64, err error) {
-	files, _, err = u.writeManifest(ctx, w, false, false)
+	locs, err := u.storedLocators(ctx, false)
+	if err != nil {
+		return 0, err
+	}
+	files, _, err = u.writeManifest(ctx, w, locs, false, false)
 	return files, err
 }
 
-// writeManifest writes the manifest from the journal. With partial, files
-// with blocks not stored yet are left out and the stored blocks no listed
-// file references go in one extra stream (partialStream), so that the
-// manifest references every stored block. With portable, locators are
-// written without hints (the text whose MD5 is the PDH). It returns the
-// files written and the stored blocks referenced.
-func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, partial, portable bool) (files, blocks int64, err error) {
+// storedLocators returns the signed locator of every stored block: a
+// snapshot, so that several passes over the files (while the upload goes
+// on) write the same manifest. Unless partial, every block must be stored.
+func (u *Uploader) storedLocators(ctx context.Context, partial bool) (map[int64]string, error) {
 	locs := map[int64]string{}
-	if err := u.cfg.Journal.EachBlock(ctx, func(b BlockRecord) error {
+	err := u.cfg.Journal.EachBlock(ctx, func(b BlockRecord) error {
 		if b.Stored {
 			locs[b.Seq] = b.Locator
-			if portable {
-				locs[b.Seq] = keepclient.StripHints(b.Locator)
-			}
 		} else if !partial {
 			return fmt.Errorf("block %d is not stored yet", b.Seq)
 		}
 		return nil
-	}); err != nil {
-		return 0, 0, err
+	})
+	return locs, err
+}
+
+// writeManifest writes the manifest of the files whose blocks are in locs
+// (see storedLocators). With partial, files with other blocks are left out
+// and the blocks of locs no listed file references go in one extra stream
+// (partialStream), so that the manifest references every stored block.
+// With portable, locators are written without hints (the text whose MD5 is
+// the PDH). It returns the files written and the blocks referenced.
+func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, locs map[int64]string, partial, portable bool) (files, blocks int64, err error) {
+	if portable {
+		stripped := make(map[int64]string, len(locs))
+		for seq, l := range locs {
+			stripped[seq] = keepclient.StripHints(l)
+		}
+		locs = stripped
 	}
 	used := map[int64]bool{}
 	sw := keepclient.NewStreamWriter(w)

@@ -22,3 +22,7 @@ func SetBlockSize(n int64) (restore func()) {
 	blockSize = n
 	return func() { blockSize = keepclient.BlockSize }
 }
+
+// SetBeforeSend makes f run between measuring a manifest and sending it
+// (tests); nil removes it.
+func SetBeforeSend(f func()) { beforeSend = f }

@@ -492,3 +492,42 @@ func TestUpload_journalDiskFull(t *testing.T) {
 	assert.Equal(t, refMeta.PDH, got.PDH)
 	assertSameFiles(t, want, readBack(t, ctx, c, keep, got.CollectionUUID))
 }
+
+// A checkpoint runs while the upload goes on: a block stored between
+// measuring the partial manifest and sending it must not change what is
+// sent (it did: the body no longer matched its Content-Length, and every
+// checkpoint of a busy upload failed).
+func TestUpload_checkpointWhileBlocksAreStored(t *testing.T) {
+	ctx := context.Background()
+	c, keep := cluster(t)
+	src := t.TempDir()
+	blockTree(t, src, 17, 3)
+	jb := newJob(t, src, agent.Options{Name: "busy", Threads: 1})
+	kw := &keepWriter{keep: keep, puts: map[string]int{}, failAt: 3}
+	_, err := uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Run(ctx)
+	require.ErrorIs(t, err, errInjected)
+	require.Len(t, kw.stored, 2)
+
+	var stored, unstored []agent.BlockRecord
+	require.NoError(t, jb.j.EachBlock(ctx, func(b agent.BlockRecord) error {
+		if b.Stored {
+			stored = append(stored, b)
+		} else {
+			unstored = append(unstored, b)
+		}
+		return nil
+	}))
+	require.NotEmpty(t, unstored)
+	sent := false
+	agent.SetBeforeSend(func() {
+		// As the committer would: one more block journaled as stored.
+		b := unstored[0]
+		b.Stored, b.Hash, b.Locator, b.Expiry = true, stored[0].Hash, stored[0].Locator, stored[0].Expiry
+		require.NoError(t, jb.j.PutBlocks([]agent.BlockRecord{b}))
+		sent = true
+	})
+	defer agent.SetBeforeSend(nil)
+	// A new run's first checkpoint (the failed run saved one already).
+	require.NoError(t, uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Checkpoint(ctx))
+	assert.True(t, sent)
+}

@@ -19,20 +19,28 @@ import (
 // manifest is written from the journal three times, as portable text into
 // MD5 (the PDH), as signed text into a counter (the request size) and a
 // block buffer (the manifest block PUT to Keep), and then into the request
-// body as a JSON string, once per attempt. Memory stays one directory's
-// files and the block locator table, whatever the number of files.
+// body as a JSON string, once per attempt. Every pass uses one snapshot of
+// the stored blocks, so blocks stored meanwhile (a checkpoint runs while
+// the upload goes on) cannot make the body differ from what was measured.
+// Memory stays one directory's files and the block locator table, whatever
+// the number of files.
+
+// beforeSend, when set (tests only), runs between measuring a manifest
+// and sending it.
+var beforeSend func()
 
 // collectionSelect keeps the manifest out of the response.
 var collectionSelect = `["uuid","owner_uuid","name","portable_data_hash"]`
 
 // savedManifest is what the first passes learn about a manifest.
 type savedManifest struct {
-	pdh       string // of the portable text
-	size      int64  // signed text
-	jsonSize  int64  // signed text as a JSON string body, without quotes
-	blocks    int64  // stored blocks referenced
-	block     []byte // the signed text when it fits a Keep block (a pooled buffer)
-	truncated bool   // the text did not fit block
+	locs      map[int64]string // the stored blocks it references (a snapshot)
+	pdh       string           // of the portable text
+	size      int64            // signed text
+	jsonSize  int64            // signed text as a JSON string body, without quotes
+	blocks    int64            // stored blocks referenced
+	block     []byte           // the signed text when it fits a Keep block (a pooled buffer)
+	truncated bool             // the text did not fit block
 }
 
 func (m *savedManifest) release() {
@@ -44,10 +52,14 @@ func (m *savedManifest) release() {
 
 // measureManifest runs the first two passes.
 func (u *Uploader) measureManifest(ctx context.Context, partial, keepCopy bool) (*savedManifest, error) {
-	m := &savedManifest{}
+	locs, err := u.storedLocators(ctx, partial)
+	if err != nil {
+		return nil, err
+	}
+	m := &savedManifest{locs: locs}
 	h := md5.New()
 	pc := &countingWriter{w: h}
-	if _, _, err := u.writeManifest(ctx, pc, partial, true); err != nil {
+	if _, _, err := u.writeManifest(ctx, pc, locs, partial, true); err != nil {
 		return nil, err
 	}
 	m.pdh = hex.EncodeToString(h.Sum(nil)) + "+" + strconv.FormatInt(pc.n, 10)
@@ -59,7 +71,7 @@ func (u *Uploader) measureManifest(ctx context.Context, partial, keepCopy bool) 
 		sinks = append(sinks, bw)
 	}
 	sc := &countingWriter{w: io.MultiWriter(sinks...)}
-	_, blocks, err := u.writeManifest(ctx, sc, partial, false)
+	_, blocks, err := u.writeManifest(ctx, sc, locs, partial, false)
 	if bw != nil {
 		m.block, m.truncated = bw.buf[:bw.n], bw.overflow
 	}
@@ -96,7 +108,7 @@ func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[st
 			bw := bufio.NewWriterSize(w, 64<<10)
 			bw.WriteString(prefix)
 			esc := newJSONStringWriter(bw)
-			if _, _, err := u.writeManifest(ctx, esc, partial, false); err != nil {
+			if _, _, err := u.writeManifest(ctx, esc, m.locs, partial, false); err != nil {
 				return err
 			}
 			if err := esc.Flush(); err != nil {
@@ -111,6 +123,9 @@ func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[st
 	if uuid == "" {
 		method, path = http.MethodPost, "arvados/v1/collections"
 		params.Set("ensure_unique_name", "true")
+	}
+	if beforeSend != nil {
+		beforeSend()
 	}
 	var c keepclient.Collection
 	if err := u.cfg.API.Call(ctx, method, path, params, body, &c); err != nil {
