@@ -60,24 +60,16 @@ func (k *keepWriter) PutBlock(ctx context.Context, data []byte, hash string) (st
 // tree writes a deterministic tree with the awkward cases and returns
 // path -> content.
 func tree(t *testing.T, root string) map[string][]byte {
-	rnd := rand.New(rand.NewSource(1))
-	want := map[string][]byte{}
-	write := func(rel string, size int) {
-		buf := make([]byte, size)
-		rnd.Read(buf)
-		p := filepath.Join(root, rel)
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, buf, 0o644))
-		want[rel] = buf
-	}
+	write, want := treeWriter(t, root, 1)
 	write("exact.bin", keepclient.BlockSize)
 	write("plus1.bin", keepclient.BlockSize+1)
 	write("zero", 0)
 	write("with space/a:b\\c.txt", 100)
 	write("new\nline/ütf-8 ✓.txt", 10)
 	write(`quote"d <&> \u2028.txt`, 7)
+	sizes := rand.New(rand.NewSource(2))
 	for i := 0; i < 500; i++ {
-		write(fmt.Sprintf("small/%02d/f%03d", i%9, i), rnd.Intn(9000))
+		write(fmt.Sprintf("small/%02d/f%03d", i%9, i), sizes.Intn(9000))
 	}
 	require.NoError(t, os.MkdirAll(filepath.Join(root, "empty dir/inner"), 0o755))
 	require.NoError(t, os.Symlink("exact.bin", filepath.Join(root, "link")))
@@ -272,4 +264,19 @@ func planOnly(t *testing.T, j agent.Journal) (agent.JobMeta, error) {
 	up, err := agent.New(agent.Config{Journal: j, Keep: &keepWriter{puts: map[string]int{}}})
 	require.NoError(t, err)
 	return up.Plan(context.Background())
+}
+
+// treeWriter returns a func that writes seeded random files under root
+// (making directories) and the map path -> content it fills.
+func treeWriter(t *testing.T, root string, seed int64) (write func(rel string, size int), want map[string][]byte) {
+	rnd := rand.New(rand.NewSource(seed))
+	want = map[string][]byte{}
+	return func(rel string, size int) {
+		buf := make([]byte, size)
+		rnd.Read(buf)
+		p := filepath.Join(root, rel)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, buf, 0o644))
+		want[rel] = buf
+	}, want
 }

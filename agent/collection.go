@@ -18,18 +18,6 @@ import (
 // complete file references yet.
 const partialStream = "./.arv-upload-partial"
 
-// Manifest writes the normalized manifest of the finished job, streamed
-// from the journal one directory at a time (memory: one directory's files
-// plus the block locator table).
-func (u *Uploader) Manifest(ctx context.Context, w io.Writer) (files int64, err error) {
-	locs, err := u.storedLocators(ctx, false)
-	if err != nil {
-		return 0, err
-	}
-	files, _, err = u.writeManifest(ctx, w, locs, false, false)
-	return files, err
-}
-
 // storedLocators returns the signed locator of every stored block: a
 // snapshot, so that several passes over the files (while the upload goes
 // on) write the same manifest. Unless partial, every block must be stored.

@@ -32,21 +32,13 @@ const testBlockSize = 1 << 20
 // content.
 func blockTree(t *testing.T, root string, seed int64, nbig int) map[string][]byte {
 	t.Cleanup(agent.SetBlockSize(testBlockSize))
-	rnd := rand.New(rand.NewSource(seed))
-	want := map[string][]byte{}
-	write := func(rel string, size int) {
-		buf := make([]byte, size)
-		rnd.Read(buf)
-		p := filepath.Join(root, rel)
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, buf, 0o644))
-		want[rel] = buf
-	}
+	write, want := treeWriter(t, root, seed)
+	sizes := rand.New(rand.NewSource(seed + 1))
 	for i := 0; i < nbig; i++ {
 		write(fmt.Sprintf("big%d", i), testBlockSize/2)
 	}
 	for i := 0; i < 20; i++ {
-		write(fmt.Sprintf("small/f%02d", i), 1+rnd.Intn(5000))
+		write(fmt.Sprintf("small/f%02d", i), 1+sizes.Intn(5000))
 	}
 	write("z.txt", 100)
 	return want
