@@ -24,6 +24,11 @@ const (
 // up with this error; the job stays resumable.
 var ErrFileChanged = errors.New("file changed while being read")
 
+// ErrInvalidName means a file or directory name is not valid UTF-8. The
+// Arvados API decodes JSON strings as UTF-8 and would store such a name
+// changed (as U+FFFD), so the collection would not be what was uploaded.
+var ErrInvalidName = errors.New("file name is not valid UTF-8")
+
 // LinkSpec is a metadata link to create on the finished collection.
 type LinkSpec struct {
 	Class string `json:"class"`

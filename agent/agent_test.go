@@ -280,3 +280,25 @@ func treeWriter(t *testing.T, root string, seed int64) (write func(rel string, s
 		want[rel] = buf
 	}, want
 }
+
+// A name that is not valid UTF-8 would be stored changed by the API server
+// (and the PDH check would fail after days of upload): the plan stops at
+// once, naming the file and the way out; excluding it lets the job run.
+func TestPlan_invalidUTF8Name(t *testing.T) {
+	for _, bad := range []string{"bad\xff.txt", "dir\xc3/ok.txt"} {
+		t.Run(fmt.Sprintf("%q", bad), func(t *testing.T) {
+			src := t.TempDir()
+			require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(src, bad)), 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(src, bad), []byte("x"), 0o644))
+			require.NoError(t, os.WriteFile(filepath.Join(src, "good.txt"), []byte("y"), 0o644))
+			_, err := planOnly(t, newJob(t, src, agent.Options{}).j)
+			require.ErrorIs(t, err, agent.ErrInvalidName)
+			assert.Contains(t, err.Error(), fmt.Sprintf("%q", filepath.Join(src, strings.Split(bad, "/")[0])))
+			assert.Contains(t, err.Error(), "--exclude")
+
+			meta, err := planOnly(t, newJob(t, src, agent.Options{Excludes: []string{bad[:3] + "*"}}).j)
+			require.NoError(t, err)
+			assert.Equal(t, int64(1), meta.FilesTotal)
+		})
+	}
+}

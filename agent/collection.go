@@ -2,12 +2,15 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,17 +24,42 @@ const partialStream = "./.arv-upload-partial"
 // storedLocators returns the signed locator of every stored block: a
 // snapshot, so that several passes over the files (while the upload goes
 // on) write the same manifest. Unless partial, every block must be stored.
+//
+// Blocks with the same content (hash and size) get one signed locator, the
+// one that expires last: identical blocks PUT at different moments carry
+// different signatures, and a manifest must name each block by one
+// locator (the stripped text is then normalized, and its PDH is the one
+// the server computes from the text as sent).
 func (u *Uploader) storedLocators(ctx context.Context, partial bool) (map[int64]string, error) {
+	type signed struct {
+		loc    string
+		expiry int64
+	}
 	locs := map[int64]string{}
+	best := map[string]signed{} // hash+size -> locator
 	err := u.cfg.Journal.EachBlock(ctx, func(b BlockRecord) error {
-		if b.Stored {
-			locs[b.Seq] = b.Locator
-		} else if !partial {
-			return fmt.Errorf("block %d is not stored yet", b.Seq)
+		if !b.Stored {
+			if !partial {
+				return fmt.Errorf("block %d is not stored yet", b.Seq)
+			}
+			return nil
 		}
+		id := blockID(b.Hash, b.Size)
+		if cur, ok := best[id]; !ok || b.Expiry > cur.expiry {
+			best[id] = signed{b.Locator, b.Expiry}
+		}
+		locs[b.Seq] = id
 		return nil
 	})
+	for seq, id := range locs {
+		locs[seq] = best[id].loc
+	}
 	return locs, err
+}
+
+// blockID names a block by its content, as a manifest's stripped locator.
+func blockID(hash string, size int64) string {
+	return hash + "+" + strconv.FormatInt(size, 10)
 }
 
 // writeManifest writes the manifest of the files whose blocks are in locs
@@ -97,27 +125,35 @@ func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, locs map[int6
 	if err != nil || !partial {
 		return files, int64(len(locs)), err
 	}
+	// The stored blocks no listed file references, each once, in Seq
+	// order; a block whose content a listed file pins is not repeated.
+	pinned := map[string]bool{}
+	for seq := range used {
+		pinned[keepclient.StripHints(locs[seq])] = true
+	}
 	var rest []int64
 	for seq := range locs {
 		if !used[seq] {
 			rest = append(rest, seq)
 		}
 	}
-	if len(rest) > 0 {
-		slices.Sort(rest)
-		var b strings.Builder
-		b.WriteString(partialStream)
-		var total int64
-		for _, seq := range rest {
-			l, err := keepclient.ParseLocator(locs[seq])
-			if err != nil {
-				return 0, 0, fmt.Errorf("block %d: %w", seq, err)
-			}
+	slices.Sort(rest)
+	var b strings.Builder
+	var total int64
+	for _, seq := range rest {
+		l, err := keepclient.ParseLocator(locs[seq])
+		if err != nil {
+			return 0, 0, fmt.Errorf("block %d: %w", seq, err)
+		}
+		if id := l.Stripped(); !pinned[id] {
+			pinned[id] = true
 			b.WriteString(" " + locs[seq])
 			total += l.Size
 		}
+	}
+	if total > 0 || b.Len() > 0 {
 		fmt.Fprintf(&b, " 0:%d:blocks\n", total)
-		if _, err := io.WriteString(w, b.String()); err != nil {
+		if _, err := io.WriteString(w, partialStream+b.String()); err != nil {
 			return 0, 0, fmt.Errorf("write manifest: %w", err)
 		}
 	}
@@ -177,18 +213,65 @@ func (u *Uploader) checkpoint(ctx context.Context) error {
 		}
 		u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; saving a new one", u.meta.PartialUUID))
 	}
-	owner, err := u.owner(ctx)
-	if err != nil {
+	if _, err := u.createPartial(ctx, m, true); err != nil {
 		return err
 	}
-	attrs := map[string]any{"owner_uuid": owner, "name": fmt.Sprintf("%s (partial upload, arv-upload job %s)", u.name(), u.meta.Job)}
-	c, err := u.saveCollection(ctx, "", attrs, m, true)
+	u.checkpointed = m.blocks
+	return nil
+}
+
+// partialName is the partial collection's name: the job's, marked as
+// partial, and unique to the job (its owner holds one collection of a
+// name), which is what makes creating it idempotent.
+func (u *Uploader) partialName() string {
+	return fmt.Sprintf("%s (partial upload, arv-upload job %s)", u.name(), u.meta.Job)
+}
+
+// createPartial creates the partial collection with the manifest m and
+// journals its UUID. The create is idempotent: it does not ask the server
+// to make the name unique, so a create that committed but whose response
+// was lost (a timeout, a 5xx from a proxy, a retry that then finds the
+// name taken) is found by its name and updated, never made twice.
+func (u *Uploader) createPartial(ctx context.Context, m *savedManifest, partial bool) (*keepclient.Collection, error) {
+	owner, err := u.owner(ctx)
 	if err != nil {
-		return fmt.Errorf("create partial collection: %w", err)
+		return nil, err
 	}
-	u.meta.PartialUUID, u.checkpointed = c.UUID, m.blocks
+	name := u.partialName()
+	c, err := u.saveCollection(ctx, "", map[string]any{"owner_uuid": owner, "name": name}, m, partial)
+	if err != nil && (keepclient.IsStatus(err, http.StatusUnprocessableEntity) || keepclient.IsTemporary(err)) {
+		uuid, ferr := u.findCollection(ctx, owner, name)
+		if ferr != nil {
+			return nil, fmt.Errorf("create partial collection: %w (and looking for it: %v)", err, ferr)
+		}
+		if uuid != "" {
+			c, err = u.saveCollection(ctx, uuid, nil, m, partial)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create partial collection: %w", err)
+	}
+	u.meta.PartialUUID = c.UUID
 	u.report(func(p *Progress) { p.PartialUUID = c.UUID })
-	return u.saveMeta()
+	return c, u.saveMeta()
+}
+
+// findCollection returns the UUID of owner's collection named name, or ""
+// when there is none.
+func (u *Uploader) findCollection(ctx context.Context, owner, name string) (string, error) {
+	filters, err := json.Marshal([][]any{{"owner_uuid", "=", owner}, {"name", "=", name}})
+	if err != nil {
+		return "", err
+	}
+	params := url.Values{"filters": {string(filters)}, "select": {`["uuid"]`}, "limit": {"1"}}
+	var l keepclient.List[keepclient.Collection]
+	if err := u.cfg.API.Call(ctx, http.MethodGet, "arvados/v1/collections", params, nil, &l); err != nil {
+		return "", err
+	}
+	if len(l.Items) == 0 {
+		return "", nil
+	}
+	return l.Items[0].UUID, nil
 }
 
 // refreshSignatures makes the journal's stored locators usable with this
@@ -212,7 +295,7 @@ func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int,
 	if len(stale) == 0 && !force {
 		return 0, nil
 	}
-	fresh := map[string]string{} // hash -> locator signed for this token
+	fresh := map[string]string{} // hash+size -> locator signed for this token
 	if len(stale) > 0 && u.meta.PartialUUID != "" && u.cfg.API != nil {
 		c, err := u.cfg.API.GetCollection(ctx, u.meta.PartialUUID)
 		switch {
@@ -220,7 +303,7 @@ func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int,
 			for _, tok := range strings.Fields(c.ManifestText) {
 				if l, err := keepclient.ParseLocator(tok); err == nil {
 					if _, exp, ok := l.SignatureHint(); ok && exp.Unix() >= soon {
-						fresh[l.Hash] = tok
+						fresh[l.Stripped()] = tok
 					}
 				}
 			}
@@ -244,7 +327,7 @@ func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int,
 				return 0, err
 			}
 			b.Parts = nil // unchanged; not rewritten
-			if loc, ok := fresh[b.Hash]; ok {
+			if loc, ok := fresh[blockID(b.Hash, b.Size)]; ok {
 				b.Locator, b.Expiry = loc, keepclient.SignatureExpiry(loc).Unix()
 			} else {
 				b.Stored, b.Locator, b.Expiry, b.Replicas = false, "", 0, 0
@@ -325,6 +408,32 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 			return fmt.Errorf("store manifest block: %w", err)
 		}
 	}
+	// First the whole manifest goes into the partial collection, under
+	// its partial name, and the server's PDH is checked against ours; only
+	// then does the collection get its final name and attributes. A
+	// mismatch leaves a partial collection and a resumable job, never a
+	// wrong collection under the final name nor a second collection.
+	var coll *keepclient.Collection
+	if u.meta.PartialUUID != "" {
+		coll, err = u.saveCollection(ctx, u.meta.PartialUUID, nil, m, false)
+		if keepclient.IsStatus(err, http.StatusNotFound) {
+			u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; creating a new collection", u.meta.PartialUUID))
+			coll, err = nil, nil
+		}
+		if err != nil {
+			return fmt.Errorf("save collection %s: %w", u.meta.PartialUUID, err)
+		}
+	}
+	if coll == nil {
+		if coll, err = u.createPartial(ctx, m, false); err != nil {
+			return err
+		}
+	}
+	if local := m.pdh; coll.PortableDataHash != local {
+		return fmt.Errorf("collection %s: the server's portable data hash %s differs from ours %s; the collection keeps its partial name, and `arv-upload resume` tries again",
+			coll.UUID, coll.PortableDataHash, local)
+	}
+
 	opts := u.meta.Options
 	attrs := map[string]any{"name": u.name(), "properties": map[string]string{}}
 	if opts.Replication > 0 {
@@ -336,34 +445,18 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 	if len(opts.Properties) > 0 {
 		attrs["properties"] = opts.Properties
 	}
-	var coll *keepclient.Collection
-	if u.meta.PartialUUID != "" {
-		coll, err = u.saveCollection(ctx, u.meta.PartialUUID, attrs, m, false)
-		if keepclient.IsStatus(err, http.StatusUnprocessableEntity) {
-			// Most likely the name is taken; keep it unique as create does.
-			attrs["name"] = fmt.Sprintf("%s (%s)", u.name(), time.Now().UTC().Format("2006-01-02 15:04:05 UTC"))
-			coll, err = u.saveCollection(ctx, u.meta.PartialUUID, attrs, m, false)
-		}
-		if keepclient.IsStatus(err, http.StatusNotFound) {
-			u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; creating a new collection", u.meta.PartialUUID))
-			coll, err = nil, nil
-		}
-		if err != nil {
-			return fmt.Errorf("save collection %s: %w", u.meta.PartialUUID, err)
-		}
+	final, err := u.updateCollection(ctx, coll.UUID, attrs)
+	if keepclient.IsStatus(err, http.StatusUnprocessableEntity) {
+		// Most likely the name is taken; keep it unique as create does.
+		attrs["name"] = fmt.Sprintf("%s (%s)", u.name(), time.Now().UTC().Format("2006-01-02 15:04:05 UTC"))
+		final, err = u.updateCollection(ctx, coll.UUID, attrs)
 	}
-	if coll == nil {
-		owner, err := u.owner(ctx)
-		if err != nil {
-			return err
-		}
-		attrs["owner_uuid"] = owner
-		if coll, err = u.saveCollection(ctx, "", attrs, m, false); err != nil {
-			return fmt.Errorf("create collection: %w", err)
-		}
+	if err != nil {
+		return fmt.Errorf("name collection %s: %w", coll.UUID, err)
 	}
-	if local := m.pdh; coll.PortableDataHash != local {
-		return fmt.Errorf("collection %s: the server's portable data hash %s differs from ours %s", coll.UUID, coll.PortableDataHash, local)
+	if final.PortableDataHash != coll.PortableDataHash {
+		return fmt.Errorf("collection %s: its portable data hash changed from %s to %s while it was named; check who else writes to it",
+			coll.UUID, coll.PortableDataHash, final.PortableDataHash)
 	}
 	u.meta.CollectionUUID, u.meta.PDH = coll.UUID, coll.PortableDataHash
 	return u.saveMeta()

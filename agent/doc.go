@@ -54,10 +54,22 @@
 // directory at a time (journal keys sort in PROTOCOL 8.5 stream order, see
 // FileKey) and never held whole: one pass computes our PDH, one its size
 // and the copy stored in Keep as a block (a pooled block buffer), and one
-// per attempt goes straight into the request body (save.go). The partial
-// collection is updated (or a collection created); the server's PDH must
-// equal ours. Then the metadata links are created, each journaled, so a
-// resume after a failure creates none twice.
+// per attempt goes straight into the request body (save.go). A block is
+// its hash and size: identical blocks PUT at different moments carry
+// different signatures, so the manifest names each by one signed locator
+// and lists it once per stream (else the stripped text is not normalized
+// and the server's PDH, computed from the text as sent, differs from
+// ours). The whole manifest goes into the partial collection, still under
+// its partial name, and the server's PDH must equal ours; only then is it
+// given its final name and attributes, so a mismatch leaves a resumable
+// job and never a wrong collection under the final name.
+//
+// Creates are idempotent: the partial collection's name is unique to the
+// job, and it is created without ensure_unique_name, so a create that
+// committed but whose answer was lost is retried into "name taken", found
+// by name and owner, and adopted, never made twice. Then the metadata
+// links are created, each journaled, so a resume after a failure creates
+// none twice.
 //
 // Memory, whatever the number of files: threads+1 block buffers, one
 // journal batch (4096 records), one directory's files while a manifest is

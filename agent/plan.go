@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -78,6 +79,8 @@ func (u *Uploader) walk(ctx context.Context, root string, visit func(scanEntry) 
 				return filepath.SkipDir
 			}
 			return nil
+		} else if !utf8.ValidString(rel) {
+			return fmt.Errorf("%w: %q (Arvados would store it changed; rename it, or leave it out with --exclude PATTERN, which resume accepts too)", ErrInvalidName, p)
 		}
 		info, err := os.Lstat(p)
 		if err != nil {

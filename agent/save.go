@@ -121,14 +121,27 @@ func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[st
 	params := url.Values{"select": {collectionSelect}}
 	method, path := http.MethodPatch, "arvados/v1/collections/"+url.PathEscape(uuid)
 	if uuid == "" {
+		// No ensure_unique_name: a retried create must find the name
+		// taken (see createPartial), not make a second collection.
 		method, path = http.MethodPost, "arvados/v1/collections"
-		params.Set("ensure_unique_name", "true")
 	}
 	if beforeSend != nil {
 		beforeSend()
 	}
 	var c keepclient.Collection
 	if err := u.cfg.API.Call(ctx, method, path, params, body, &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// updateCollection changes attributes of a collection (not its manifest)
+// and returns it without its manifest.
+func (u *Uploader) updateCollection(ctx context.Context, uuid string, attrs map[string]any) (*keepclient.Collection, error) {
+	var c keepclient.Collection
+	err := u.cfg.API.Call(ctx, http.MethodPatch, "arvados/v1/collections/"+url.PathEscape(uuid),
+		url.Values{"select": {collectionSelect}}, map[string]any{"collection": attrs}, &c)
+	if err != nil {
 		return nil, err
 	}
 	return &c, nil

@@ -125,7 +125,9 @@ func (u *Uploader) upload(ctx context.Context) error {
 			for rb := range toPut {
 				sum := md5.Sum(rb.buf)
 				rb.rec.Hash = hex.EncodeToString(sum[:])
-				if loc, exp, ok := u.cfg.Journal.StoredHash(rb.rec.Hash); ok && time.Unix(exp, 0).After(time.Now().Add(signatureMargin)) {
+				// A stored block is reused only when it is this block: same
+				// hash and same size (the journal keys stored blocks by hash).
+				if loc, exp, ok := u.cfg.Journal.StoredHash(rb.rec.Hash); ok && time.Unix(exp, 0).After(time.Now().Add(signatureMargin)) && sameSize(loc, rb.rec.Size) {
 					rb.rec.Locator, rb.rec.Expiry, rb.rec.Stored = loc, exp, true
 					pool <- rb.buf
 					select {
@@ -376,4 +378,10 @@ func (u *Uploader) startCheckpoints(ctx context.Context) (stop func()) {
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { cancel(); wg.Wait() }) }
+}
+
+// sameSize reports whether locator names a block of size bytes.
+func sameSize(locator string, size int64) bool {
+	l, err := keepclient.ParseLocator(locator)
+	return err == nil && l.Size == size
 }

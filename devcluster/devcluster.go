@@ -59,6 +59,9 @@ type Options struct {
 	// WrapAPI, when set, wraps the API server handler (fault injection in
 	// tests). The proxy's own API calls go through it too.
 	WrapAPI func(h http.Handler) http.Handler
+	// KeepstoreClock, when set, is every keepstore's signing clock (see
+	// keepstore.Options.Clock).
+	KeepstoreClock func() time.Time
 }
 
 // Cluster is a running dev cluster.
@@ -146,6 +149,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 			EnforceSigning:  true,
 			SystemRootToken: api.SystemRootToken(),
 			Logger:          log.With("service", "keepstore", "index", i),
+			Clock:           opts.KeepstoreClock,
 		})
 		if err != nil {
 			ln.Close()

@@ -170,26 +170,37 @@ func (sw *StreamWriter) WriteDir(dir string, files []ManifestFile, emptyDir bool
 	}
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
 
-	// Rule 4: blocks in first-reference order, each once per stream.
-	starts := map[string]int64{}
+	// Rule 4: blocks in first-reference order, each once per stream. A
+	// block is its hash and size: the same block signed at two moments
+	// (two PUTs of identical data) is one block, written with the first
+	// signed locator that references it, or the stripped text would not
+	// be normalized and the server's PDH would differ from ours.
+	starts := map[string]int64{}         // hash+size -> position in the stream
+	ids := make([][]string, len(sorted)) // per file, per segment: hash+size
 	var blocks []string
 	var total int64
-	for _, f := range sorted {
-		for _, s := range f.Segments {
+	for i, f := range sorted {
+		ids[i] = make([]string, len(f.Segments))
+		for k, s := range f.Segments {
 			if s.Length == 0 {
 				continue
 			}
-			if _, ok := starts[s.Locator]; ok {
-				continue
+			l, err := ParseLocator(s.Locator)
+			if err == nil && l.Size < 0 {
+				err = fmt.Errorf("%w: locator %q has no size hint", ErrInvalidManifest, s.Locator)
 			}
-			size, err := locatorSize(s.Locator)
 			if err != nil {
 				sw.err = err
 				return err
 			}
-			starts[s.Locator] = total
+			id := l.Stripped()
+			ids[i][k] = id
+			if _, ok := starts[id]; ok {
+				continue
+			}
+			starts[id] = total
 			blocks = append(blocks, s.Locator)
-			total += size
+			total += l.Size
 		}
 	}
 	sw.buf.Reset()
@@ -202,15 +213,15 @@ func (sw *StreamWriter) WriteDir(dir string, files []ManifestFile, emptyDir bool
 		sw.buf.WriteString(b)
 	}
 	// Rule 5: merge contiguous segments of the same file.
-	for _, f := range sorted {
+	for i, f := range sorted {
 		name := EscapeName(f.Path)
 		var pos, length int64
 		open := false
-		for _, s := range f.Segments {
+		for k, s := range f.Segments {
 			if s.Length == 0 {
 				continue
 			}
-			p := starts[s.Locator] + s.Offset
+			p := starts[ids[i][k]] + s.Offset
 			if open && pos+length == p {
 				length += s.Length
 				continue
@@ -270,17 +281,6 @@ func dirName(p string) string {
 		return p[:i]
 	}
 	return ""
-}
-
-func locatorSize(loc string) (int64, error) {
-	l, err := ParseLocator(loc)
-	if err != nil {
-		return 0, err
-	}
-	if l.Size < 0 {
-		return 0, fmt.Errorf("%w: locator %q has no size hint", ErrInvalidManifest, loc)
-	}
-	return l.Size, nil
 }
 
 // Builder collects files and empty directories in any order and produces

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -137,6 +138,32 @@ func TestStreamWriter_matchesBuilder(t *testing.T) {
 	b.AddFile("a", Segment{foo, 0, 3})
 	assert.Equal(t, b.String(), buf.String())
 	assert.Equal(t, int64(buf.Len()), sw.Written())
+}
+
+// The same block signed at two moments (two PUTs of identical data) is
+// one block of the stream: written once, with the first signed locator,
+// and both files' segments point at it, so the stripped text is
+// normalized and its PDH is the server's.
+func TestStreamWriter_sameBlockSignedApart(t *testing.T) {
+	key := []byte("k")
+	now := time.Unix(1_800_000_000, 0)
+	zero := "f1c9645dbc14efddc7d8a322685f26eb+4"
+	s1 := SignLocator(zero, "tok", now, time.Hour, key)
+	s2 := SignLocator(zero, "tok", now.Add(time.Second), time.Hour, key)
+	require.NotEqual(t, s1, s2)
+	var buf bytes.Buffer
+	sw := NewStreamWriter(&buf)
+	require.NoError(t, sw.WriteDir("", []ManifestFile{
+		{Path: "a", Segments: []Segment{{s1, 0, 4}}},
+		{Path: "b", Segments: []Segment{{s2, 0, 4}, {s1, 0, 4}}},
+		{Path: "c", Segments: []Segment{{foo, 0, 3}, {s2, 1, 3}}},
+	}, false))
+	assert.Equal(t, ". "+s1+" "+foo+" 0:4:a 0:4:b 0:4:b 4:3:c 1:3:c\n", buf.String())
+	stripped := PortableText(buf.String())
+	norm, err := NormalizeManifest(stripped)
+	require.NoError(t, err)
+	assert.Equal(t, norm, stripped)
+	assert.Equal(t, PortableDataHash(norm), PortableDataHash(buf.String()))
 }
 
 func TestDirLess(t *testing.T) {

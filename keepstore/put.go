@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -104,7 +103,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 
 	loc := hash + "+" + strconv.Itoa(n)
 	if tok := requestToken(r); tok != "" && len(s.opts.SigningKey) > 0 {
-		loc = keepclient.SignLocator(loc, tok, time.Now().Add(s.opts.TTL), s.opts.TTL, s.opts.SigningKey)
+		loc = keepclient.SignLocator(loc, tok, s.opts.Clock().Add(s.opts.TTL), s.opts.TTL, s.opts.SigningKey)
 	}
 	h := w.Header()
 	h.Set("X-Keep-Replicas-Stored", "1")

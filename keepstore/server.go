@@ -38,6 +38,9 @@ type Options struct {
 	// Volume, when set, is used instead of a DirVolume on Dir (another
 	// backend, or a wrapper that injects faults in tests).
 	Volume Volume
+	// Clock, when set, replaces time.Now for signing locators (tests use
+	// it to sign each PUT of the same block in a different second).
+	Clock func() time.Time
 }
 
 // Defaults, applied in one place by New.
@@ -87,6 +90,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
 	}
 	vol := opts.Volume
 	if vol == nil {

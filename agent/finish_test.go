@@ -1,0 +1,116 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// faultCluster starts a dev cluster whose API server requests pass
+// through fault (which may rewrite them, or answer in the server's place)
+// and returns the demo user's clients.
+func faultCluster(t *testing.T, fault func(w http.ResponseWriter, r *http.Request, next http.Handler)) (*keepclient.Client, *keepclient.Keep) {
+	cl, err := devcluster.Start(context.Background(), devcluster.Options{Dir: t.TempDir(), WrapAPI: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fault(w, r, h) })
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { cl.Close() })
+	c := cl.Client(cl.UserToken)
+	return c, keepclient.NewKeep(c, keepclient.KeepOptions{})
+}
+
+// collectionsNamed lists the user's collections whose name contains s.
+func collectionsNamed(t *testing.T, c *keepclient.Client, s string) []keepclient.Collection {
+	l, err := c.ListCollections(context.Background(), keepclient.ListOptions{Limit: 1000})
+	require.NoError(t, err)
+	var out []keepclient.Collection
+	for _, coll := range l.Items {
+		if strings.Contains(coll.Name, s) {
+			out = append(out, coll)
+		}
+	}
+	return out
+}
+
+// A create whose response is lost after the server committed it (here a
+// 502 in place of the answer, as a proxy in front of the API server gives
+// when the server is slow) is retried; the retry must not make a second
+// collection.
+func TestFinish_createCommittedResponseLost_oneCollection(t *testing.T) {
+	ctx := context.Background()
+	var dropped atomic.Int32
+	c, keep := faultCluster(t, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.Method == http.MethodPost && strings.TrimSuffix(r.URL.Path, "/") == "/arvados/v1/collections" && dropped.Add(1) == 1 {
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r) // committed
+			require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+			http.Error(w, "upstream timed out", http.StatusBadGateway)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+	src := t.TempDir()
+	want := blockTree(t, src, 11, 2)
+	jb := newJob(t, src, agent.Options{Name: "lost reply", Threads: 2})
+	meta, err := uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, dropped.Load(), int32(2), "the create was retried")
+	colls := collectionsNamed(t, c, "lost reply")
+	require.Len(t, colls, 1, "one collection: %+v", colls)
+	assert.Equal(t, meta.CollectionUUID, colls[0].UUID)
+	assert.Equal(t, "lost reply", colls[0].Name)
+	assertSameFiles(t, want, readBack(t, ctx, c, keep, meta.CollectionUUID))
+}
+
+// When the server's PDH differs from ours (here a fault renames a file in
+// the manifest the server receives, as a controller that rewrites names
+// would), the collection keeps its partial name, the job stays resumable,
+// and the resume (without the fault) finishes that same collection: never
+// a wrong collection under the final name, never a second one.
+func TestFinish_pdhMismatch_keepsPartialNameAndResumes(t *testing.T) {
+	ctx := context.Background()
+	var corrupt atomic.Bool
+	corrupt.Store(true)
+	c, keep := faultCluster(t, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if corrupt.Load() && strings.HasPrefix(r.URL.Path, "/arvados/v1/collections") && (r.Method == http.MethodPost || r.Method == http.MethodPatch) {
+			body, err := io.ReadAll(r.Body)
+			require.NoError(t, err)
+			body = bytes.ReplaceAll(body, []byte(":z.txt"), []byte(":y.txt"))
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		}
+		next.ServeHTTP(w, r)
+	})
+	src := t.TempDir()
+	want := blockTree(t, src, 12, 2)
+	jb := newJob(t, src, agent.Options{Name: "mismatch", Threads: 2})
+	meta, err := uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "differs from ours")
+	assert.Equal(t, agent.StateFailed, meta.State)
+	assert.Empty(t, meta.CollectionUUID)
+	colls := collectionsNamed(t, c, "mismatch")
+	require.Len(t, colls, 1)
+	assert.Contains(t, colls[0].Name, "partial upload", "the wrong manifest never gets the final name")
+
+	corrupt.Store(false)
+	meta, err = uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
+	require.NoError(t, err)
+	colls = collectionsNamed(t, c, "mismatch")
+	require.Len(t, colls, 1, "the resume finished the same collection")
+	assert.Equal(t, colls[0].UUID, meta.CollectionUUID)
+	assert.Equal(t, "mismatch", colls[0].Name)
+	assert.Equal(t, meta.PDH, colls[0].PortableDataHash)
+	assertSameFiles(t, want, readBack(t, ctx, c, keep, meta.CollectionUUID))
+}
