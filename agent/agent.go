@@ -121,11 +121,41 @@ type Config struct {
 // while read before it gives up (resumably).
 const changeRetries = 3
 
-// signatureMargin: a stored block whose signature expires sooner than this
-// is refreshed (or sent again) before it is referenced, so a collection is
-// never created with a signature that expires while the request is on its
-// way, and a dedup hit is never a block about to be garbage collected.
-const signatureMargin = 48 * time.Hour
+// maxSignatureMargin: a stored block whose signature expires sooner than
+// the margin is refreshed (or sent again) before it is referenced, so a
+// collection is never created with a signature that expires while the
+// request is on its way, and a dedup hit is never a block about to be
+// garbage collected. The margin is this, or half the cluster's
+// blobSignatureTtl when that is shorter (a site may set a TTL of a day: a
+// 48 h margin would then count every fresh signature as stale).
+const maxSignatureMargin = 48 * time.Hour
+
+// signatureMargin returns the margin for the cluster (see
+// maxSignatureMargin), asking its discovery document once per run.
+func (u *Uploader) signatureMargin(ctx context.Context) time.Duration {
+	if u.margin > 0 {
+		return u.margin
+	}
+	u.margin = maxSignatureMargin
+	if u.cfg.API != nil {
+		if d, err := u.cfg.API.Discovery(ctx); err == nil && d.BlobSignatureTTL > 0 {
+			u.margin = min(maxSignatureMargin, time.Duration(d.BlobSignatureTTL)*time.Second/2)
+		}
+	}
+	return u.margin
+}
+
+// fresh reports whether a stored block's locator (signature expiry exp,
+// Unix seconds) can be referenced until at least t. A locator without a
+// signature (a cluster with blob signing off) never expires.
+func fresh(locator string, exp int64, t time.Time) bool {
+	if l, err := keepclient.ParseLocator(locator); err == nil {
+		if _, _, signed := l.SignatureHint(); !signed {
+			return true
+		}
+	}
+	return time.Unix(exp, 0).After(t)
+}
 
 // Uploader runs one job.
 type Uploader struct {
@@ -140,6 +170,8 @@ type Uploader struct {
 	checkpointed int64
 	// replanning: Run is planning again after files changed while read.
 	replanning bool
+	// margin is the signature margin for this cluster (signatureMargin).
+	margin time.Duration
 }
 
 // New returns an Uploader for the job recorded in cfg.Journal.

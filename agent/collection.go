@@ -275,17 +275,17 @@ func (u *Uploader) findCollection(ctx context.Context, owner, name string) (stri
 }
 
 // refreshSignatures makes the journal's stored locators usable with this
-// token for at least signatureMargin. With force (the token changed) every
+// token for at least the signature margin (signatureMargin). With force (the token changed) every
 // stored block is refreshed, else only those expiring soon. Fresh
 // signatures come from the partial collection, which the API server signs
 // for the reading token; a block it does not hold is marked not stored,
 // to be sent again.
 func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int, err error) {
 	j := u.cfg.Journal
-	soon := time.Now().Add(signatureMargin).Unix()
+	until := time.Now().Add(u.signatureMargin(ctx))
 	var stale []int64
 	if err := j.EachBlock(ctx, func(b BlockRecord) error {
-		if b.Stored && (force || b.Expiry < soon) {
+		if b.Stored && (force || !fresh(b.Locator, b.Expiry, until)) {
 			stale = append(stale, b.Seq)
 		}
 		return nil
@@ -295,15 +295,15 @@ func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int,
 	if len(stale) == 0 && !force {
 		return 0, nil
 	}
-	fresh := map[string]string{} // hash+size -> locator signed for this token
+	renewed := map[string]string{} // hash+size -> locator signed for this token
 	if len(stale) > 0 && u.meta.PartialUUID != "" && u.cfg.API != nil {
 		c, err := u.cfg.API.GetCollection(ctx, u.meta.PartialUUID)
 		switch {
 		case err == nil:
 			for _, tok := range strings.Fields(c.ManifestText) {
 				if l, err := keepclient.ParseLocator(tok); err == nil {
-					if _, exp, ok := l.SignatureHint(); ok && exp.Unix() >= soon {
-						fresh[l.Stripped()] = tok
+					if _, exp, signed := l.SignatureHint(); !signed || exp.After(until) {
+						renewed[l.Stripped()] = tok
 					}
 				}
 			}
@@ -327,7 +327,7 @@ func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int,
 				return 0, err
 			}
 			b.Parts = nil // unchanged; not rewritten
-			if loc, ok := fresh[blockID(b.Hash, b.Size)]; ok {
+			if loc, ok := renewed[blockID(b.Hash, b.Size)]; ok {
 				b.Locator, b.Expiry = loc, keepclient.SignatureExpiry(loc).Unix()
 			} else {
 				b.Stored, b.Locator, b.Expiry, b.Replicas = false, "", 0, 0
@@ -434,8 +434,11 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 			coll.UUID, coll.PortableDataHash, local)
 	}
 
+	// Only what the user asked for is sent: a site may manage (and
+	// protect) properties it sets on create, so the properties asked for
+	// are merged into what the server holds, never sent in its place.
 	opts := u.meta.Options
-	attrs := map[string]any{"name": u.name(), "properties": map[string]string{}}
+	attrs := map[string]any{"name": u.name()}
 	if opts.Replication > 0 {
 		attrs["replication_desired"] = opts.Replication
 	}
@@ -443,7 +446,19 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 		attrs["storage_classes_desired"] = opts.StorageClasses
 	}
 	if len(opts.Properties) > 0 {
-		attrs["properties"] = opts.Properties
+		var cur keepclient.Collection
+		if err := u.cfg.API.Call(ctx, http.MethodGet, "arvados/v1/collections/"+url.PathEscape(coll.UUID),
+			url.Values{"select": {`["uuid","properties"]`}}, nil, &cur); err != nil {
+			return fmt.Errorf("get properties of collection %s: %w", coll.UUID, err)
+		}
+		props := map[string]any{}
+		for k, v := range cur.Properties {
+			props[k] = v
+		}
+		for k, v := range opts.Properties {
+			props[k] = v
+		}
+		attrs["properties"] = props
 	}
 	final, err := u.updateCollection(ctx, coll.UUID, attrs)
 	if keepclient.IsStatus(err, http.StatusUnprocessableEntity) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -113,4 +114,59 @@ func TestFinish_pdhMismatch_keepsPartialNameAndResumes(t *testing.T) {
 	assert.Equal(t, "mismatch", colls[0].Name)
 	assert.Equal(t, meta.PDH, colls[0].PortableDataHash)
 	assertSameFiles(t, want, readBack(t, ctx, c, keep, meta.CollectionUUID))
+}
+
+// Finishing sends only the attributes the user asked for: no properties
+// when none were given (a site may protect properties it manages), and
+// the properties asked for are merged into what the collection holds.
+func TestFinish_propertiesOnlyWhenAskedAndMerged(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var bodies []string
+	c, keep := faultCluster(t, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if strings.HasPrefix(r.URL.Path, "/arvados/v1/collections") && (r.Method == http.MethodPost || r.Method == http.MethodPatch) {
+			body, err := io.ReadAll(r.Body)
+			require.NoError(t, err)
+			mu.Lock()
+			bodies = append(bodies, string(body))
+			mu.Unlock()
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		next.ServeHTTP(w, r)
+	})
+	src := t.TempDir()
+	blockTree(t, src, 13, 2)
+
+	_, err := uploader(t, newJob(t, src, agent.Options{Name: "no props"}).j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
+	require.NoError(t, err)
+	mu.Lock()
+	require.NotEmpty(t, bodies)
+	for _, b := range bodies {
+		assert.NotContains(t, b, `"properties"`)
+	}
+	mu.Unlock()
+
+	jb := newJob(t, src, agent.Options{Name: "props", Threads: 1, Properties: map[string]string{"run": "42"}})
+	kw := newKW(keep)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	up := uploader(t, jb.j, kw, c, "t", &warnings{}, -1)
+	kw.before = func(n int) {
+		if n == 2 {
+			waitFor(t, "a block journaled", func() bool { return up.Progress().BlocksStored >= 1 })
+			cancel()
+		}
+	}
+	meta, err := up.Run(runCtx)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotEmpty(t, meta.PartialUUID)
+	// Meanwhile the site (or the user) sets a property of its own.
+	_, err = c.UpdateCollection(ctx, meta.PartialUUID, map[string]any{"properties": map[string]any{"responsible": "lab-7"}})
+	require.NoError(t, err)
+
+	meta, err = uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Run(ctx)
+	require.NoError(t, err)
+	coll, err := c.GetCollection(ctx, meta.CollectionUUID)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"responsible": "lab-7", "run": "42"}, coll.Properties)
 }

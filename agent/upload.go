@@ -68,6 +68,7 @@ func (u *Uploader) upload(ctx context.Context) error {
 		p.BlocksStored, p.BytesDone, p.FilesDone = int64(len(stored)), storedBytes, filesDone
 	})
 	threads := u.threads()
+	margin := u.signatureMargin(ctx)
 	pool := make(chan []byte, threads+1)
 	var taken [][]byte
 	defer func() { // after every stage has stopped (g.Wait below)
@@ -127,7 +128,7 @@ func (u *Uploader) upload(ctx context.Context) error {
 				rb.rec.Hash = hex.EncodeToString(sum[:])
 				// A stored block is reused only when it is this block: same
 				// hash and same size (the journal keys stored blocks by hash).
-				if loc, exp, ok := u.cfg.Journal.StoredHash(rb.rec.Hash); ok && time.Unix(exp, 0).After(time.Now().Add(signatureMargin)) && sameSize(loc, rb.rec.Size) {
+				if loc, exp, ok := u.cfg.Journal.StoredHash(rb.rec.Hash); ok && fresh(loc, exp, time.Now().Add(margin)) && sameSize(loc, rb.rec.Size) {
 					rb.rec.Locator, rb.rec.Expiry, rb.rec.Stored = loc, exp, true
 					pool <- rb.buf
 					select {
