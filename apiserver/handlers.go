@@ -44,8 +44,11 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxRequestSize)
 		p := r.URL.Path
-		if p != path.Clean(p) && p+"/" != path.Clean(p)+"/" || strings.Contains(p, "..") {
+		if clean := path.Clean(p); p != clean && p != clean+"/" || strings.Contains(p, "..") {
 			return errorf(http.StatusBadRequest, "invalid path %q", p)
+		}
+		if len(p) > 1 {
+			p = strings.TrimSuffix(p, "/") // one trailing slash is ignored, as upstream
 		}
 		switch {
 		case p == "/discovery/v1/apis/arvados/v1/rest":
@@ -118,6 +121,9 @@ func readParams(r *http.Request) (map[string]any, error) {
 			}
 			val := vs[len(vs)-1]
 			if val != "" && (val[0] == '[' || val[0] == '{' || val[0] == '"') {
+				if err := checkJSONText("parameter "+k, []byte(val)); err != nil {
+					return err
+				}
 				var j any
 				if err := json.Unmarshal([]byte(val), &j); err != nil {
 					return errorf(http.StatusBadRequest, "parameter %s: malformed JSON: %v", k, err)
@@ -148,9 +154,15 @@ func readParams(r *http.Request) (map[string]any, error) {
 			return nil, err
 		}
 	default:
+		if err := checkJSONText("the request body", body); err != nil {
+			return nil, err
+		}
 		var obj map[string]any
 		if err := json.Unmarshal(body, &obj); err != nil {
 			return nil, errorf(http.StatusBadRequest, "malformed JSON body: %v", err)
+		}
+		if obj == nil {
+			return nil, errorf(http.StatusBadRequest, "malformed JSON body: null; send a JSON object")
 		}
 		for k, v := range obj {
 			params[k] = v
@@ -246,7 +258,7 @@ func (s *Server) route(sess *session, method string, parts []string, params map[
 		return s.links(sess, method, id, params)
 	case res == "logs":
 		return s.logs(sess, method, id, params)
-	case res == "keep_services" && method == http.MethodGet:
+	case res == "keep_services" && method == http.MethodGet && id == "":
 		if !sess.user.IsAdmin {
 			return nil, errorf(http.StatusForbidden, "Forbidden: only admins may list keep services")
 		}
@@ -373,6 +385,8 @@ func (s *Server) users(sess *session, method, id string, params map[string]any) 
 		owner := nu.OwnerUUID
 		if owner == "" {
 			owner = s.systemUserUUID()
+		} else if err := s.checkOwner(sess, owner); err != nil {
+			return nil, err
 		}
 		nu.Common = common(s.uuid("tpzed"), owner, time.Now().UTC())
 		nu.Kind = "arvados#user"
@@ -497,6 +511,9 @@ func (s *Server) tokens(sess *session, method, id string, params map[string]any)
 		if req.OwnerUUID != "" && req.OwnerUUID != owner {
 			if !sess.user.IsAdmin {
 				return nil, errorf(http.StatusForbidden, "Forbidden: only admins may create tokens for other users")
+			}
+			if err := s.checkOwner(sess, req.OwnerUUID); err != nil {
+				return nil, err
 			}
 			owner = req.OwnerUUID
 		}
@@ -643,12 +660,15 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if err := remarshal(a, &c); err != nil {
 			return nil, err
 		}
+		if err := checkCollectionAttrs(a, c); err != nil {
+			return nil, err
+		}
 		owner := c.OwnerUUID
 		if owner == "" {
 			owner = sess.user.UUID
 		}
-		if !s.canRead(sess, owner) {
-			return nil, errorf(http.StatusForbidden, "Forbidden: cannot write to owner %s", owner)
+		if err := s.checkOwner(sess, owner); err != nil {
+			return nil, err
 		}
 		if sess.user.Uploader && owner != sess.user.UUID {
 			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may only own their own collections")
@@ -682,9 +702,15 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 			if sess.user.Uploader || !s.canRead(sess, o) {
 				return nil, errorf(http.StatusForbidden, "Forbidden: cannot move collection to owner %s", o)
 			}
+			if err := s.checkOwner(sess, o); err != nil {
+				return nil, err
+			}
 		}
 		old := c.ManifestText
 		if err := remarshal(a, &c); err != nil {
+			return nil, err
+		}
+		if err := checkCollectionAttrs(a, c); err != nil {
 			return nil, err
 		}
 		if _, ok := a["manifest_text"]; ok && c.ManifestText != old {
@@ -879,6 +905,9 @@ func kindOf(uuid string) string {
 // objectOwner returns the owner of a readable object, or "" when uuid does
 // not name one the server holds.
 func (s *Server) objectOwner(uuid string) (string, string) {
+	if !uuidRe.MatchString(uuid) {
+		return "", ""
+	}
 	res := map[string]string{"4zz18": "collections", "tpzed": "users", "o0j2j": "links", "57u5n": "logs"}[uuid[6:11]]
 	if res == "" {
 		return "", ""
@@ -948,14 +977,18 @@ func (s *Server) links(sess *session, method, id string, params map[string]any) 
 		}
 		owner := sess.user.UUID
 		if l.LinkClass == "permission" {
+			if _, res := s.objectOwner(l.TailUUID); res != "users" {
+				return nil, errorf(http.StatusUnprocessableEntity, "tail_uuid %q of a permission link must be a user", l.TailUUID)
+			}
 			ho, _ := s.objectOwner(l.HeadUUID)
 			if !s.canRead(sess, ho) {
 				return nil, errorf(http.StatusForbidden, "Forbidden: permission links need can_manage on the head")
 			}
 			owner = s.systemUserUUID()
-		} else if l.OwnerUUID != "" && !s.canRead(sess, l.OwnerUUID) {
-			return nil, errorf(http.StatusForbidden, "Forbidden: cannot write to owner %s", l.OwnerUUID)
 		} else if l.OwnerUUID != "" {
+			if err := s.checkOwner(sess, l.OwnerUUID); err != nil {
+				return nil, err
+			}
 			owner = l.OwnerUUID
 		}
 		l.Common = common(s.uuid("o0j2j"), owner, time.Now().UTC())

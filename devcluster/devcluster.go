@@ -7,7 +7,8 @@
 // bootstrap secrets), keep0/ and keep1/ (volumes), proxy-spool/, the
 // self-signed TLS pair, demo-token (the non-admin demo user's token, 0600)
 // and ports.json, so a restart on the same directory keeps its data, its
-// tokens and, when the ports are still free, its addresses.
+// tokens and, when the ports are still free, its addresses. A lock file
+// keeps a second cluster off a directory in use (ErrDirInUse).
 package devcluster
 
 import (
@@ -84,9 +85,12 @@ type Cluster struct {
 
 const clusterID = "zzzzz"
 
+// ErrDirInUse means another running cluster holds Options.Dir.
+var ErrDirInUse = errors.New("data directory in use")
+
 // Start brings the cluster up and returns once every server accepts
 // connections.
-func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Dir == "" {
 		return nil, errors.New("devcluster: Options.Dir is required")
 	}
@@ -100,7 +104,13 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", opts.Dir, err)
 	}
-	c = &Cluster{Scheme: "http"}
+	release, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	// c, not the result: "return nil, err" sets the result to nil before
+	// this runs, and what was started must still be stopped.
+	c := &Cluster{Scheme: "http", closers: []func() error{release}}
 	defer func() {
 		if err != nil {
 			c.Close()

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -397,15 +398,32 @@ func ParseManifest(text string) (*Manifest, error) {
 	if !strings.HasSuffix(text, "\n") {
 		return nil, fmt.Errorf("%w: text does not end with a newline", ErrInvalidManifest)
 	}
+	var sums manifestSums
 	for ln, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		if err := parseStream(b, line); err != nil {
+		if err := parseStream(b, line, &sums); err != nil {
 			return nil, fmt.Errorf("%w (stream %d)", err, ln+1)
 		}
 	}
 	return b.Manifest(), nil
 }
 
-func parseStream(b *Builder, line string) error {
+// manifestSums bounds a whole manifest, so that no sum a reader or the
+// normalizer computes from it can overflow an int64: data is the total of
+// every locator's size (a normalized stream's data is at most that), files
+// the total of every file token's length (a file's size, and the
+// collection's file_size_total, are at most that).
+type manifestSums struct{ data, files int64 }
+
+// addInt64 adds n >= 0 to *sum, or reports that the sum would overflow.
+func addInt64(sum *int64, n int64) bool {
+	if n > math.MaxInt64-*sum {
+		return false
+	}
+	*sum += n
+	return true
+}
+
+func parseStream(b *Builder, line string, sums *manifestSums) error {
 	words := strings.Split(line, " ")
 	if len(words) < 3 {
 		return fmt.Errorf("%w: a stream needs a name, a locator and a file token", ErrInvalidManifest)
@@ -435,7 +453,9 @@ func parseStream(b *Builder, line string) error {
 		}
 		locs = append(locs, words[i])
 		starts = append(starts, total)
-		total += l.Size
+		if !addInt64(&total, l.Size) || !addInt64(&sums.data, l.Size) {
+			return fmt.Errorf("%w: the blocks add up to more than %d bytes", ErrInvalidManifest, int64(math.MaxInt64))
+		}
 	}
 	if len(locs) == 0 {
 		return fmt.Errorf("%w: no locator before %q", ErrInvalidManifest, words[1])
@@ -448,8 +468,13 @@ func parseStream(b *Builder, line string) error {
 		if err != nil {
 			return err
 		}
-		if pos+length > total {
+		// Written so that it cannot overflow: pos and length are each up
+		// to 2^63-1.
+		if pos > total || length > total-pos {
 			return fmt.Errorf("%w: file token %q is outside the %d-byte stream", ErrInvalidManifest, words[i], total)
+		}
+		if !addInt64(&sums.files, length) {
+			return fmt.Errorf("%w: the files add up to more than %d bytes", ErrInvalidManifest, int64(math.MaxInt64))
 		}
 		if !validComponents(name, true) {
 			return fmt.Errorf("%w: invalid file name in %q", ErrInvalidManifest, words[i])
@@ -620,6 +645,9 @@ func validateStream(line string) error {
 		}
 	}
 	name, _ := UnescapeName(words[0])
+	if err := checkDecodedName(name); err != nil {
+		return fmt.Errorf("stream name %q %w", words[0], err)
+	}
 	if name != "." {
 		if !strings.HasPrefix(name, "./") {
 			return fmt.Errorf("invalid stream name %q", words[0])
@@ -656,6 +684,24 @@ func validateStream(line string) error {
 				return fmt.Errorf("invalid file name in %q", w)
 			}
 		}
+		if err := checkDecodedName(fname); err != nil {
+			return fmt.Errorf("file name in %q %w", w, err)
+		}
+	}
+	return nil
+}
+
+// checkDecodedName checks a stream or file name after its escapes are
+// decoded. An escape such as \303 alone decodes to a byte that is not
+// UTF-8: the Go SDK reads it as that byte and the Python SDK as U+00C3, so
+// the file has no single name, and JSON (which every client uses to show
+// names) cannot carry it. No file system accepts a NUL in a name.
+func checkDecodedName(name string) error {
+	if strings.IndexByte(name, 0) >= 0 {
+		return fmt.Errorf("contains a NUL byte (\\000)")
+	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("is not valid UTF-8 once its escapes are decoded")
 	}
 	return nil
 }

@@ -259,7 +259,12 @@ func FuzzNormalize(f *testing.F) {
 			}
 			return out
 		}
-		if len(in) < 2000 {
+		// ranges spells out every byte: only for small collections.
+		var size int64
+		for _, f := range m1.Files {
+			size += f.Size()
+		}
+		if len(in) < 2000 && size < 1<<20 {
 			assert.Equal(t, ranges(m1), ranges(m2))
 		}
 	})
