@@ -41,8 +41,9 @@ func FuzzValidateManifest(f *testing.F) {
 		got := new(big.Int)
 		for _, f := range m.Files {
 			for _, s := range f.Segments {
-				size, err := locatorSize(s.Locator)
+				l, err := ParseLocator(s.Locator)
 				require.NoError(t, err)
+				size := l.Size
 				require.True(t, s.Offset >= 0 && s.Length > 0 && s.Offset <= size && s.Length <= size-s.Offset,
 					"segment %+v outside its block in %q", s, in)
 				got.Add(got, big.NewInt(s.Length))
