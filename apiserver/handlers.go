@@ -2,12 +2,10 @@ package apiserver
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"path"
 	"regexp"
 	"sort"
 	"strconv"
@@ -27,88 +25,6 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
-
-// ServeHTTP routes one API request.
-func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	reqID := r.Header.Get("X-Request-Id")
-	if !reqIDRe.MatchString(reqID) {
-		reqID = keepclient.NewRequestID()
-	}
-	rw.Header().Set("X-Request-Id", reqID)
-	w := &statusWriter{ResponseWriter: rw, status: 200}
-	user := ""
-	err := func() error {
-		if r.ContentLength > s.opts.MaxRequestSize {
-			return errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes is over the %d-byte limit", r.ContentLength, s.opts.MaxRequestSize)
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxRequestSize)
-		p := r.URL.Path
-		if clean := path.Clean(p); p != clean && p != clean+"/" || strings.Contains(p, "..") {
-			return errorf(http.StatusBadRequest, "invalid path %q", p)
-		}
-		if len(p) > 1 {
-			p = strings.TrimSuffix(p, "/") // one trailing slash is ignored, as upstream
-		}
-		switch {
-		case p == "/discovery/v1/apis/arvados/v1/rest":
-			writeJSON(w, s.discovery())
-			return nil
-		case p == "/arvados/v1/config":
-			writeJSON(w, s.clusterConfig())
-			return nil
-		case p == "/_health/ping":
-			writeJSON(w, map[string]string{"health": "OK"})
-			return nil
-		}
-		if !strings.HasPrefix(p, "/arvados/v1/") {
-			return errorf(http.StatusNotFound, "no such route %s", p)
-		}
-		params, err := readParams(r)
-		if err != nil {
-			return err
-		}
-		method := r.Method
-		if m, ok := params["_method"].(string); ok && method == http.MethodPost {
-			method = strings.ToUpper(m)
-		} else if m := r.Header.Get("X-Http-Method-Override"); m != "" && method == http.MethodPost {
-			method = strings.ToUpper(m)
-		}
-		if method == http.MethodPut {
-			method = http.MethodPatch
-		}
-		parts := strings.Split(strings.Trim(strings.TrimPrefix(p, "/arvados/v1/"), "/"), "/")
-		if parts[0] == "keep_services" && len(parts) == 2 && parts[1] == "accessible" {
-			writeJSON(w, s.accessible(r))
-			return nil
-		}
-		sess, err := s.authenticate(r, params)
-		if err != nil {
-			return err
-		}
-		user = sess.user.UUID
-		sess.reqID = reqID
-		always := method == http.MethodGet && p == "/arvados/v1/api_client_authorizations/current"
-		if !always && !scopeAllows(sess.tok.Scopes, method, p) {
-			return errorf(http.StatusForbidden, "Forbidden: request %s %s is not allowed by the token's scopes", method, p)
-		}
-		out, err := s.route(sess, method, parts, params)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, out)
-		return nil
-	}()
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			err = errorf(http.StatusRequestEntityTooLarge, "request body is over the %d-byte limit", s.opts.MaxRequestSize)
-		}
-		writeError(w, reqID, err)
-	}
-	s.log.Info("request", "request_id", reqID, "method", r.Method, "path", r.URL.Path, "user", user,
-		"status", w.status, "duration", time.Since(start).Seconds())
-}
 
 // readParams merges query, form body and JSON body parameters (PROTOCOL
 // 9.1). A JSON body without a resource wrapper is returned under "_body".
@@ -234,66 +150,11 @@ func boolParam(params map[string]any, k string) bool {
 	return false
 }
 
-func (s *Server) route(sess *session, method string, parts []string, params map[string]any) (any, error) {
-	res, id, action := parts[0], "", ""
-	if len(parts) > 1 {
-		id = parts[1]
-	}
-	if len(parts) > 2 {
-		action = parts[2]
-	}
-	if len(parts) > 3 {
-		return nil, errorf(http.StatusNotFound, "no such route")
-	}
-	switch {
-	case res == "users" && id == "current" && method == http.MethodGet:
-		return s.userOut(sess, sess.user), nil
-	case res == "users":
-		return s.users(sess, method, id, params)
-	case res == "api_client_authorizations":
-		return s.tokens(sess, method, id, params)
-	case res == "collections":
-		return s.collections(sess, method, id, params)
-	case res == "links":
-		return s.links(sess, method, id, params)
-	case res == "logs":
-		return s.logs(sess, method, id, params)
-	case res == "keep_services" && method == http.MethodGet && id == "":
-		if !sess.user.IsAdmin {
-			return nil, errorf(http.StatusForbidden, "Forbidden: only admins may list keep services")
-		}
-		s.svcMu.RLock()
-		defer s.svcMu.RUnlock()
-		items := append(append([]keepclient.KeepService{}, s.disks...), s.proxies...)
-		return list("arvados#keepServiceList", items), nil
-	case res == "uploader_accounts":
-		return s.uploaderAccounts(sess, method, id, action, params)
-	}
-	return nil, errorf(http.StatusNotFound, "no such route %s %s", method, strings.Join(parts, "/"))
-}
-
 func list[T any](kind string, items []T) keepclient.List[T] {
 	if items == nil {
 		items = []T{}
 	}
 	return keepclient.List[T]{Kind: kind, Items: items, Limit: 1000, ItemsAvailable: len(items)}
-}
-
-func (s *Server) discovery() map[string]any {
-	root := s.opts.ExternalURL
-	return map[string]any{
-		"kind": "discovery#restDescription", "id": "arvados:v1", "name": "arvados", "version": "v1",
-		"uuidPrefix": s.opts.ClusterID, "blobSignatureTtl": int64(s.opts.BlobSigningTTL / time.Second),
-		"defaultCollectionReplication": s.opts.DefaultReplication, "defaultTrashLifetime": 1209600,
-		"maxRequestSize": s.opts.MaxRequestSize, "maxItemsPerResponse": 1000, "revision": "20250402",
-		"rootUrl": root + "/", "baseUrl": root + "/arvados/v1/", "basePath": "/arvados/v1/", "servicePath": "arvados/v1/",
-		"schemas": map[string]any{
-			"Collection": map[string]any{"uuidPrefix": "4zz18"}, "User": map[string]any{"uuidPrefix": "tpzed"},
-			"Link": map[string]any{"uuidPrefix": "o0j2j"}, "Log": map[string]any{"uuidPrefix": "57u5n"},
-			"ApiClientAuthorization": map[string]any{"uuidPrefix": "gj3su"}, "KeepService": map[string]any{"uuidPrefix": "bi6l4"},
-		},
-		"resources": map[string]any{},
-	}
 }
 
 func (s *Server) clusterConfig() map[string]any {
@@ -306,6 +167,13 @@ func (s *Server) clusterConfig() map[string]any {
 		},
 		"StorageClasses": map[string]any{"default": map[string]any{"Default": true, "Priority": 0}},
 	}
+}
+
+// keepServices lists every Keep service; any user may (PROTOCOL 15.1).
+func (s *Server) keepServices() keepclient.List[keepclient.KeepService] {
+	s.svcMu.RLock()
+	defer s.svcMu.RUnlock()
+	return list("arvados#keepServiceList", append(append([]keepclient.KeepService{}, s.disks...), s.proxies...))
 }
 
 // accessible implements keep_services/accessible. Deviation from upstream

@@ -47,6 +47,9 @@ type Server struct {
 	svcMu   sync.RWMutex
 	disks   []keepclient.KeepService
 	proxies []keepclient.KeepService
+
+	routes []route // the route table (routes.go)
+	mux    *http.ServeMux
 }
 
 // Open opens (creating on first use) the store in opts.DataDir and the
@@ -79,6 +82,7 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, store: st, log: opts.Logger, disks: opts.KeepServices, proxies: opts.ProxyServices}
+	s.buildRouter()
 	if err := s.bootstrap(); err != nil {
 		st.Close()
 		return nil, err

@@ -25,7 +25,7 @@ type reply struct {
 
 // call sends one request with tok and decodes the reply, which must be a
 // JSON object whatever the status.
-func call(t *testing.T, ts *httptest.Server, tok, method, path, contentType, body string) reply {
+func apiCall(t *testing.T, ts *httptest.Server, tok, method, path, contentType, body string) reply {
 	t.Helper()
 	req, err := http.NewRequest(method, ts.URL+path, strings.NewReader(body))
 	require.NoError(t, err)
@@ -54,13 +54,13 @@ func jsonBody(t *testing.T, v any) string {
 func users(t *testing.T, s *Server, ts *httptest.Server) map[string]string {
 	_, tok, err := s.CreateUser(context.Background(), keepclient.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
-	r := call(t, ts, tok, "POST", "/arvados/v1/uploader_accounts", "application/json", `{"uploader_account":{"name":"seq"}}`)
+	r := apiCall(t, ts, tok, "POST", "/arvados/v1/uploader_accounts", "application/json", `{"uploader_account":{"name":"seq"}}`)
 	require.Equal(t, 200, r.status, r.raw)
 	return map[string]string{"admin": s.AdminToken(), "user": tok, "uploader": r.body["api_token"].(string)}
 }
 
 func countCollections(t *testing.T, ts *httptest.Server, tok string) int {
-	r := call(t, ts, tok, "GET", "/arvados/v1/collections", "", "")
+	r := apiCall(t, ts, tok, "GET", "/arvados/v1/collections", "", "")
 	require.Equal(t, 200, r.status, r.raw)
 	return len(r.body["items"].([]any))
 }
@@ -105,7 +105,7 @@ func TestServer_collectionValidation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := countCollections(t, ts, admin)
-			r := call(t, ts, admin, "POST", "/arvados/v1/collections?ensure_unique_name=true", tc.contentType, tc.body)
+			r := apiCall(t, ts, admin, "POST", "/arvados/v1/collections?ensure_unique_name=true", tc.contentType, tc.body)
 			require.Equal(t, tc.status, r.status, r.raw)
 			want := before
 			if tc.status == 200 {
@@ -118,7 +118,7 @@ func TestServer_collectionValidation(t *testing.T) {
 	}
 
 	// Updates are checked the same way and leave the collection as it was.
-	r := call(t, ts, admin, "POST", "/arvados/v1/collections", "application/json", create(`{"name":"u","replication_desired":2}`))
+	r := apiCall(t, ts, admin, "POST", "/arvados/v1/collections", "application/json", create(`{"name":"u","replication_desired":2}`))
 	require.Equal(t, 200, r.status, r.raw)
 	uuid := r.body["uuid"].(string)
 	for _, tc := range []struct{ name, body string }{
@@ -128,9 +128,9 @@ func TestServer_collectionValidation(t *testing.T) {
 		{"non-UTF-8 name", create(`{"name":"` + "\xff" + `"}`)},
 	} {
 		t.Run("update "+tc.name, func(t *testing.T) {
-			r := call(t, ts, admin, "PATCH", "/arvados/v1/collections/"+uuid, "application/json", tc.body)
+			r := apiCall(t, ts, admin, "PATCH", "/arvados/v1/collections/"+uuid, "application/json", tc.body)
 			assert.Equal(t, 422, r.status, r.raw)
-			got := call(t, ts, admin, "GET", "/arvados/v1/collections/"+uuid, "", "")
+			got := apiCall(t, ts, admin, "GET", "/arvados/v1/collections/"+uuid, "", "")
 			require.Equal(t, 200, got.status)
 			assert.Equal(t, "u", got.body["name"])
 			assert.Equal(t, 2.0, got.body["replication_desired"])
@@ -145,11 +145,11 @@ func TestServer_createWithNullBody(t *testing.T) {
 	tok := users(t, s, ts)
 	for _, res := range []string{"collections", "links", "logs", "users", "api_client_authorizations", "uploader_accounts"} {
 		t.Run(res, func(t *testing.T) {
-			before := call(t, ts, tok["admin"], "GET", "/arvados/v1/"+res, "", "")
+			before := apiCall(t, ts, tok["admin"], "GET", "/arvados/v1/"+res, "", "")
 			require.Equal(t, 200, before.status, before.raw)
-			r := call(t, ts, tok["admin"], "POST", "/arvados/v1/"+res, "application/json", "null")
+			r := apiCall(t, ts, tok["admin"], "POST", "/arvados/v1/"+res, "application/json", "null")
 			assert.Equal(t, 400, r.status, r.raw)
-			after := call(t, ts, tok["admin"], "GET", "/arvados/v1/"+res, "", "")
+			after := apiCall(t, ts, tok["admin"], "GET", "/arvados/v1/"+res, "", "")
 			assert.Equal(t, len(before.body["items"].([]any)), len(after.body["items"].([]any)))
 		})
 	}
@@ -171,7 +171,7 @@ func TestServer_listWithTrailingSlash(t *testing.T) {
 	} {
 		t.Run(tc.res, func(t *testing.T) {
 			for _, p := range []string{"/arvados/v1/" + tc.res, "/arvados/v1/" + tc.res + "/"} {
-				r := call(t, ts, tok["admin"], "GET", p, "", "")
+				r := apiCall(t, ts, tok["admin"], "GET", p, "", "")
 				require.Equal(t, 200, r.status, "%s: %s", p, r.raw)
 				assert.Equal(t, tc.kind, r.body["kind"], p)
 			}
@@ -179,7 +179,7 @@ func TestServer_listWithTrailingSlash(t *testing.T) {
 	}
 	// Other spellings are still refused.
 	for _, p := range []string{"/arvados/v1/collections//", "/arvados/v1//collections", "/arvados/v1/collections/./"} {
-		r := call(t, ts, tok["admin"], "GET", p, "", "")
+		r := apiCall(t, ts, tok["admin"], "GET", p, "", "")
 		assert.Equal(t, 400, r.status, "%s: %s", p, r.raw)
 	}
 }
@@ -196,10 +196,10 @@ func TestServer_malformedUUIDs(t *testing.T) {
 	who := []string{"admin", "user", "uploader"}
 	self, coll := map[string]string{}, map[string]string{}
 	for _, u := range who {
-		r := call(t, ts, tok[u], "GET", "/arvados/v1/users/current", "", "")
+		r := apiCall(t, ts, tok[u], "GET", "/arvados/v1/users/current", "", "")
 		require.Equal(t, 200, r.status, r.raw)
 		self[u] = r.body["uuid"].(string)
-		r = call(t, ts, tok[u], "POST", "/arvados/v1/collections", "application/json", `{"collection":{"name":"own"}}`)
+		r = apiCall(t, ts, tok[u], "POST", "/arvados/v1/collections", "application/json", `{"collection":{"name":"own"}}`)
 		require.Equal(t, 200, r.status, r.raw)
 		coll[u] = r.body["uuid"].(string)
 	}
@@ -319,7 +319,7 @@ func TestServer_malformedUUIDs(t *testing.T) {
 					} else if c.body != nil {
 						body, ct = jsonBody(t, c.body(u, v)), "application/json"
 					}
-					r := call(t, ts, tok[u], c.method, p, ct, body)
+					r := apiCall(t, ts, tok[u], c.method, p, ct, body)
 					w := c.want[u]
 					if w == accept {
 						if assert.Equal(t, 200, r.status, "%s %q: %s", u, v, r.raw) && c.attr != "" {
@@ -338,7 +338,7 @@ func TestServer_malformedUUIDs(t *testing.T) {
 	}
 	// No object was moved or re-owned on the way.
 	for _, u := range who {
-		r := call(t, ts, tok["admin"], "GET", "/arvados/v1/collections/"+coll[u], "", "")
+		r := apiCall(t, ts, tok["admin"], "GET", "/arvados/v1/collections/"+coll[u], "", "")
 		require.Equal(t, 200, r.status, r.raw)
 		assert.Equal(t, self[u], r.body["owner_uuid"], u)
 	}

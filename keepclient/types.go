@@ -100,6 +100,21 @@ func (a APIClientAuthorization) TokenV2() string {
 	return "v2/" + a.UUID + "/" + a.APIToken
 }
 
+// Group is a project (GroupClass "project") or a role (PROTOCOL 16).
+type Group struct {
+	Common
+	Name        string         `json:"name"`
+	Description string         `json:"description"`
+	GroupClass  string         `json:"group_class"`
+	Properties  map[string]any `json:"properties"`
+	TrashAt     *time.Time     `json:"trash_at"`
+	DeleteAt    *time.Time     `json:"delete_at"`
+	IsTrashed   bool           `json:"is_trashed"`
+	WritableBy  []string       `json:"writable_by,omitempty"`
+	CanWrite    bool           `json:"can_write"`
+	CanManage   bool           `json:"can_manage"`
+}
+
 // KeepService is one entry of keep_services (PROTOCOL 5.1).
 type KeepService struct {
 	Common
