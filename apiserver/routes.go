@@ -105,7 +105,7 @@ func apiRoutes() []route {
 	add := func(r ...route) { rs = append(rs, r...) }
 
 	add(route{resource: "users", method: "current", verb: get, path: "users/current", response: respObject,
-		desc: "The user the token belongs to.",
+		desc:   "The user the token belongs to.",
 		handle: func(s *Server, c *call) (any, error) { return s.userOut(c.sess, c.sess.user), nil }})
 	add(crud("users", (*Server).users, "list", "get", "create", "update")...)
 
@@ -126,11 +126,13 @@ func apiRoutes() []route {
 		handle: func(s *Server, c *call) (any, error) { return s.keepServices(), nil }})
 
 	add(route{resource: "configs", method: "get", verb: get, path: "config", public: true, response: respObject,
-		desc: "The cluster's exported configuration.",
+		desc:   "The cluster's exported configuration.",
 		handle: func(s *Server, c *call) (any, error) { return s.clusterConfig(), nil }})
 
 	acct := func(method, action string) func(s *Server, c *call) (any, error) {
-		return func(s *Server, c *call) (any, error) { return s.uploaderAccounts(c.sess, method, c.uuid, action, c.params) }
+		return func(s *Server, c *call) (any, error) {
+			return s.uploaderAccounts(c.sess, method, c.uuid, action, c.params)
+		}
 	}
 	add(route{resource: "uploader_accounts", method: "list", verb: get, path: "uploader_accounts", params: pListParams,
 		response: respList, desc: "List the caller's uploader accounts (arv-server only).", handle: acct(get, "")},
