@@ -176,15 +176,16 @@ func (s *Server) keepServices() keepclient.List[keepclient.KeepService] {
 	return list("arvados#keepServiceList", append(append([]keepclient.KeepService{}, s.disks...), s.proxies...))
 }
 
-// accessible implements keep_services/accessible. Deviation from upstream
-// (docs/API.md): when proxies are configured, every client that does not
-// send X-Internal-Client: 1 gets the proxies, because our keepstores are
-// internal; X-External-Client: 1 always gets the proxies.
+// accessible implements keep_services/accessible as upstream does
+// (PROTOCOL 5.1, 15.4): a request with X-External-Client: 1 (which a
+// site's front proxy adds for clients outside the cluster) gets the
+// proxies, every other request the keepstores. Without proxies, everyone
+// gets the keepstores.
 func (s *Server) accessible(r *http.Request) keepclient.List[keepclient.KeepService] {
 	s.svcMu.RLock()
 	defer s.svcMu.RUnlock()
 	items := s.disks
-	if len(s.proxies) > 0 && (r.Header.Get("X-External-Client") == "1" || r.Header.Get("X-Internal-Client") != "1") {
+	if len(s.proxies) > 0 && r.Header.Get("X-External-Client") == "1" {
 		items = s.proxies
 	}
 	return list("arvados#keepServiceList", append([]keepclient.KeepService{}, items...))

@@ -67,7 +67,13 @@ type Options struct {
 
 // Cluster is a running dev cluster.
 type Cluster struct {
-	APIHost         string // host:port of the API server
+	// APIHost is host:port of the API server as clients outside the
+	// cluster reach it: with a proxy, requests there carry
+	// X-External-Client: 1 (as a site's front proxy adds), so they are
+	// given the proxy; InternalAPIHost is the same server for clients
+	// inside, who are given the keepstores. Without a proxy both are one.
+	APIHost         string
+	InternalAPIHost string
 	Insecure        bool   // true when TLS is on (self-signed)
 	Scheme          string // "https" or "http"
 	AdminToken      string
@@ -132,11 +138,22 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.APIHost = apiLn.Addr().String()
+	c.InternalAPIHost = c.APIHost
+	var intLn net.Listener // with a proxy: the address for clients inside the cluster
+	if opts.Proxy {
+		if intLn, err = listen(ports["api_internal"]); err != nil {
+			apiLn.Close()
+			return nil, err
+		}
+		c.InternalAPIHost = intLn.Addr().String()
+		c.closers = append(c.closers, func() error { intLn.Close(); return nil })
+	}
+	// No ExternalURL: the discovery document's rootUrl is the address
+	// each client used, so both addresses describe themselves.
 	api, err := apiserver.Open(apiserver.Options{
-		DataDir:     filepath.Join(opts.Dir, "api"),
-		ClusterID:   clusterID,
-		ExternalURL: c.Scheme + "://" + c.APIHost,
-		Logger:      log.With("service", "api"),
+		DataDir:   filepath.Join(opts.Dir, "api"),
+		ClusterID: clusterID,
+		Logger:    log.With("service", "api"),
 	})
 	if err != nil {
 		apiLn.Close()
@@ -184,7 +201,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		apiClient, err := keepclient.NewClient(keepclient.Config{
-			APIHost: c.APIHost, Token: api.SystemRootToken(), Insecure: c.Insecure, Scheme: c.Scheme,
+			APIHost: c.InternalAPIHost, Token: api.SystemRootToken(), Insecure: c.Insecure, Scheme: c.Scheme,
 		})
 		if err != nil {
 			ln.Close()
@@ -197,8 +214,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			Keep: keepclient.NewKeep(apiClient, keepclient.KeepOptions{Services: disks,
 				HTTPClient: &http.Client{Transport: proxy.ViaTransport(nil), Timeout: 10 * time.Minute}}),
 			AuthCacheTTL: opts.AuthCacheTTL,
-			SpoolDir:     filepath.Join(opts.Dir, "proxy-spool"),
-			Logger:       log.With("service", "proxy"),
+			// Clients outside are given only the proxy (as on a real
+			// cluster), so it serves their reads too, as keepproxy does.
+			EnableReads: true,
+			Services:    disks,
+			SpoolDir:    filepath.Join(opts.Dir, "proxy-spool"),
+			Logger:      log.With("service", "proxy"),
 		})
 		if err != nil {
 			ln.Close()
@@ -221,7 +242,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.WrapAPI != nil {
 		apiHandler = opts.WrapAPI(apiHandler)
 	}
-	c.serve(apiLn, apiHandler, tlsConf)
+	if intLn != nil {
+		c.serve(intLn, apiHandler, tlsConf)
+		c.serve(apiLn, externalClient(apiHandler), tlsConf)
+	} else {
+		c.serve(apiLn, apiHandler, tlsConf)
+	}
 
 	if err := c.ensureDemoUser(ctx, filepath.Join(opts.Dir, "demo-token")); err != nil {
 		return nil, err
@@ -239,10 +265,35 @@ func (c *Cluster) Client(token string) *keepclient.Client {
 	return cl
 }
 
-// Env returns the shell lines a client needs, in the arv-put convention.
-func (c *Cluster) Env() string {
+// externalClient marks every request as coming from outside the cluster,
+// as a site's front proxy does (nginx: proxy_set_header X-External-Client 1).
+func externalClient(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set("X-External-Client", "1")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// InternalClient returns an API client for token that reaches the
+// cluster as a client inside it (given the keepstores).
+func (c *Cluster) InternalClient(token string) *keepclient.Client {
+	cl, err := keepclient.NewClient(keepclient.Config{APIHost: c.InternalAPIHost, Token: token, Insecure: c.Insecure, Scheme: c.Scheme})
+	if err != nil {
+		panic(err) // only invalid static config can fail here
+	}
+	return cl
+}
+
+// Env returns the shell lines a client outside the cluster needs, in the
+// arv-put convention; InternalEnv the same for a client inside it.
+func (c *Cluster) Env() string { return c.env(c.APIHost) }
+
+// InternalEnv: see Env.
+func (c *Cluster) InternalEnv() string { return c.env(c.InternalAPIHost) }
+
+func (c *Cluster) env(host string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "ARVADOS_API_HOST=%s\n", c.APIHost)
+	fmt.Fprintf(&b, "ARVADOS_API_HOST=%s\n", host)
 	fmt.Fprintf(&b, "ARVADOS_API_TOKEN=%s\n", c.UserToken)
 	if c.Insecure {
 		b.WriteString("ARVADOS_API_HOST_INSECURE=1\n")
@@ -351,6 +402,9 @@ func loadPorts(path string) map[string]int {
 
 func (c *Cluster) savePorts(path string) {
 	ports := map[string]int{"api": portOf(c.APIHost)}
+	if c.InternalAPIHost != c.APIHost {
+		ports["api_internal"] = portOf(c.InternalAPIHost)
+	}
 	for i, u := range c.KeepstoreURLs {
 		ports["keep"+strconv.Itoa(i)] = portOf(u)
 	}

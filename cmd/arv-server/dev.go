@@ -22,10 +22,17 @@ func newDevCommand() *cobra.Command {
 		Short: "Run the API server, two keepstores and the proxy in one process on loopback",
 		Long: `dev runs a whole cluster on 127.0.0.1 for development and demos: the API
 server over HTTPS (self-signed certificate), two keepstores with directory
-volumes and the write-only proxy in front of them. It creates a non-admin
-demo user and writes DIR/env with the ARVADOS_* variables a client needs:
+volumes and the proxy in front of them. It creates a non-admin demo user
+and writes DIR/env with the ARVADOS_* variables a client needs:
 
     . DIR/env && export ARVADOS_API_HOST ARVADOS_API_TOKEN ARVADOS_API_HOST_INSECURE
+
+The API server listens twice, as a real cluster is reached from outside
+(through a front proxy that adds X-External-Client: 1) and from inside:
+DIR/env names the outside address, whose clients are given the proxy (it
+takes writes and, in dev, reads: arv-upload, arv-put, arv-get and the SDKs
+work unchanged); DIR/env.internal names the inside address, whose clients
+are given the keepstores directly.
 
 Restarting on the same DIR keeps all data, tokens and (when free) ports.`,
 		Args: cobra.NoArgs,
@@ -43,16 +50,22 @@ Restarting on the same DIR keeps all data, tokens and (when free) ports.`,
 			}
 			defer cl.Close()
 			envPath := filepath.Join(dataDir, "env")
+			if err := os.WriteFile(envPath+".internal", []byte(cl.InternalEnv()), 0o600); err != nil {
+				return fmt.Errorf("write %s.internal: %w", envPath, err)
+			}
 			if err := os.WriteFile(envPath, []byte(cl.Env()), 0o600); err != nil {
 				return fmt.Errorf("write %s: %w", envPath, err)
 			}
 			out := cmd.ErrOrStderr()
 			fmt.Fprintf(out, "arv-server dev: API server   https://%s\n", cl.APIHost)
+			if cl.InternalAPIHost != cl.APIHost {
+				fmt.Fprintf(out, "arv-server dev: API server   https://%s (for clients inside the cluster: given the keepstores; %s.internal)\n", cl.InternalAPIHost, envPath)
+			}
 			for i, u := range cl.KeepstoreURLs {
 				fmt.Fprintf(out, "arv-server dev: keepstore %d  %s\n", i, u)
 			}
 			if cl.ProxyURL != "" {
-				fmt.Fprintf(out, "arv-server dev: keep proxy   %s (listed for clients)\n", cl.ProxyURL)
+				fmt.Fprintf(out, "arv-server dev: keep proxy   %s (given to clients outside the cluster)\n", cl.ProxyURL)
 			}
 			fmt.Fprintf(out, "arv-server dev: client settings in %s (demo user token; admin token as ARVADOS_ADMIN_TOKEN)\n", envPath)
 			fmt.Fprintf(out, "arv-server dev: ready; Ctrl-C to stop\n")
