@@ -1,0 +1,149 @@
+package compat
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/arv-upload/arv-upload/devcluster"
+)
+
+// sdkDir is the real Python SDK, beside the repository (shared/).
+func sdkDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("../../shared/arvados-python-sdk")
+	require.NoError(t, err)
+	probe := exec.Command(filepath.Join(dir, "bin", "arvados-python"), "-c", "import googleapiclient, pycurl, arvados")
+	if out, err := probe.CombinedOutput(); err != nil {
+		msg := fmt.Sprintf("the Arvados Python SDK does not run here (%v: %s); install the Debian packages its README lists (.ci/run does)", err, strings.TrimSpace(string(out)))
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return dir
+}
+
+// pyCluster starts a dev cluster as `arv-server dev` runs it (TLS, proxy)
+// and returns it with the environment of a client outside it.
+func pyCluster(t *testing.T) (*devcluster.Cluster, []string) {
+	t.Helper()
+	cl, err := devcluster.Start(context.Background(), devcluster.Options{Dir: t.TempDir(), TLS: true, Proxy: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { cl.Close() })
+	env := append(os.Environ(), "HOME="+t.TempDir(), "ARVADOS_API_HOST="+cl.APIHost,
+		"ARVADOS_API_TOKEN="+cl.UserToken, "ARVADOS_API_HOST_INSECURE=1")
+	return cl, env
+}
+
+// run runs one of the SDK's commands and returns its stdout.
+func run(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(sdkDir(t), "bin", name), args...)
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "%s %s:\n%s", name, strings.Join(args, " "), stderr.String())
+	return stdout.String()
+}
+
+// writeTree writes a tree of one file over a Keep block (64 MiB), a few
+// small files, an empty file and a name that needs escaping.
+func writeTree(t *testing.T) string {
+	root := t.TempDir()
+	rnd := rand.New(rand.NewSource(1))
+	write := func(rel string, n int) {
+		b := make([]byte, n)
+		rnd.Read(b)
+		p := filepath.Join(root, rel)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, b, 0o644))
+	}
+	write("big.bin", 64<<20+4096)
+	for i := 0; i < 20; i++ {
+		write(fmt.Sprintf("small/f%02d.txt", i), 100+i*37)
+	}
+	write("empty", 0)
+	write("with space/a:b.txt", 10)
+	return root
+}
+
+// The Python SDK builds its client from our discovery document and talks
+// to our API server; arv-put uploads a tree through the proxy, arv-get
+// and CollectionReader read it back, and the arv CLI gets the collection.
+func TestPythonSDK_putGetRead(t *testing.T) {
+	_, env := pyCluster(t)
+	src := writeTree(t)
+
+	me := run(t, env, "arvados-python", "-c", `import arvados; print(arvados.api("v1").users().current().execute()["uuid"])`)
+	assert.Regexp(t, `^zzzzz-tpzed-[0-9a-z]{15}\n$`, me)
+
+	uuid := strings.TrimSpace(run(t, env, "arv-put", "--no-cache", "--no-progress", "--name", "from arv-put", src+"/"))
+	require.Regexp(t, `^zzzzz-4zz18-[0-9a-z]{15}$`, uuid)
+
+	out := filepath.Join(t.TempDir(), "out")
+	require.NoError(t, os.Mkdir(out, 0o755))
+	run(t, env, "arv-get", "-r", "--no-progress", uuid+"/", out+"/")
+	sameTree(t, src, out)
+
+	// CollectionReader reads every file and reports its size.
+	listing := run(t, env, "arvados-python", "-c", `
+import arvados, hashlib, sys
+c = arvados.collection.CollectionReader(sys.argv[1])
+def walk(coll, prefix):
+    for name, item in sorted(coll.items()):
+        if isinstance(item, arvados.collection.RichCollectionBase):
+            walk(item, prefix + name + "/")
+        else:
+            with coll.open(name, "rb") as f:
+                print(prefix + name, hashlib.md5(f.read()).hexdigest())
+walk(c, "")
+`, uuid)
+	var want []string
+	filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := os.ReadFile(p)
+			rel, _ := filepath.Rel(src, p)
+			want = append(want, fmt.Sprintf("%s %x", rel, md5sum(b)))
+		}
+		return nil
+	})
+	assert.ElementsMatch(t, want, strings.Split(strings.TrimSpace(listing), "\n"))
+
+	got := run(t, env, "arvados-python", "-m", "arvados.commands.arvcli", "collection", "get", "--uuid", uuid)
+	assert.Contains(t, got, `"uuid": "`+uuid+`"`)
+	assert.Contains(t, got, `"name": "from arv-put"`)
+}
+
+// sameTree checks that two directories hold the same files.
+func sameTree(t *testing.T, want, got string) {
+	t.Helper()
+	filepath.WalkDir(want, func(p string, d os.DirEntry, err error) error {
+		require.NoError(t, err)
+		rel, _ := filepath.Rel(want, p)
+		if d.IsDir() {
+			return nil
+		}
+		w, _ := os.ReadFile(p)
+		g, err := os.ReadFile(filepath.Join(got, rel))
+		if assert.NoError(t, err, rel) {
+			assert.True(t, bytes.Equal(w, g), "content of %s", rel)
+		}
+		return nil
+	})
+}
+
+func md5sum(b []byte) [16]byte { return md5.Sum(b) }
