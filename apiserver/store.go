@@ -24,8 +24,8 @@ type Store interface {
 	// Delete removes uuid; deleting a missing object is not an error.
 	Delete(resource, uuid string) error
 	// Each calls f with the raw JSON of every object of resource, in UUID
-	// order, until f returns false. f runs with no transaction open, so it
-	// may use the Store: Each reads a page of objects at a time, so an
+	// order, until f returns false. It reads a page of objects at a time
+	// and calls f with no transaction open, so f may use the Store; an
 	// object written meanwhile may or may not be seen, and each UUID is
 	// seen at most once. raw is f's to keep.
 	Each(resource string, f func(uuid string, raw []byte) bool) error
