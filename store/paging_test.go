@@ -34,13 +34,13 @@ func dumpGoroutines(t *testing.T) {
 }
 
 // fileRecords returns n file records, each at least pad bytes long in the
-// journal (a huge file has that many ranges).
+// journal (padded with x at the end of the path, which is not in the key).
 func fileRecords(n int, gen int64, pad int) []agent.FileRecord {
 	recs := make([]agent.FileRecord, n)
 	for i := range recs {
 		dir, name := fmt.Sprintf("d%02d", i%7), fmt.Sprintf("f%06d", i)
-		recs[i] = agent.FileRecord{Key: agent.FileKey(dir, name), Path: dir + "/" + name, Size: int64(i), Gen: gen,
-			Ranges: make([]agent.Range, 1+pad/40)} // a range is over 40 bytes of JSON
+		recs[i] = agent.FileRecord{Key: agent.FileKey(dir, name), Path: dir + "/" + name + strings.Repeat("x", pad), Size: int64(i), Gen: gen,
+			Ranges: []agent.Range{{Block: int64(i), Length: int64(i)}}}
 	}
 	return recs
 }
@@ -164,7 +164,8 @@ func TestJournal_Each_pages(t *testing.T) {
 			var keys []string
 			require.NoError(t, j.EachFile(ctx, func(f agent.FileRecord) error {
 				keys = append(keys, f.Key)
-				assert.Equal(t, f.Key, agent.FileKey(f.Path[:3], f.Path[4:]), "a record whole, under its own key")
+				assert.Equal(t, f.Key, agent.FileKey(f.Path[:3], strings.TrimRight(f.Path[4:], "x")), "a record whole, under its own key")
+				assert.Len(t, f.Path, len("d00/f000000")+tc.pad+strings.Count(f.Key, "+"))
 				if tc.changes && len(keys)%1000 == 1 {
 					// Rewrite the record just seen, add one after it,
 					// delete one ahead, as a concurrent writer might.
