@@ -5,7 +5,11 @@
 //
 // Objects are JSON values in a Store (bbolt in the data directory by
 // default), one bucket per resource; every write is one bbolt transaction,
-// so it is durable when the response is sent. Permissions follow ownership:
+// so it is durable when the response is sent. A walk over a resource
+// (listings, lookup by PDH, v1 tokens) reads it in pages of short read
+// transactions and checks permissions between them: bbolt deadlocks on a
+// read transaction opened inside another once a writer must grow the file.
+// Permissions follow ownership:
 // a user reads and writes what it owns and what the users it owns own;
 // admins everything. Uploader accounts (users with the uploader marker)
 // are further limited by a server-side rule that scopes cannot express:

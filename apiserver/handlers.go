@@ -225,14 +225,14 @@ func (s *Server) users(sess *session, method, id string, params map[string]any) 
 	switch {
 	case method == http.MethodGet && id == "":
 		var items []keepclient.User
-		s.store.Each("users", func(_ string, raw []byte) bool {
+		err := s.store.Each("users", func(_ string, raw []byte) bool {
 			var u user
 			if json.Unmarshal(raw, &u) == nil && (sess.user.IsAdmin || u.UUID == sess.user.UUID || s.ownedBy(u.UUID, sess.user.UUID)) {
 				items = append(items, s.userOut(sess, u))
 			}
 			return true
 		})
-		return list("arvados#userList", items), nil
+		return list("arvados#userList", items), err
 	case method == http.MethodGet:
 		var u user
 		if err := s.store.Get("users", id, &u); err != nil || !(sess.user.IsAdmin || s.ownedBy(id, sess.user.UUID)) {
@@ -282,7 +282,9 @@ func (s *Server) users(sess *session, method, id string, params map[string]any) 
 			return nil, err
 		}
 		if !u.IsActive {
-			s.revokeTokens(u.UUID)
+			if err := s.revokeTokens(u.UUID); err != nil {
+				return nil, err
+			}
 		}
 		now := time.Now().UTC()
 		u.ModifiedAt, u.ModifiedByUserUUID = &now, sess.user.UUID
@@ -291,19 +293,25 @@ func (s *Server) users(sess *session, method, id string, params map[string]any) 
 	return nil, errorf(http.StatusNotFound, "no such route")
 }
 
-func (s *Server) revokeTokens(userUUID string) {
+func (s *Server) revokeTokens(userUUID string) error {
 	var revoke []token
-	s.store.Each("api_client_authorizations", func(_ string, raw []byte) bool {
+	err := s.store.Each("api_client_authorizations", func(_ string, raw []byte) bool {
 		var t token
 		if json.Unmarshal(raw, &t) == nil && t.OwnerUUID == userUUID && !t.Revoked {
 			revoke = append(revoke, t)
 		}
 		return true
 	})
+	if err != nil {
+		return fmt.Errorf("find tokens of %s: %w", userUUID, err)
+	}
 	for _, t := range revoke {
 		t.Revoked = true
-		s.store.Put("api_client_authorizations", t.UUID, t)
+		if err := s.store.Put("api_client_authorizations", t.UUID, t); err != nil {
+			return fmt.Errorf("revoke token %s: %w", t.UUID, err)
+		}
 	}
+	return nil
 }
 
 // selectFields answers a get, create or update with only the attributes
@@ -352,14 +360,14 @@ func (s *Server) tokens(sess *session, method, id string, params map[string]any)
 		return tokenOut(sess.tok), nil
 	case method == http.MethodGet && id == "":
 		var items []keepclient.APIClientAuthorization
-		s.store.Each("api_client_authorizations", func(_ string, raw []byte) bool {
+		err := s.store.Each("api_client_authorizations", func(_ string, raw []byte) bool {
 			var t token
 			if json.Unmarshal(raw, &t) == nil && t.OwnerUUID == sess.user.UUID && !t.Revoked {
 				items = append(items, tokenOut(t))
 			}
 			return true
 		})
-		return list("arvados#apiClientAuthorizationList", items), nil
+		return list("arvados#apiClientAuthorizationList", items), err
 	case method == http.MethodPost && id == "":
 		if sess.user.Uploader {
 			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may not create tokens")
@@ -468,7 +476,7 @@ func (s *Server) uniqueName(c *keepclient.Collection, ensure bool) error {
 		return nil
 	}
 	clash := false
-	s.store.Each("collections", func(uuid string, raw []byte) bool {
+	err := s.store.Each("collections", func(uuid string, raw []byte) bool {
 		var o keepclient.Collection
 		if uuid != c.UUID && json.Unmarshal(raw, &o) == nil && o.OwnerUUID == c.OwnerUUID && o.Name == c.Name && !o.IsTrashed {
 			clash = true
@@ -476,6 +484,9 @@ func (s *Server) uniqueName(c *keepclient.Collection, ensure bool) error {
 		}
 		return true
 	})
+	if err != nil {
+		return err
+	}
 	if !clash {
 		return nil
 	}
@@ -626,7 +637,7 @@ func (s *Server) getCollection(sess *session, id string, includeTrash bool) (kee
 	}
 	if l, err := keepclient.ParseLocator(id); err == nil {
 		found := false
-		s.store.Each("collections", func(_ string, raw []byte) bool {
+		err := s.store.Each("collections", func(_ string, raw []byte) bool {
 			var o keepclient.Collection
 			if json.Unmarshal(raw, &o) == nil && strings.HasPrefix(o.PortableDataHash, l.Hash) && s.canRead(sess, o.OwnerUUID) && !o.IsTrashed {
 				c, found = keepclient.Collection{PortableDataHash: o.PortableDataHash, ManifestText: o.ManifestText}, true
@@ -635,6 +646,9 @@ func (s *Server) getCollection(sess *session, id string, includeTrash bool) (kee
 			}
 			return true
 		})
+		if err != nil {
+			return c, err
+		}
 		if found {
 			return c, nil
 		}
@@ -959,14 +973,14 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 		return out, nil
 	case method == http.MethodGet && id == "":
 		var items []admin.Account
-		s.store.Each("users", func(_ string, raw []byte) bool {
+		err := s.store.Each("users", func(_ string, raw []byte) bool {
 			var u user
 			if json.Unmarshal(raw, &u) == nil && u.Uploader && (sess.user.IsAdmin || u.OwnerUUID == sess.user.UUID) {
 				items = append(items, accountOut(u))
 			}
 			return true
 		})
-		return list("arvados#uploaderAccountList", items), nil
+		return list("arvados#uploaderAccountList", items), err
 	case method == http.MethodGet && action == "":
 		u, err := get()
 		return accountOut(u), err
@@ -976,7 +990,9 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 			return nil, err
 		}
 		u.IsActive = false
-		s.revokeTokens(u.UUID)
+		if err := s.revokeTokens(u.UUID); err != nil {
+			return nil, err
+		}
 		return accountOut(u), s.store.Put("users", u.UUID, u)
 	}
 	return nil, errorf(http.StatusNotFound, "no such route")

@@ -324,7 +324,7 @@ func (s *Server) authenticate(r *http.Request, params map[string]any) (*session,
 			}
 		}
 	} else {
-		s.store.Each("api_client_authorizations", func(_ string, raw []byte) bool {
+		err := s.store.Each("api_client_authorizations", func(_ string, raw []byte) bool {
 			var c token
 			if json.Unmarshal(raw, &c) == nil && subtle.ConstantTimeCompare([]byte(c.APIToken), []byte(tok)) == 1 {
 				t, found = c, true
@@ -332,6 +332,9 @@ func (s *Server) authenticate(r *http.Request, params map[string]any) (*session,
 			}
 			return true
 		})
+		if err != nil {
+			return nil, fmt.Errorf("find token: %w", err)
+		}
 	}
 	if !found || t.Revoked {
 		return nil, errorf(http.StatusUnauthorized, "Not logged in: invalid or revoked token")

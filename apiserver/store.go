@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +24,10 @@ type Store interface {
 	// Delete removes uuid; deleting a missing object is not an error.
 	Delete(resource, uuid string) error
 	// Each calls f with the raw JSON of every object of resource, in UUID
-	// order, until f returns false.
+	// order, until f returns false. It reads a page of objects at a time
+	// and calls f with no transaction open, so f may use the Store; an
+	// object written meanwhile may or may not be seen, and each UUID is
+	// seen at most once. raw is f's to keep.
 	Each(resource string, f func(uuid string, raw []byte) bool) error
 	// Meta reads and writes small named values (secrets, schema version).
 	Meta(key string) ([]byte, error)
@@ -94,16 +98,55 @@ func (s *boltStore) Delete(resource, uuid string) error {
 	})
 }
 
+// Each pages: a callback that reads the store (a permission check) inside
+// the read transaction would nest a second one, and bbolt deadlocks on a
+// nested read transaction as soon as a writer must remap the growing file.
+// A page is bounded in objects and in bytes, since logs can be big.
+const (
+	pageObjects = 1000
+	pageBytes   = 1 << 20 // at least one object per page, however big
+)
+
 func (s *boltStore) Each(resource string, f func(uuid string, raw []byte) bool) error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket([]byte(resource)).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if !f(string(k), append([]byte(nil), v...)) {
+	type object struct {
+		uuid string
+		raw  []byte
+	}
+	var after []byte
+	for {
+		var page []object
+		more, size := false, 0
+		err := s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket([]byte(resource)).Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil; k, v = c.Next() {
+				if len(page) == pageObjects || size >= pageBytes {
+					more = true
+					break
+				}
+				page = append(page, object{string(k), append([]byte(nil), v...)})
+				size += len(v)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read %s: %w", resource, err)
+		}
+		for _, o := range page {
+			if !f(o.uuid, o.raw) {
 				return nil
 			}
 		}
-		return nil
-	})
+		if !more {
+			return nil
+		}
+		after = []byte(page[len(page)-1].uuid)
+	}
 }
 
 func (s *boltStore) Meta(key string) ([]byte, error) {

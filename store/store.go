@@ -5,10 +5,14 @@
 //
 // Every write method is one bbolt transaction (one fsync); the agent
 // batches records into few calls, so 100k small files do not mean 100k
-// fsyncs. A crash loses at most the batch being written.
+// fsyncs. A crash loses at most the batch being written. Reads that call
+// back (EachFile, EachBlock) page through the journal in short read
+// transactions and call back with none open, so a slow consumer never
+// holds up a commit.
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -233,44 +237,94 @@ func (j *Journal) NextSeq() (int64, error) {
 	return n, err
 }
 
-// EachFile iterates file records in key (manifest) order.
-func (j *Journal) EachFile(ctx context.Context, f func(agent.FileRecord) error) error {
-	return j.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bFiles).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
+// Reads that call back page through their bucket: each page is read in
+// one short read transaction, copied out, and the callback runs with no
+// transaction open. A callback may take as long as it likes (a manifest
+// streamed into a slow HTTP request): a commit that must grow the file
+// remaps it under a lock every open read transaction shares, so a read
+// transaction held across a callback would stall the committer, and every
+// putter waiting on it, for the whole request.
+const (
+	pageRecords = 4096    // records per page; a file record is a few hundred bytes
+	pageBytes   = 4 << 20 // and at most this much (at least one record: a huge file's ranges may be more)
+)
+
+// eachPaged calls f with the key and value of every record of bucket, in
+// key order, a page at a time. Keys are immutable identifiers: a page
+// starts after the last key of the one before, so each key is seen at most
+// once, in order; a record written between pages may or may not be seen.
+// k and v are valid only until f returns.
+func (j *Journal) eachPaged(ctx context.Context, bucket []byte, f func(k, v []byte) error) error {
+	var after, buf []byte
+	var recs [][3]int // per record: where its key starts, where its key and its value end in buf
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		buf, recs = buf[:0], recs[:0]
+		more := false
+		err := j.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucket).Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil; k, v = c.Next() {
+				if len(recs) == pageRecords || len(buf) >= pageBytes {
+					more = true
+					break
+				}
+				start := len(buf)
+				buf = append(append(buf, k...), v...)
+				recs = append(recs, [3]int{start, start + len(k), len(buf)})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read journal: %w", err)
+		}
+		for _, r := range recs {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var r agent.FileRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
-			}
-			r.Key = string(k)
-			if err := f(r); err != nil {
+			if err := f(buf[r[0]:r[1]], buf[r[1]:r[2]]); err != nil {
 				return err
 			}
 		}
-		return nil
+		if !more {
+			return nil
+		}
+		last := recs[len(recs)-1]
+		after = append(after[:0], buf[last[0]:last[1]]...)
+	}
+}
+
+// EachFile iterates file records in key (manifest) order, in pages (see
+// eachPaged): a file record added, changed or removed during the call may
+// or may not be seen.
+func (j *Journal) EachFile(ctx context.Context, f func(agent.FileRecord) error) error {
+	return j.eachPaged(ctx, bFiles, func(k, v []byte) error {
+		var r agent.FileRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decode file record %q: %w", k, err)
+		}
+		r.Key = string(k)
+		return f(r)
 	})
 }
 
-// EachBlock iterates block records in sequence order, without their Parts.
+// EachBlock iterates block records in sequence order, without their Parts,
+// in pages (see eachPaged): a block record changed during the call (stored
+// meanwhile) may be seen in either state.
 func (j *Journal) EachBlock(ctx context.Context, f func(agent.BlockRecord) error) error {
-	return j.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bBlocks).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var r agent.BlockRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
-			}
-			if err := f(r); err != nil {
-				return err
-			}
+	return j.eachPaged(ctx, bBlocks, func(k, v []byte) error {
+		var r agent.BlockRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decode block record %x: %w", k, err)
 		}
-		return nil
+		return f(r)
 	})
 }
 
@@ -298,7 +352,7 @@ func (j *Journal) StoredHash(hash string) (string, int64, bool) {
 	var loc string
 	var exp int64
 	ok := false
-	j.db.View(func(tx *bolt.Tx) error {
+	err := j.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bHashes).Get([]byte(hash)); v != nil {
 			var pair [2]json.RawMessage
 			if json.Unmarshal(v, &pair) == nil && json.Unmarshal(pair[0], &loc) == nil && json.Unmarshal(pair[1], &exp) == nil {
@@ -307,6 +361,10 @@ func (j *Journal) StoredHash(hash string) (string, int64, bool) {
 		}
 		return nil
 	})
+	if err != nil {
+		// Not known to be stored: the block is sent again, nothing is lost.
+		return "", 0, false
+	}
 	return loc, exp, ok
 }
 
