@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"path"
+	"regexp"
 	"strings"
 	"time"
 
@@ -165,3 +166,14 @@ func checkPathUUID(resource, id string) error {
 	}
 	return errorf(http.StatusNotFound, "%s %q not found", singular(resource), id)
 }
+
+var reqIDRe = regexp.MustCompile(`^req-[0-9a-z]{20}$`)
+
+var uuidRe = regexp.MustCompile(`^[0-9a-z]{5}-[0-9a-z]{5}-[0-9a-z]{15}$`)
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }

@@ -1,0 +1,255 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+var collectionAttrs = []string{"name", "description", "properties", "manifest_text", "owner_uuid", "portable_data_hash",
+	"replication_desired", "storage_classes_desired", "trash_at", "delete_at", "preserve_version", "is_trashed"}
+
+func (s *Server) collectionOut(sess *session, c keepclient.Collection) keepclient.Collection {
+	c.Kind = "arvados#collection"
+	if c.ManifestText != "" && !c.IsTrashed {
+		exp := time.Now().Add(s.opts.BlobSigningTTL)
+		if c.TrashAt != nil && c.TrashAt.Before(exp) {
+			exp = *c.TrashAt
+		}
+		c.ManifestText = keepclient.SignManifest(c.ManifestText, sess.token, exp, s.opts.BlobSigningTTL, s.key)
+	}
+	if c.Properties == nil {
+		c.Properties = map[string]any{}
+	}
+	if c.StorageClassesConfirmed == nil {
+		c.StorageClassesConfirmed = []string{}
+	}
+	return c
+}
+
+// checkManifest verifies signatures (non-admins), validates, strips +A and
+// fills in PDH and counts.
+func (s *Server) checkManifest(sess *session, c *keepclient.Collection, clientPDH string) error {
+	text := c.ManifestText
+	if !sess.user.IsAdmin {
+		for _, line := range strings.Split(text, "\n") {
+			words := strings.Split(line, " ")
+			for _, w := range words[min(1, len(words)):] {
+				l, err := keepclient.ParseLocator(w)
+				if err != nil || l.Size < 0 || (l.Hash == keepclient.EmptyHash && l.Size == 0) {
+					continue
+				}
+				if err := keepclient.VerifySignature(w, sess.token, s.opts.BlobSigningTTL, s.key, time.Now()); err != nil {
+					return errorf(http.StatusForbidden, "Forbidden: block locator %s: %v", l.Stripped(), err)
+				}
+			}
+		}
+	}
+	if err := keepclient.ValidateManifest(text); err != nil {
+		return errorf(http.StatusUnprocessableEntity, "Manifest text %v", err)
+	}
+	stripped := keepclient.StripSignatures(text)
+	pdh := keepclient.PortableDataHash(stripped)
+	if clientPDH != "" && !strings.HasPrefix(clientPDH, pdh[:32]) {
+		return errorf(http.StatusUnprocessableEntity, "portable_data_hash %s does not match the manifest (%s)", clientPDH, pdh)
+	}
+	m, err := keepclient.ParseManifest(stripped)
+	if err != nil {
+		return errorf(http.StatusUnprocessableEntity, "Manifest text %v", err)
+	}
+	c.ManifestText, c.PortableDataHash = stripped, pdh
+	c.FileCount, c.FileSizeTotal = int64(len(m.Files)), 0
+	for _, f := range m.Files {
+		c.FileSizeTotal += f.Size()
+	}
+	return nil
+}
+
+// uniqueName enforces (owner, name) uniqueness among untrashed collections.
+func (s *Server) uniqueName(c *keepclient.Collection, ensure bool) error {
+	if c.Name == "" {
+		return nil
+	}
+	clash := false
+	err := s.store.Each("collections", func(uuid string, raw []byte) bool {
+		var o keepclient.Collection
+		if uuid != c.UUID && json.Unmarshal(raw, &o) == nil && o.OwnerUUID == c.OwnerUUID && o.Name == c.Name && !o.IsTrashed {
+			clash = true
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if !clash {
+		return nil
+	}
+	if !ensure {
+		return errorf(http.StatusUnprocessableEntity, "a collection named %q already exists in %s (use ensure_unique_name)", c.Name, c.OwnerUUID)
+	}
+	name := c.Name
+	if len(name) > 237 {
+		name = name[:237]
+	}
+	c.Name = name + " (" + c.UUID[12:] + ")"
+	return nil
+}
+
+func (s *Server) collections(sess *session, method, id string, params map[string]any) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case method == http.MethodGet && id == "":
+		var items []keepclient.Collection
+		selectManifest := false
+		if sel, ok := params["select"].([]any); ok {
+			for _, v := range sel {
+				if v == "manifest_text" {
+					selectManifest = true
+				}
+			}
+		}
+		err := s.each(sess, "collections", params, func(raw []byte) {
+			var c keepclient.Collection
+			if json.Unmarshal(raw, &c) == nil && !c.IsTrashed {
+				if !selectManifest {
+					c.ManifestText = ""
+				}
+				items = append(items, s.collectionOut(sess, c))
+			}
+		})
+		return list("arvados#collectionList", items), err
+	case method == http.MethodGet:
+		c, err := s.getCollection(sess, id, boolParam(params, "include_trash"))
+		if err != nil {
+			return nil, err
+		}
+		return selectFields(params, s.collectionOut(sess, c)), nil
+	case method == http.MethodPost && id == "":
+		a, err := attrs(params, "collection", collectionAttrs...)
+		if err != nil {
+			return nil, err
+		}
+		var c keepclient.Collection
+		if err := remarshal(a, &c); err != nil {
+			return nil, err
+		}
+		if err := checkCollectionAttrs(a, c); err != nil {
+			return nil, err
+		}
+		owner := c.OwnerUUID
+		if owner == "" {
+			owner = sess.user.UUID
+		}
+		if err := s.checkOwner(sess, owner); err != nil {
+			return nil, err
+		}
+		if sess.user.Uploader && owner != sess.user.UUID {
+			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may only own their own collections")
+		}
+		c.Common = common(s.uuid("4zz18"), owner, time.Now().UTC())
+		c.ModifiedByUserUUID = sess.user.UUID
+		c.CurrentVersionUUID, c.Version = c.UUID, 1
+		if err := s.checkManifest(sess, &c, c.PortableDataHash); err != nil {
+			return nil, err
+		}
+		if err := s.uniqueName(&c, boolParam(params, "ensure_unique_name")); err != nil {
+			return nil, err
+		}
+		if err := s.store.Put("collections", c.UUID, c); err != nil {
+			return nil, err
+		}
+		return selectFields(params, s.collectionOut(sess, c)), nil
+	case method == http.MethodPatch && id != "":
+		c, err := s.getCollection(sess, id, false)
+		if err != nil {
+			return nil, err
+		}
+		if sess.user.Uploader && c.OwnerUUID != sess.user.UUID {
+			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may only update collections they created")
+		}
+		a, err := attrs(params, "collection", collectionAttrs...)
+		if err != nil {
+			return nil, err
+		}
+		if o, ok := a["owner_uuid"].(string); ok && o != c.OwnerUUID {
+			if sess.user.Uploader || !s.canRead(sess, o) {
+				return nil, errorf(http.StatusForbidden, "Forbidden: cannot move collection to owner %s", o)
+			}
+			if err := s.checkOwner(sess, o); err != nil {
+				return nil, err
+			}
+		}
+		old := c.ManifestText
+		if err := remarshal(a, &c); err != nil {
+			return nil, err
+		}
+		if err := checkCollectionAttrs(a, c); err != nil {
+			return nil, err
+		}
+		if _, ok := a["manifest_text"]; ok && c.ManifestText != old {
+			pdh, _ := a["portable_data_hash"].(string)
+			if err := s.checkManifest(sess, &c, pdh); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.uniqueName(&c, boolParam(params, "ensure_unique_name")); err != nil {
+			return nil, err
+		}
+		now := time.Now().UTC()
+		c.ModifiedAt, c.ModifiedByUserUUID = &now, sess.user.UUID
+		c.Version++
+		if err := s.store.Put("collections", c.UUID, c); err != nil {
+			return nil, err
+		}
+		return selectFields(params, s.collectionOut(sess, c)), nil
+	case method == http.MethodDelete && id != "":
+		c, err := s.getCollection(sess, id, true)
+		if err != nil {
+			return nil, err
+		}
+		if sess.user.Uploader && c.OwnerUUID != sess.user.UUID {
+			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may only delete collections they created")
+		}
+		now := time.Now().UTC()
+		c.TrashAt, c.IsTrashed = &now, true
+		return s.collectionOut(sess, c), s.store.Put("collections", c.UUID, c)
+	}
+	return nil, errorf(http.StatusNotFound, "no such route")
+}
+
+// getCollection finds a readable collection by UUID or PDH. A trashed one
+// is found by UUID only with includeTrash (upstream: include_trash, and
+// always for delete), else it is a 404 like one that never existed.
+func (s *Server) getCollection(sess *session, id string, includeTrash bool) (keepclient.Collection, error) {
+	var c keepclient.Collection
+	if uuidRe.MatchString(id) {
+		if err := s.store.Get("collections", id, &c); err != nil || !s.canRead(sess, c.OwnerUUID) || (c.IsTrashed && !includeTrash) {
+			return c, errorf(http.StatusNotFound, "collection %s not found", id)
+		}
+		return c, nil
+	}
+	if l, err := keepclient.ParseLocator(id); err == nil {
+		found := false
+		err := s.store.Each("collections", func(_ string, raw []byte) bool {
+			var o keepclient.Collection
+			if json.Unmarshal(raw, &o) == nil && strings.HasPrefix(o.PortableDataHash, l.Hash) && s.canRead(sess, o.OwnerUUID) && !o.IsTrashed {
+				c, found = keepclient.Collection{PortableDataHash: o.PortableDataHash, ManifestText: o.ManifestText}, true
+				c.UUID = o.PortableDataHash
+				return false
+			}
+			return true
+		})
+		if err != nil {
+			return c, err
+		}
+		if found {
+			return c, nil
+		}
+	}
+	return c, errorf(http.StatusNotFound, "collection %s not found", id)
+}

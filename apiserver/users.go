@@ -1,0 +1,114 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+func (s *Server) userOut(sess *session, u user) keepclient.User {
+	out := u.User
+	out.Kind = "arvados#user"
+	out.CanWrite = s.canRead(sess, u.UUID)
+	out.CanManage = out.CanWrite
+	if out.Prefs == nil {
+		out.Prefs = map[string]any{}
+	}
+	return out
+}
+
+func (s *Server) users(sess *session, method, id string, params map[string]any) (any, error) {
+	switch {
+	case method == http.MethodGet && id == "":
+		var items []keepclient.User
+		err := s.store.Each("users", func(_ string, raw []byte) bool {
+			var u user
+			if json.Unmarshal(raw, &u) == nil && (sess.user.IsAdmin || u.UUID == sess.user.UUID || s.ownedBy(u.UUID, sess.user.UUID)) {
+				items = append(items, s.userOut(sess, u))
+			}
+			return true
+		})
+		return list("arvados#userList", items), err
+	case method == http.MethodGet:
+		var u user
+		if err := s.store.Get("users", id, &u); err != nil || !(sess.user.IsAdmin || s.ownedBy(id, sess.user.UUID)) {
+			return nil, errorf(http.StatusNotFound, "user %s not found", id)
+		}
+		return s.userOut(sess, u), nil
+	case method == http.MethodPost && id == "":
+		if !sess.user.IsAdmin {
+			return nil, errorf(http.StatusForbidden, "Forbidden: only admins may create users")
+		}
+		a, err := attrs(params, "user", "email", "username", "full_name", "first_name", "last_name", "is_active", "is_admin", "owner_uuid", "prefs", "identity_url")
+		if err != nil {
+			return nil, err
+		}
+		var nu keepclient.User
+		if err := remarshal(a, &nu); err != nil {
+			return nil, err
+		}
+		owner := nu.OwnerUUID
+		if owner == "" {
+			owner = s.systemUserUUID()
+		} else if err := s.checkOwner(sess, owner); err != nil {
+			return nil, err
+		}
+		nu.Common = common(s.uuid("tpzed"), owner, time.Now().UTC())
+		nu.Kind = "arvados#user"
+		return s.userOut(sess, user{User: nu}), s.store.Put("users", nu.UUID, user{User: nu})
+	case method == http.MethodPatch && id != "":
+		var u user
+		if err := s.store.Get("users", id, &u); err != nil || !(sess.user.IsAdmin || s.ownedBy(id, sess.user.UUID)) {
+			return nil, errorf(http.StatusNotFound, "user %s not found", id)
+		}
+		a, err := attrs(params, "user", "email", "username", "full_name", "first_name", "last_name", "is_active", "is_admin", "prefs")
+		if err != nil {
+			return nil, err
+		}
+		if !sess.user.IsAdmin {
+			// Non-admins' changes to these are silently reverted, as upstream.
+			delete(a, "is_admin")
+			delete(a, "username")
+			delete(a, "email")
+			if id == sess.user.UUID {
+				delete(a, "is_active")
+			}
+		}
+		if err := remarshal(a, &u.User); err != nil {
+			return nil, err
+		}
+		if !u.IsActive {
+			if err := s.revokeTokens(u.UUID); err != nil {
+				return nil, err
+			}
+		}
+		now := time.Now().UTC()
+		u.ModifiedAt, u.ModifiedByUserUUID = &now, sess.user.UUID
+		return s.userOut(sess, u), s.store.Put("users", id, u)
+	}
+	return nil, errorf(http.StatusNotFound, "no such route")
+}
+
+func (s *Server) revokeTokens(userUUID string) error {
+	var revoke []token
+	err := s.store.Each("api_client_authorizations", func(_ string, raw []byte) bool {
+		var t token
+		if json.Unmarshal(raw, &t) == nil && t.OwnerUUID == userUUID && !t.Revoked {
+			revoke = append(revoke, t)
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("find tokens of %s: %w", userUUID, err)
+	}
+	for _, t := range revoke {
+		t.Revoked = true
+		if err := s.store.Put("api_client_authorizations", t.UUID, t); err != nil {
+			return fmt.Errorf("revoke token %s: %w", t.UUID, err)
+		}
+	}
+	return nil
+}
