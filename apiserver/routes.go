@@ -120,10 +120,11 @@ func apiRoutes() []route {
 
 	add(route{resource: "keep_services", method: "accessible", verb: get, path: "keep_services/accessible", public: true,
 		response: respList, desc: "The Keep services this client should use (PROTOCOL 5.1).",
-		handle: func(s *Server, c *call) (any, error) { return s.accessible(c.r), nil }})
+		handle: func(s *Server, c *call) (any, error) { return s.accessible(c.r) }})
 	add(route{resource: "keep_services", method: "list", verb: get, path: "keep_services", params: pListParams,
 		response: respList, desc: "List every Keep service.",
-		handle: func(s *Server, c *call) (any, error) { return s.keepServices(), nil }})
+		handle: func(s *Server, c *call) (any, error) { return s.keepServices() }})
+	add(crud("keep_services", (*Server).keepService, "get", "create", "update", "delete")...)
 
 	add(route{resource: "configs", method: "get", verb: get, path: "config", public: true, response: respObject,
 		desc:   "The cluster's exported configuration.",

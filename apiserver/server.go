@@ -43,10 +43,7 @@ type Server struct {
 	root  string // system root token, v2
 	admin string // admin token, v2
 
-	mu      sync.Mutex // serializes writes that check-then-act (names, tokens)
-	svcMu   sync.RWMutex
-	disks   []keepclient.KeepService
-	proxies []keepclient.KeepService
+	mu sync.Mutex // serializes writes that check-then-act (names, tokens)
 
 	routes []route // the route table (routes.go)
 	mux    *http.ServeMux
@@ -81,11 +78,15 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, store: st, log: opts.Logger, disks: opts.KeepServices, proxies: opts.ProxyServices}
+	s := &Server{opts: opts, store: st, log: opts.Logger}
 	s.buildRouter()
 	if err := s.bootstrap(); err != nil {
 		st.Close()
 		return nil, err
+	}
+	if err := s.SetKeepServices(opts.KeepServices, opts.ProxyServices); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("store the configured keep services: %w", err)
 	}
 	return s, nil
 }
@@ -102,11 +103,13 @@ func (s *Server) SystemRootToken() string { return s.root }
 // AdminToken returns the bootstrap admin user's token (v2 form).
 func (s *Server) AdminToken() string { return s.admin }
 
-// SetKeepServices replaces the keep services the server lists.
-func (s *Server) SetKeepServices(disk, proxy []keepclient.KeepService) {
-	s.svcMu.Lock()
-	s.disks, s.proxies = disk, proxy
-	s.svcMu.Unlock()
+// SetKeepServices replaces the configured keep services (see
+// keep_services.go); those an admin created through the API stay.
+func (s *Server) SetKeepServices(disk, proxy []keepclient.KeepService) error {
+	for i := range proxy {
+		proxy[i].ServiceType = "proxy"
+	}
+	return s.setConfiguredKeepServices(append(append([]keepclient.KeepService{}, disk...), proxy...))
 }
 
 func (s *Server) uuid(infix string) string {

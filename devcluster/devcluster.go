@@ -237,7 +237,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.ProxyURL = c.Scheme + "://" + ln.Addr().String()
 		proxies = append(proxies, service(c.ProxyURL, "proxy"))
 	}
-	api.SetKeepServices(disks, proxies)
+	if err := api.SetKeepServices(disks, proxies); err != nil {
+		apiLn.Close()
+		return nil, fmt.Errorf("register keep services: %w", err)
+	}
 	var apiHandler http.Handler = api
 	if opts.WrapAPI != nil {
 		apiHandler = opts.WrapAPI(apiHandler)

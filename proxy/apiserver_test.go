@@ -37,7 +37,7 @@ func TestProxy_withAPIServer(t *testing.T) {
 		_ = u
 		disks = append(disks, svc)
 	}
-	api.SetKeepServices(disks, nil)
+	require.NoError(t, api.SetKeepServices(disks, nil))
 	apiTS := httptest.NewServer(api)
 	t.Cleanup(apiTS.Close)
 	host := strings.TrimPrefix(apiTS.URL, "http://")
