@@ -103,6 +103,16 @@ func (c *Client) KeepServicesAccessible(ctx context.Context) ([]KeepService, err
 	return l.Items, nil
 }
 
+// KeepServices lists every keep service of the cluster (keepstores and
+// proxies; PROTOCOL 15.1: any user may).
+func (c *Client) KeepServices(ctx context.Context) ([]KeepService, error) {
+	var l List[KeepService]
+	if err := c.Call(ctx, http.MethodGet, "arvados/v1/keep_services", url.Values{"limit": {"1000"}}, nil, &l); err != nil {
+		return nil, err
+	}
+	return l.Items, nil
+}
+
 // CreateCollection creates a collection; manifest_text must carry
 // signatures made for this client's token.
 func (c *Client) CreateCollection(ctx context.Context, attrs map[string]any, ensureUniqueName bool) (*Collection, error) {

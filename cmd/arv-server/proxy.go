@@ -208,12 +208,16 @@ func keepstoreServices(ctx context.Context, api *keepclient.Client, urls []strin
 		}
 		return svcs, nil
 	}
-	var list keepclient.List[keepclient.KeepService]
-	if err := api.Call(ctx, http.MethodGet, "keep_services", nil, nil, &list); err != nil {
-		return nil, fmt.Errorf("list keep services (give --keepstore, or a service token of an admin): %w", err)
+	list, err := api.KeepServices(ctx)
+	if err != nil {
+		hint := "is the API server reachable at --api-host? or give --keepstore"
+		if errors.Is(err, keepclient.ErrTokenRefused) || keepclient.IsStatus(err, http.StatusUnauthorized) || keepclient.IsStatus(err, http.StatusForbidden) {
+			hint = "the API server refused the proxy's token: check the token file"
+		}
+		return nil, fmt.Errorf("list keep services from the API server (%s): %w", hint, err)
 	}
 	var disks []keepclient.KeepService
-	for _, s := range list.Items {
+	for _, s := range list {
 		if s.ServiceType == "disk" && !s.ReadOnly {
 			disks = append(disks, s)
 		}
