@@ -286,6 +286,9 @@ func (u *Uploader) run(ctx context.Context) error {
 		return err
 	}
 	u.meta.TokenFingerprint, u.meta.APIHost = u.cfg.TokenFingerprint, u.cfg.APIHost
+	if err := u.startPartial(ctx); err != nil {
+		return err
+	}
 	for attempt := 1; ; attempt++ {
 		if err := u.scan(ctx); err != nil {
 			return err

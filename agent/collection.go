@@ -160,15 +160,23 @@ func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, locs map[int6
 	return files, int64(len(locs)), nil
 }
 
+// owner is the owner of the job's collections: the project asked for, else
+// the home of the user who started the job, kept in the journal so that a
+// resume with another token (the owner of a revoked uploader account)
+// finishes the collection where the job put its partial one.
 func (u *Uploader) owner(ctx context.Context) (string, error) {
 	if o := u.meta.Options.ProjectUUID; o != "" {
 		return o, nil
+	}
+	if u.meta.OwnerUUID != "" {
+		return u.meta.OwnerUUID, nil
 	}
 	usr, err := u.cfg.API.CurrentUser(ctx)
 	if err != nil {
 		return "", fmt.Errorf("get current user: %w", err)
 	}
-	return usr.UUID, nil
+	u.meta.OwnerUUID = usr.UUID
+	return usr.UUID, u.saveMeta()
 }
 
 func (u *Uploader) maxRequestSize(ctx context.Context) int64 {
@@ -228,32 +236,69 @@ func (u *Uploader) partialName() string {
 }
 
 // createPartial creates the partial collection with the manifest m and
-// journals its UUID. The create is idempotent: it does not ask the server
-// to make the name unique, so a create that committed but whose response
-// was lost (a timeout, a 5xx from a proxy, a retry that then finds the
-// name taken) is found by its name and updated, never made twice.
+// journals its UUID.
 func (u *Uploader) createPartial(ctx context.Context, m *savedManifest, partial bool) (*keepclient.Collection, error) {
+	// The properties asked for go on the partial collection too: its
+	// create, at the start of the job, is where the server (a strict
+	// vocabulary, managed properties) refuses them before any data is
+	// read, rather than days later at finish.
+	var attrs map[string]any
+	if len(u.meta.Options.Properties) > 0 {
+		attrs = map[string]any{"properties": u.meta.Options.Properties}
+	}
+	c, err := u.createNamed(ctx, u.partialName(), attrs, m, partial)
+	if err != nil {
+		return nil, fmt.Errorf("create partial collection: %w", err)
+	}
+	u.meta.PartialUUID, u.meta.PartialTrashed = c.UUID, false
+	u.report(func(p *Progress) { p.PartialUUID = c.UUID })
+	return c, u.saveMeta()
+}
+
+// createNamed creates a collection named name (unique to the job) in the
+// job's owner with the manifest m and attrs. The create is idempotent: it
+// does not ask the server to make the name unique, so a create that
+// committed but whose response was lost (a timeout, a 5xx from a proxy, a
+// retry that then finds the name taken) is found by its name and
+// updated, never made twice.
+func (u *Uploader) createNamed(ctx context.Context, name string, attrs map[string]any, m *savedManifest, partial bool) (*keepclient.Collection, error) {
 	owner, err := u.owner(ctx)
 	if err != nil {
 		return nil, err
 	}
-	name := u.partialName()
-	c, err := u.saveCollection(ctx, "", map[string]any{"owner_uuid": owner, "name": name}, m, partial)
+	all := map[string]any{"owner_uuid": owner, "name": name}
+	for k, v := range attrs {
+		all[k] = v
+	}
+	c, err := u.saveCollection(ctx, "", all, m, partial)
 	if err != nil && (keepclient.IsStatus(err, http.StatusUnprocessableEntity) || keepclient.IsTemporary(err)) {
 		uuid, ferr := u.findCollection(ctx, owner, name)
 		if ferr != nil {
-			return nil, fmt.Errorf("create partial collection: %w (and looking for it: %v)", err, ferr)
+			return nil, fmt.Errorf("%w (and looking for it: %v)", err, ferr)
 		}
 		if uuid != "" {
-			c, err = u.saveCollection(ctx, uuid, nil, m, partial)
+			c, err = u.saveCollection(ctx, uuid, attrs, m, partial)
 		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("create partial collection: %w", err)
+	return c, err
+}
+
+// startPartial creates the partial collection before anything is read
+// (see createPartial), so that what the server refuses (the owner, the
+// properties) stops the job at once.
+func (u *Uploader) startPartial(ctx context.Context) error {
+	if u.meta.PartialUUID != "" || u.cfg.API == nil {
+		return nil
 	}
-	u.meta.PartialUUID = c.UUID
-	u.report(func(p *Progress) { p.PartialUUID = c.UUID })
-	return c, u.saveMeta()
+	m, err := u.measureManifest(ctx, true, false)
+	if err != nil {
+		return err
+	}
+	if _, err := u.createPartial(ctx, m, true); err != nil {
+		return err
+	}
+	u.checkpointed = m.blocks
+	return nil
 }
 
 // findCollection returns the UUID of owner's collection named name, or ""
@@ -373,6 +418,9 @@ func (u *Uploader) finish(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := u.trashPartial(ctx); err != nil {
+		return err
+	}
 	u.report(func(p *Progress) { p.CollectionUUID, p.PDH = uuid, u.meta.PDH })
 	return nil
 }
@@ -408,62 +456,59 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 			return fmt.Errorf("store manifest block: %w", err)
 		}
 	}
-	// First the whole manifest goes into the partial collection, under
-	// its partial name, and the server's PDH is checked against ours; only
-	// then does the collection get its final name and attributes. A
-	// mismatch leaves a partial collection and a resumable job, never a
-	// wrong collection under the final name nor a second collection.
+	// The finished collection is a new one, not the partial collection
+	// updated: every checkpoint's update keeps a past version of the
+	// partial collection on a cluster with collection versioning, and the
+	// finished collection's history must not show them. It is created
+	// with the whole manifest under a name marked as finishing (idempotent
+	// as the partial create is), the server's PDH is checked against ours,
+	// and only then does it get its final name. A mismatch leaves it under
+	// the finishing name and a resumable job, whose resume updates that
+	// same collection: never a wrong collection under the final name, never
+	// a second one. Then the partial collection is trashed (finish).
+	opts := u.meta.Options
 	var coll *keepclient.Collection
-	if u.meta.PartialUUID != "" {
-		coll, err = u.saveCollection(ctx, u.meta.PartialUUID, nil, m, false)
+	if u.meta.FinishingUUID != "" {
+		coll, err = u.saveCollection(ctx, u.meta.FinishingUUID, nil, m, false)
 		if keepclient.IsStatus(err, http.StatusNotFound) {
-			u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; creating a new collection", u.meta.PartialUUID))
+			u.cfg.Warn(fmt.Sprintf("collection %s is gone; creating it again", u.meta.FinishingUUID))
 			coll, err = nil, nil
 		}
 		if err != nil {
-			return fmt.Errorf("save collection %s: %w", u.meta.PartialUUID, err)
+			return fmt.Errorf("save collection %s: %w", u.meta.FinishingUUID, err)
 		}
 	}
 	if coll == nil {
-		if coll, err = u.createPartial(ctx, m, false); err != nil {
+		// Only what the user asked for is sent (a site may manage and
+		// protect properties, which it sets on create).
+		attrs := map[string]any{}
+		if opts.Replication > 0 {
+			attrs["replication_desired"] = opts.Replication
+		}
+		if len(opts.StorageClasses) > 0 {
+			attrs["storage_classes_desired"] = opts.StorageClasses
+		}
+		if len(opts.Properties) > 0 {
+			attrs["properties"] = opts.Properties
+		}
+		if coll, err = u.createNamed(ctx, u.finishingName(), attrs, m, false); err != nil {
+			return fmt.Errorf("create collection: %w", err)
+		}
+		u.meta.FinishingUUID = coll.UUID
+		if err := u.saveMeta(); err != nil {
 			return err
 		}
 	}
 	if local := m.pdh; coll.PortableDataHash != local {
-		return fmt.Errorf("collection %s: the server's portable data hash %s differs from ours %s; the collection keeps its partial name, and `arv-upload resume` tries again",
-			coll.UUID, coll.PortableDataHash, local)
+		return fmt.Errorf("collection %s: the server's portable data hash %s differs from ours %s; the collection keeps the name %q, and `arv-upload resume` tries again",
+			coll.UUID, coll.PortableDataHash, local, u.finishingName())
 	}
-
-	// Only what the user asked for is sent: a site may manage (and
-	// protect) properties it sets on create, so the properties asked for
-	// are merged into what the server holds, never sent in its place.
-	opts := u.meta.Options
 	attrs := map[string]any{"name": u.name()}
-	if opts.Replication > 0 {
-		attrs["replication_desired"] = opts.Replication
-	}
-	if len(opts.StorageClasses) > 0 {
-		attrs["storage_classes_desired"] = opts.StorageClasses
-	}
-	if len(opts.Properties) > 0 {
-		var cur keepclient.Collection
-		if err := u.cfg.API.Call(ctx, http.MethodGet, "arvados/v1/collections/"+url.PathEscape(coll.UUID),
-			url.Values{"select": {`["uuid","properties"]`}}, nil, &cur); err != nil {
-			return fmt.Errorf("get properties of collection %s: %w", coll.UUID, err)
-		}
-		props := map[string]any{}
-		for k, v := range cur.Properties {
-			props[k] = v
-		}
-		for k, v := range opts.Properties {
-			props[k] = v
-		}
-		attrs["properties"] = props
-	}
 	final, err := u.updateCollection(ctx, coll.UUID, attrs)
 	if keepclient.IsStatus(err, http.StatusUnprocessableEntity) {
-		// Most likely the name is taken; keep it unique as create does.
-		attrs["name"] = fmt.Sprintf("%s (%s)", u.name(), time.Now().UTC().Format("2006-01-02 15:04:05 UTC"))
+		// Most likely the name is taken: make it unique with the
+		// collection's own UUID (the same on a retry, unlike a time).
+		attrs["name"] = fmt.Sprintf("%s (%s)", u.name(), coll.UUID)
 		final, err = u.updateCollection(ctx, coll.UUID, attrs)
 	}
 	if err != nil {
@@ -474,5 +519,26 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 			coll.UUID, coll.PortableDataHash, final.PortableDataHash)
 	}
 	u.meta.CollectionUUID, u.meta.PDH = coll.UUID, coll.PortableDataHash
+	return u.saveMeta()
+}
+
+// finishingName is the finished collection's name until its PDH is
+// checked: unique to the job, so that its create is idempotent.
+func (u *Uploader) finishingName() string {
+	return fmt.Sprintf("%s (finishing upload, arv-upload job %s)", u.name(), u.meta.Job)
+}
+
+// trashPartial trashes the partial collection once the finished one pins
+// every block. A partial collection already gone is fine.
+func (u *Uploader) trashPartial(ctx context.Context) error {
+	if u.meta.PartialUUID == "" || u.meta.PartialTrashed || u.meta.PartialUUID == u.meta.CollectionUUID {
+		return nil
+	}
+	err := u.cfg.API.Call(ctx, http.MethodDelete, "arvados/v1/collections/"+url.PathEscape(u.meta.PartialUUID),
+		url.Values{"select": {collectionSelect}}, nil, nil)
+	if err != nil && !keepclient.IsStatus(err, http.StatusNotFound) {
+		return fmt.Errorf("trash partial collection %s: %w", u.meta.PartialUUID, err)
+	}
+	u.meta.PartialTrashed = true
 	return u.saveMeta()
 }

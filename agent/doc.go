@@ -46,9 +46,12 @@
 // blocks from garbage collection however long the job takes, and it is
 // where fresh signatures come from: the API server signs a collection's
 // locators for the token that reads it. A resume with another token, or
-// with signatures expiring within 48 h, reads it and rewrites the
-// journal's locators; a block it does not hold is sent again. finish turns
-// the partial collection into the real one, so a job never leaves two.
+// with signatures expiring within the margin (48 h, or half the
+// cluster's blobSignatureTtl when shorter), reads it and rewrites the
+// journal's locators; a block it does not hold is sent again. It is made
+// when the job starts (so that what the server refuses, the owner or the
+// properties, stops the job before any data is read) and trashed once the
+// finished collection exists, so a job never leaves two.
 //
 // Finish: the normalized manifest is streamed from the journal one
 // directory at a time (journal keys sort in PROTOCOL 8.5 stream order, see
@@ -59,13 +62,16 @@
 // different signatures, so the manifest names each by one signed locator
 // and lists it once per stream (else the stripped text is not normalized
 // and the server's PDH, computed from the text as sent, differs from
-// ours). The whole manifest goes into the partial collection, still under
-// its partial name, and the server's PDH must equal ours; only then is it
-// given its final name and attributes, so a mismatch leaves a resumable
-// job and never a wrong collection under the final name.
+// ours). The finished collection is a new collection, not the partial
+// one updated (with collection versioning every checkpoint keeps a past
+// version of the partial collection; the finished one's history has
+// none): it is created with the whole manifest under a name marked as
+// finishing, the server's PDH must equal ours, and only then is it given
+// its final name, so a mismatch leaves a resumable job and never a wrong
+// collection under the final name.
 //
-// Creates are idempotent: the partial collection's name is unique to the
-// job, and it is created without ensure_unique_name, so a create that
+// Creates are idempotent: the partial and finishing names are unique to
+// the job, and they are created without ensure_unique_name, so a create that
 // committed but whose answer was lost is retried into "name taken", found
 // by name and owner, and adopted, never made twice. Then the metadata
 // links are created, each journaled, so a resume after a failure creates

@@ -77,10 +77,11 @@ func TestFinish_createCommittedResponseLost_oneCollection(t *testing.T) {
 
 // When the server's PDH differs from ours (here a fault renames a file in
 // the manifest the server receives, as a controller that rewrites names
-// would), the collection keeps its partial name, the job stays resumable,
-// and the resume (without the fault) finishes that same collection: never
-// a wrong collection under the final name, never a second one.
-func TestFinish_pdhMismatch_keepsPartialNameAndResumes(t *testing.T) {
+// would), the finished collection keeps its finishing name, the job stays
+// resumable, and the resume (without the fault) finishes that same
+// collection: never a wrong collection under the final name, never a
+// second one.
+func TestFinish_pdhMismatch_keepsFinishingNameAndResumes(t *testing.T) {
 	ctx := context.Background()
 	var corrupt atomic.Bool
 	corrupt.Store(true)
@@ -101,25 +102,28 @@ func TestFinish_pdhMismatch_keepsPartialNameAndResumes(t *testing.T) {
 	assert.Contains(t, err.Error(), "differs from ours")
 	assert.Equal(t, agent.StateFailed, meta.State)
 	assert.Empty(t, meta.CollectionUUID)
-	colls := collectionsNamed(t, c, "mismatch")
-	require.Len(t, colls, 1)
-	assert.Contains(t, colls[0].Name, "partial upload", "the wrong manifest never gets the final name")
+	require.NotEmpty(t, meta.FinishingUUID)
+	for _, coll := range collectionsNamed(t, c, "mismatch") {
+		assert.NotEqual(t, "mismatch", coll.Name, "the wrong manifest never gets the final name")
+	}
 
 	corrupt.Store(false)
 	meta, err = uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
 	require.NoError(t, err)
-	colls = collectionsNamed(t, c, "mismatch")
-	require.Len(t, colls, 1, "the resume finished the same collection")
+	colls := collectionsNamed(t, c, "mismatch")
+	require.Len(t, colls, 1, "one collection, the partial one trashed: %+v", colls)
 	assert.Equal(t, colls[0].UUID, meta.CollectionUUID)
+	assert.Equal(t, meta.FinishingUUID, meta.CollectionUUID, "the resume finished the same collection")
 	assert.Equal(t, "mismatch", colls[0].Name)
 	assert.Equal(t, meta.PDH, colls[0].PortableDataHash)
+	assertTrashed(t, c, meta.PartialUUID)
 	assertSameFiles(t, want, readBack(t, ctx, c, keep, meta.CollectionUUID))
 }
 
-// Finishing sends only the attributes the user asked for: no properties
-// when none were given (a site may protect properties it manages), and
-// the properties asked for are merged into what the collection holds.
-func TestFinish_propertiesOnlyWhenAskedAndMerged(t *testing.T) {
+// Requests send only the attributes the user asked for: no properties
+// when none were given (a site may manage and protect properties it sets
+// on create); with properties, the finished collection has them.
+func TestFinish_propertiesOnlyWhenAsked(t *testing.T) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	var bodies []string
@@ -146,27 +150,9 @@ func TestFinish_propertiesOnlyWhenAskedAndMerged(t *testing.T) {
 	}
 	mu.Unlock()
 
-	jb := newJob(t, src, agent.Options{Name: "props", Threads: 1, Properties: map[string]string{"run": "42"}})
-	kw := newKW(keep)
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	up := uploader(t, jb.j, kw, c, "t", &warnings{}, -1)
-	kw.before = func(n int) {
-		if n == 2 {
-			waitFor(t, "a block journaled", func() bool { return up.Progress().BlocksStored >= 1 })
-			cancel()
-		}
-	}
-	meta, err := up.Run(runCtx)
-	require.ErrorIs(t, err, context.Canceled)
-	require.NotEmpty(t, meta.PartialUUID)
-	// Meanwhile the site (or the user) sets a property of its own.
-	_, err = c.UpdateCollection(ctx, meta.PartialUUID, map[string]any{"properties": map[string]any{"responsible": "lab-7"}})
-	require.NoError(t, err)
-
-	meta, err = uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Run(ctx)
+	meta, err := uploader(t, newJob(t, src, agent.Options{Name: "props", Properties: map[string]string{"run": "42"}}).j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
 	require.NoError(t, err)
 	coll, err := c.GetCollection(ctx, meta.CollectionUUID)
 	require.NoError(t, err)
-	assert.Equal(t, map[string]any{"responsible": "lab-7", "run": "42"}, coll.Properties)
+	assert.Equal(t, map[string]any{"run": "42"}, coll.Properties)
 }

@@ -71,8 +71,15 @@ type JobMeta struct {
 	State            string  `json:"state"`
 	Error            string  `json:"error,omitempty"`
 	// PartialUUID is the partial collection that pins the blocks stored so
-	// far (see doc.go); the finished collection is this one, updated.
-	PartialUUID    string    `json:"partial_uuid,omitempty"`
+	// far (see doc.go); it is trashed once the finished collection exists.
+	PartialUUID    string `json:"partial_uuid,omitempty"`
+	PartialTrashed bool   `json:"partial_trashed,omitempty"`
+	// OwnerUUID is the home the job's collections go to when no project
+	// was asked for: the user who started it.
+	OwnerUUID string `json:"owner_uuid,omitempty"`
+	// FinishingUUID is the finished collection while its PDH is checked
+	// (named as finishing until then); CollectionUUID once it is named.
+	FinishingUUID  string    `json:"finishing_uuid,omitempty"`
 	CollectionUUID string    `json:"collection_uuid,omitempty"`
 	PDH            string    `json:"portable_data_hash,omitempty"`
 	LinksCreated   int       `json:"links_created,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -206,7 +207,8 @@ func TestUpload_tokenRevokedMidRun_ownerResumesWithoutResending(t *testing.T) {
 		assert.Zero(t, kw2.puts[h], "block %s stored before the revocation was sent again", h)
 	}
 	assert.Equal(t, refMeta.PDH, got.PDH)
-	assert.Equal(t, meta.PartialUUID, got.CollectionUUID, "the partial collection became the finished one")
+	assert.NotEqual(t, meta.PartialUUID, got.CollectionUUID, "the finished collection is a new one")
+	assertTrashed(t, owner, meta.PartialUUID)
 	coll, err := owner.GetCollection(ctx, got.CollectionUUID)
 	require.NoError(t, err)
 	assert.Equal(t, "run 9", coll.Name)
@@ -271,7 +273,8 @@ func TestUpload_interruptSavesPartialCollection(t *testing.T) {
 	got, err := uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Run(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, refMeta.PDH, got.PDH)
-	assert.Equal(t, meta.PartialUUID, got.CollectionUUID)
+	assert.NotEqual(t, meta.PartialUUID, got.CollectionUUID)
+	assertTrashed(t, c, meta.PartialUUID)
 	assertStoredOnce(t, kw)
 	require.NoError(t, jb.j.EachBlock(ctx, func(b agent.BlockRecord) error {
 		assert.Greater(t, b.Expiry, time.Now().Add(72*time.Hour).Unix(), "block %d has a fresh signature", b.Seq)
@@ -293,17 +296,32 @@ func TestUpload_periodicCheckpoints(t *testing.T) {
 	up := uploader(t, jb.j, kw, c, "t", &warnings{}, 5*time.Millisecond)
 	var partial string
 	kw.before = func(n int) {
-		if n == 3 {
-			waitFor(t, "a partial collection", func() bool { partial = up.Progress().PartialUUID; return partial != "" })
+		if n == 3 { // two blocks stored: a checkpoint lists them while the upload goes on
+			waitFor(t, "a checkpoint with stored blocks", func() bool {
+				partial = up.Progress().PartialUUID
+				if partial == "" {
+					return false
+				}
+				pc, err := c.GetCollection(ctx, partial)
+				return err == nil && strings.Contains(pc.ManifestText, "+A")
+			})
 		}
 	}
 	got, err := up.Run(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, partial, got.CollectionUUID)
+	assert.NotEqual(t, partial, got.CollectionUUID, "the finished collection is a new one")
+	assertTrashed(t, c, partial)
 	coll, err := c.GetCollection(ctx, got.CollectionUUID)
 	require.NoError(t, err)
 	assert.Equal(t, "periodic", coll.Name)
 	assert.NotContains(t, coll.ManifestText, "arv-upload-partial")
+}
+
+// assertTrashed checks that a collection is in the trash.
+func assertTrashed(t *testing.T, c *keepclient.Client, uuid string) {
+	t.Helper()
+	_, err := c.GetCollection(context.Background(), uuid)
+	assert.True(t, keepclient.IsStatus(err, http.StatusNotFound), "collection %s is trashed: %v", uuid, err)
 }
 
 // A file that grows after it was planned, while the upload runs, is
