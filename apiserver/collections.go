@@ -14,7 +14,7 @@ var collectionAttrs = []string{"name", "description", "properties", "manifest_te
 
 func (s *Server) collectionOut(sess *session, c keepclient.Collection) keepclient.Collection {
 	c.Kind = "arvados#collection"
-	if c.ManifestText != "" && !c.IsTrashed {
+	if c.ManifestText != "" && !c.IsTrashed && s.signing() {
 		exp := time.Now().Add(s.opts.BlobSigningTTL)
 		if c.TrashAt != nil && c.TrashAt.Before(exp) {
 			exp = *c.TrashAt
@@ -34,7 +34,7 @@ func (s *Server) collectionOut(sess *session, c keepclient.Collection) keepclien
 // fills in PDH and counts.
 func (s *Server) checkManifest(sess *session, c *keepclient.Collection, clientPDH string) error {
 	text := c.ManifestText
-	if !sess.user.IsAdmin {
+	if !sess.user.IsAdmin && s.signing() {
 		for _, line := range strings.Split(text, "\n") {
 			words := strings.Split(line, " ")
 			for _, w := range words[min(1, len(words)):] {
@@ -76,7 +76,7 @@ func (s *Server) uniqueName(c *keepclient.Collection, ensure bool) error {
 	clash := false
 	err := s.store.Each("collections", func(uuid string, raw []byte) bool {
 		var o keepclient.Collection
-		if uuid != c.UUID && json.Unmarshal(raw, &o) == nil && o.OwnerUUID == c.OwnerUUID && o.Name == c.Name && !o.IsTrashed {
+		if uuid != c.UUID && json.Unmarshal(raw, &o) == nil && o.OwnerUUID == c.OwnerUUID && o.Name == c.Name && !o.IsTrashed && !isPastVersion(o) {
 			clash = true
 			return false
 		}
@@ -113,9 +113,10 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 				}
 			}
 		}
+		oldVersions := boolParam(params, "include_old_versions")
 		err := s.each(sess, "collections", params, func(raw []byte) {
 			var c keepclient.Collection
-			if json.Unmarshal(raw, &c) == nil && !c.IsTrashed {
+			if json.Unmarshal(raw, &c) == nil && !c.IsTrashed && (oldVersions || !isPastVersion(c)) {
 				if !selectManifest {
 					c.ManifestText = ""
 				}
@@ -141,6 +142,9 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if err := checkCollectionAttrs(a, c); err != nil {
 			return nil, err
 		}
+		if err := s.checkVocabulary("collection", c.Properties); err != nil {
+			return nil, err
+		}
 		owner := c.OwnerUUID
 		if owner == "" {
 			owner = sess.user.UUID
@@ -154,6 +158,7 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		c.Common = common(s.uuid("4zz18"), owner, time.Now().UTC())
 		c.ModifiedByUserUUID = sess.user.UUID
 		c.CurrentVersionUUID, c.Version = c.UUID, 1
+		s.setManagedProperties(&c)
 		if err := s.checkManifest(sess, &c, c.PortableDataHash); err != nil {
 			return nil, err
 		}
@@ -184,9 +189,20 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 				return nil, err
 			}
 		}
-		old := c.ManifestText
+		old, before := c.ManifestText, c
+		if _, ok := a["properties"]; ok {
+			c.Properties = nil // replaced, not merged, as upstream
+		}
 		if err := remarshal(a, &c); err != nil {
 			return nil, err
+		}
+		if _, ok := a["properties"]; ok {
+			if err := s.checkVocabulary("collection", c.Properties); err != nil {
+				return nil, err
+			}
+			if err := s.checkProtected(sess, before.Properties, c.Properties); err != nil {
+				return nil, err
+			}
 		}
 		if err := checkCollectionAttrs(a, c); err != nil {
 			return nil, err
@@ -201,8 +217,10 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 			return nil, err
 		}
 		now := time.Now().UTC()
+		if c.Version, err = s.keepVersion(before, c, now); err != nil {
+			return nil, err
+		}
 		c.ModifiedAt, c.ModifiedByUserUUID = &now, sess.user.UUID
-		c.Version++
 		if err := s.store.Put("collections", c.UUID, c); err != nil {
 			return nil, err
 		}

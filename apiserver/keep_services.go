@@ -12,9 +12,12 @@ func (s *Server) clusterConfig() map[string]any {
 	return map[string]any{
 		"ClusterID": s.opts.ClusterID,
 		"Collections": map[string]any{
-			"DefaultReplication": s.opts.DefaultReplication,
-			"BlobSigningTTL":     s.opts.BlobSigningTTL.String(),
-			"BlobSigning":        true,
+			"DefaultReplication":    s.opts.DefaultReplication,
+			"BlobSigningTTL":        s.opts.BlobSigningTTL.String(),
+			"BlobSigning":           s.signing(),
+			"CollectionVersioning":  !s.opts.DisableCollectionVersioning,
+			"PreserveVersionIfIdle": s.opts.PreserveVersionIfIdle.String(),
+			"ManagedProperties":     s.opts.ManagedProperties,
 		},
 		"StorageClasses": map[string]any{"default": map[string]any{"Default": true, "Priority": 0}},
 	}

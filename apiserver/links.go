@@ -41,6 +41,9 @@ func (s *Server) links(sess *session, method, id string, params map[string]any) 
 		if err := remarshal(a, &l); err != nil {
 			return nil, err
 		}
+		if err := s.checkVocabulary("link", l.Properties); err != nil {
+			return nil, err
+		}
 		if l.LinkClass == "name" {
 			return nil, errorf(http.StatusUnprocessableEntity, "name links are obsolete")
 		}

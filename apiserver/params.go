@@ -110,7 +110,7 @@ func attrs(params map[string]any, key string, allowed ...string) (map[string]any
 
 func isRequestParam(k string) bool {
 	switch k {
-	case "ensure_unique_name", "select", "cluster_id", "api_token", "_method", "filters", "order", "limit", "offset", "count", "replace_files", "replace_segments", "include_trash":
+	case "ensure_unique_name", "select", "cluster_id", "api_token", "_method", "filters", "order", "limit", "offset", "count", "replace_files", "replace_segments", "include_trash", "include_old_versions":
 		return true
 	}
 	return false

@@ -32,6 +32,26 @@ type Options struct {
 	KeepServices       []keepclient.KeepService
 	ProxyServices      []keepclient.KeepService
 	Logger             *slog.Logger
+
+	// Collection settings a real cluster has (PROTOCOL 15.3), so that
+	// clients can be tested against them; see collection_settings.go.
+	//
+	// DisableBlobSigning: locators carry no +A and none is checked
+	// (Collections.BlobSigning: false).
+	DisableBlobSigning bool
+	// DisableCollectionVersioning turns off past versions
+	// (Collections.CollectionVersioning: false).
+	DisableCollectionVersioning bool
+	// PreserveVersionIfIdle: an update more than this after the previous
+	// one keeps the previous state as a past version. 0 = 10 s, as
+	// upstream; negative = only when preserve_version is set.
+	PreserveVersionIfIdle time.Duration
+	// ManagedProperties are set by the server on every collection created
+	// (Collections.ManagedProperties).
+	ManagedProperties map[string]ManagedProperty
+	// Vocabulary, when set, is strict: a property key of a collection,
+	// group or link that it does not list is refused (400).
+	Vocabulary []string
 }
 
 // Server is the API server subset. It is an http.Handler.
@@ -67,6 +87,9 @@ func Open(opts Options) (*Server, error) {
 	}
 	if opts.MaxRequestSize == 0 {
 		opts.MaxRequestSize = 128 << 20
+	}
+	if opts.PreserveVersionIfIdle == 0 {
+		opts.PreserveVersionIfIdle = defaultPreserveVersionIfIdle
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -63,6 +63,11 @@ type Options struct {
 	// KeepstoreClock, when set, is every keepstore's signing clock (see
 	// keepstore.Options.Clock).
 	KeepstoreClock func() time.Time
+	// APIOptions, when set, changes the API server's options before it
+	// starts (a site's settings: blob signing off, a short signing TTL,
+	// versioning, managed properties, a strict vocabulary). The keepstores
+	// follow its blob signing settings.
+	APIOptions func(*apiserver.Options)
 }
 
 // Cluster is a running dev cluster.
@@ -150,11 +155,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	// No ExternalURL: the discovery document's rootUrl is the address
 	// each client used, so both addresses describe themselves.
-	api, err := apiserver.Open(apiserver.Options{
+	apiOpts := apiserver.Options{
 		DataDir:   filepath.Join(opts.Dir, "api"),
 		ClusterID: clusterID,
 		Logger:    log.With("service", "api"),
-	})
+	}
+	if opts.APIOptions != nil {
+		opts.APIOptions(&apiOpts)
+	}
+	api, err := apiserver.Open(apiOpts)
 	if err != nil {
 		apiLn.Close()
 		return nil, fmt.Errorf("start api server: %w", err)
@@ -170,10 +179,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			apiLn.Close()
 			return nil, err
 		}
+		key := api.SigningKey()
+		if apiOpts.DisableBlobSigning {
+			key = nil
+		}
 		ks, err := keepstore.New(keepstore.Options{
 			Dir:             filepath.Join(opts.Dir, "keep"+strconv.Itoa(i)),
-			SigningKey:      api.SigningKey(),
-			EnforceSigning:  true,
+			SigningKey:      key,
+			EnforceSigning:  key != nil,
+			TTL:             apiOpts.BlobSigningTTL,
 			SystemRootToken: api.SystemRootToken(),
 			Logger:          log.With("service", "keepstore", "index", i),
 			Clock:           opts.KeepstoreClock,

@@ -52,6 +52,7 @@ type Collection struct {
 	DeleteAt                *time.Time     `json:"delete_at"`
 	IsTrashed               bool           `json:"is_trashed"`
 	Version                 int            `json:"version"`
+	PreserveVersion         bool           `json:"preserve_version"`
 	CurrentVersionUUID      string         `json:"current_version_uuid"`
 	FileCount               int64          `json:"file_count"`
 	FileSizeTotal           int64          `json:"file_size_total"`

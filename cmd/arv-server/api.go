@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,11 @@ func newAPICommand() *cobra.Command {
 	f.StringArrayVar(&pxys, "proxy", nil, "public keep proxy URL (repeatable)")
 	f.DurationVar(&opts.BlobSigningTTL, "ttl", keepclient.DefaultBlobSigningTTL, "blob signing TTL")
 	f.IntVar(&opts.DefaultReplication, "replication", 2, "default collection replication")
+	f.BoolVar(&opts.DisableBlobSigning, "no-blob-signing", false, "locators carry no +A signature and none is checked (Collections.BlobSigning: false)")
+	f.BoolVar(&opts.DisableCollectionVersioning, "no-collection-versioning", false, "keep no past versions of collections (Collections.CollectionVersioning: false)")
+	f.DurationVar(&opts.PreserveVersionIfIdle, "preserve-version-if-idle", 10*time.Second, "an update this long after the previous one keeps the previous state as a past version (negative: only when preserve_version is set)")
+	f.Var(managedPropertiesFlag{&opts.ManagedProperties}, "managed-properties", `collection properties the server sets on create, as JSON: {"key": {"Value": ..., "Function": "original_owner", "Protected": true}}`)
+	f.StringSliceVar(&opts.Vocabulary, "vocabulary", nil, "strict vocabulary: the only property keys accepted on collections, groups and links (comma-separated)")
 	cmd.MarkFlagRequired("data")
 	return cmd
 }
@@ -113,3 +119,27 @@ type usageError struct{ err error }
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
+
+// managedPropertiesFlag reads --managed-properties as JSON.
+type managedPropertiesFlag struct {
+	m *map[string]apiserver.ManagedProperty
+}
+
+func (f managedPropertiesFlag) String() string {
+	if f.m == nil || *f.m == nil {
+		return ""
+	}
+	b, _ := json.Marshal(*f.m)
+	return string(b)
+}
+
+func (f managedPropertiesFlag) Set(v string) error {
+	var m map[string]apiserver.ManagedProperty
+	if err := json.Unmarshal([]byte(v), &m); err != nil {
+		return fmt.Errorf("want a JSON object of {\"Value\", \"Function\", \"Protected\"} by key: %w", err)
+	}
+	*f.m = m
+	return nil
+}
+
+func (managedPropertiesFlag) Type() string { return "json" }
