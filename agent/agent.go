@@ -50,6 +50,11 @@ type Options struct {
 	// BWLimit (bytes/s, 0 = none) is applied by the BlockWriter the
 	// command wires in; it is recorded here so resume keeps it.
 	BWLimit int64 `json:"bwlimit,omitempty"`
+	// RetryFor is how long a run rides out errors that retrying can fix
+	// (network errors, 5xx, 408/429 from the API server, proxy or
+	// keepstores), counted from the first failure since the last block
+	// stored; 0 fails at once (see retry.go).
+	RetryFor time.Duration `json:"retry_for,omitempty"`
 }
 
 // BlockWriter stores blocks in Keep.
@@ -92,6 +97,13 @@ type Progress struct {
 	CollectionUUID string `json:"collection_uuid"`
 	PDH            string `json:"portable_data_hash"`
 	Error          string `json:"error"`
+	// While a run waits to retry after an outage: the error being
+	// retried, the attempt, when the failures began and the next try.
+	Retrying     bool      `json:"retrying,omitempty"`
+	LastError    string    `json:"last_error,omitempty"`
+	Attempt      int       `json:"attempt,omitempty"`
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	RetryAt      time.Time `json:"retry_at,omitzero"`
 }
 
 // Config wires an Uploader.
@@ -115,6 +127,9 @@ type Config struct {
 	// changed while being read, multiplied by the attempt number. 0 means
 	// 5 s, so a file still being written has time to settle.
 	ChangeRetryWait time.Duration
+	// RetryWait is the first wait before a run is retried after an outage
+	// (retry.go); 0 means 10 s.
+	RetryWait time.Duration
 }
 
 // changeRetries is how many times Run plans again for files that change
@@ -189,6 +204,9 @@ func New(cfg Config) (*Uploader, error) {
 	if cfg.CheckpointInterval == 0 {
 		cfg.CheckpointInterval = 10 * time.Minute
 	}
+	if cfg.RetryWait == 0 {
+		cfg.RetryWait = defaultRetryWait
+	}
 	if cfg.ChangeRetryWait == 0 {
 		cfg.ChangeRetryWait = 5 * time.Second
 	}
@@ -248,7 +266,7 @@ func (u *Uploader) Run(ctx context.Context) (JobMeta, error) {
 		p.Job, p.Dir, p.State, p.PartialUUID = u.meta.Job, u.meta.Dir, StateRunning, u.meta.PartialUUID
 	})
 	u.saveState(StateRunning, nil)
-	err := u.run(ctx)
+	err := u.runRetrying(ctx)
 	if err == nil {
 		u.saveState(StateDone, nil)
 		return u.meta, nil

@@ -80,6 +80,10 @@ func IsTemporary(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
+	var te temporaryError
+	if errors.As(err, &te) {
+		return true
+	}
 	var ae *APIError
 	if errors.As(err, &ae) {
 		return ae.Temporary()
@@ -122,3 +126,9 @@ func badCertificate(err error) bool {
 	var ci x509.CertificateInvalidError
 	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci)
 }
+
+// temporaryError marks an error that retrying later may fix (every Keep
+// service failed temporarily).
+type temporaryError struct{ error }
+
+func (e temporaryError) Unwrap() error { return e.error }

@@ -335,13 +335,20 @@ func (k *Keep) Put(ctx context.Context, data []byte, opts PutOptions) (PutResult
 	}
 	msgs := make([]string, len(res.Failures))
 	refused := len(res.Failures) > 0
+	temporary := len(res.Failures) > 0
 	for i, f := range res.Failures {
 		msgs[i] = f.Error()
 		refused = refused && (f.Status == http.StatusUnauthorized || f.Status == http.StatusForbidden)
+		temporary = temporary && f.temporary()
 	}
 	err = fmt.Errorf("put block %s: %w: wanted %d, stored %d: %s", hash, ErrInsufficientReplicas, wanted, res.Replicas, strings.Join(msgs, "; "))
-	if refused {
+	switch {
+	case refused:
 		err = fmt.Errorf("%w: %w", ErrTokenRefused, err)
+	case temporary:
+		// Every service failed in a way that may pass (down, 5xx, 408,
+		// 429): the caller may try again later (IsTemporary).
+		err = temporaryError{err}
 	}
 	return res, err
 }
