@@ -37,7 +37,8 @@ type Range struct {
 // tell that the file it opens is still the one that was planned and never
 // mixes two versions of a file into one collection.
 type Part struct {
-	Path       string `json:"path"`
+	Path       string `json:"path"`            // in the collection
+	Input      int    `json:"input,omitempty"` // the job input it is read from (JobMeta.Inputs)
 	FileOffset int64  `json:"file_offset"`
 	Length     int64  `json:"length"`
 	FileSize   int64  `json:"file_size"`
@@ -61,8 +62,11 @@ type BlockRecord struct {
 
 // JobMeta is a job's options and state. It never holds a token secret.
 type JobMeta struct {
-	Job              string  `json:"job"`
+	Job string `json:"job"`
+	// Dir is the directory uploaded when Inputs is empty (its contents at
+	// the collection's root); Inputs are arv-put's several paths.
 	Dir              string  `json:"dir"`
+	Inputs           []Input `json:"inputs,omitempty"`
 	Options          Options `json:"options"`
 	APIHost          string  `json:"api_host"`
 	TokenFingerprint string  `json:"token_fingerprint"`
@@ -123,4 +127,14 @@ type Journal interface {
 	// when old signatures cannot be trusted).
 	ForgetHashes() error
 	Close() error
+}
+
+// Input is one path a job uploads, with arv-put's layout (PROTOCOL 11.1):
+// a directory's contents go to the collection's root when As is "" (a
+// path given with a trailing slash) or under the directory As (its name);
+// a file goes to the root under As (its name).
+type Input struct {
+	Path string `json:"path"` // absolute
+	As   string `json:"as"`
+	File bool   `json:"file,omitempty"`
 }

@@ -41,7 +41,8 @@ var blockSize int64 = keepclient.BlockSize
 const maxBlockParts = 16384
 
 type scanEntry struct {
-	rel      string
+	rel      string // path in the collection
+	input    int    // index in the job's inputs
 	size     int64
 	mtime    int64
 	ctime    int64
@@ -59,10 +60,38 @@ func identity(info fs.FileInfo) (mtime, ctime int64, ino uint64) {
 	return
 }
 
-// walk visits regular files (and empty directories) of root in sorted
-// order, applying excludes and the symlink rule.
-func (u *Uploader) walk(ctx context.Context, root string, visit func(scanEntry) error) error {
+// walk visits the regular files (and empty directories) of every input
+// in order, each directory in sorted order, applying excludes (relative to
+// each input directory) and the symlink rule. A scanEntry's rel is its
+// path in the collection.
+func (u *Uploader) walk(ctx context.Context, visit func(scanEntry) error) error {
+	for i, in := range u.inputs() {
+		if in.File {
+			info, err := os.Stat(in.Path)
+			if err != nil {
+				return fmt.Errorf("read %s: %w (fix its permissions, or leave it out)", in.Path, err)
+			}
+			if !info.Mode().IsRegular() {
+				return fmt.Errorf("%s is not a regular file", in.Path)
+			}
+			e := scanEntry{rel: in.As, input: i, size: info.Size(), mode: uint32(info.Mode())}
+			e.mtime, e.ctime, e.ino = identity(info)
+			if err := visit(e); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := u.walkDir(ctx, i, in, visit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walkDir walks one input directory.
+func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(scanEntry) error) error {
 	opts := u.meta.Options
+	root := in.Path
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
@@ -81,6 +110,11 @@ func (u *Uploader) walk(ctx context.Context, root string, visit func(scanEntry) 
 			return nil
 		} else if !utf8.ValidString(rel) {
 			return fmt.Errorf("%w: %q (Arvados would store it changed; rename it, or leave it out with --exclude PATTERN, which resume accepts too)", ErrInvalidName, p)
+		}
+		inDir := rel // relative to the input directory
+		rel = path.Join(in.As, rel)
+		if rel == "." {
+			rel = ""
 		}
 		info, err := os.Lstat(p)
 		if err != nil {
@@ -110,13 +144,13 @@ func (u *Uploader) walk(ctx context.Context, root string, visit func(scanEntry) 
 				}
 				empty := true
 				for _, e := range ents {
-					if !excluded(opts.Excludes, path.Join(rel, e.Name())) {
+					if !excluded(opts.Excludes, path.Join(inDir, e.Name())) {
 						empty = false
 						break
 					}
 				}
 				if empty {
-					return visit(scanEntry{rel: rel, emptyDir: true})
+					return visit(scanEntry{rel: rel, input: input, emptyDir: true})
 				}
 			}
 			return nil
@@ -126,7 +160,7 @@ func (u *Uploader) walk(ctx context.Context, root string, visit func(scanEntry) 
 				return fmt.Errorf("open %s: %w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", p, err)
 			}
 			f.Close()
-			e := scanEntry{rel: rel, size: info.Size(), mode: uint32(info.Mode())}
+			e := scanEntry{rel: rel, input: input, size: info.Size(), mode: uint32(info.Mode())}
 			e.mtime, e.ctime, e.ino = identity(info)
 			return visit(e)
 		default:
@@ -166,7 +200,7 @@ func (u *Uploader) scan(ctx context.Context) error {
 	u.report(func(p *Progress) { p.Phase = "scanning" })
 	if u.meta.PlanFingerprint != "" {
 		fp := newFingerprint()
-		if err := u.walk(ctx, u.meta.Dir, func(e scanEntry) error { fp.add(e); return nil }); err != nil {
+		if err := u.walk(ctx, func(e scanEntry) error { fp.add(e); return nil }); err != nil {
 			return err
 		}
 		if fp.sum() == u.meta.PlanFingerprint {
@@ -195,7 +229,7 @@ type fingerprint struct {
 func newFingerprint() *fingerprint { return &fingerprint{h: sha256.New()} }
 
 func (f *fingerprint) add(e scanEntry) {
-	fmt.Fprintf(f.h, "%q %d %d %d %d %v\n", e.rel, e.size, e.mtime, e.ctime, e.ino, e.emptyDir)
+	fmt.Fprintf(f.h, "%q %d %d %d %d %v %d\n", e.rel, e.size, e.mtime, e.ctime, e.ino, e.emptyDir, e.input)
 	if !e.emptyDir {
 		f.files++
 	}
@@ -273,7 +307,7 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 		}
 		return true
 	}
-	err = u.walk(ctx, u.meta.Dir, func(e scanEntry) error {
+	err = u.walk(ctx, func(e scanEntry) error {
 		fp.add(e)
 		key := fileKeyOf(e.rel)
 		if e.emptyDir {
@@ -294,7 +328,7 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 			rec = FileRecord{Key: key, Path: e.rel, EmptyDir: true}
 		default:
 			rec = FileRecord{Key: key, Path: e.rel, Size: e.size, MtimeNS: e.mtime, CtimeNS: e.ctime, Inode: e.ino, Mode: e.mode}
-			part := Part{Path: e.rel, FileSize: e.size, MtimeNS: e.mtime, CtimeNS: e.ctime, Inode: e.ino}
+			part := Part{Path: e.rel, Input: e.input, FileSize: e.size, MtimeNS: e.mtime, CtimeNS: e.ctime, Inode: e.ino}
 			switch {
 			case e.size == 0:
 			case e.size >= blockSize/2:

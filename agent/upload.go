@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -254,7 +253,7 @@ func (u *Uploader) readParts(rec BlockRecord, buf []byte) error {
 var readHook func(path string)
 
 func (u *Uploader) readPart(part Part, buf []byte) error {
-	p := filepath.Join(u.meta.Dir, filepath.FromSlash(part.Path))
+	p := u.diskPath(part)
 	if readHook != nil {
 		readHook(part.Path)
 	}
