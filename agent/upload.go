@@ -125,7 +125,7 @@ func (u *Uploader) upload(ctx context.Context) error {
 			for rb := range toPut {
 				sum := md5.Sum(rb.buf)
 				rb.rec.Hash = hex.EncodeToString(sum[:])
-				if loc, exp, ok := u.cfg.Journal.StoredHash(rb.rec.Hash); ok && time.Unix(exp, 0).After(time.Now().Add(signatureMargin)) {
+				if loc, exp, ok := u.cfg.Journal.StoredHash(rb.rec.Hash); ok && time.Unix(exp, 0).After(time.Now().Add(signatureMargin)) && sizeOf(loc) == rb.rec.Size {
 					rb.rec.Locator, rb.rec.Expiry, rb.rec.Stored = loc, exp, true
 					pool <- rb.buf
 					select {
