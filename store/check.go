@@ -175,6 +175,27 @@ func open(path string, timeout time.Duration) (guardedDB, error) {
 	return d, fmt.Errorf("open journal %s: %w", path, err)
 }
 
+// checkEmpty tells a journal that is empty (damaged) from one that
+// another process is creating: bbolt creates the file, then locks and
+// fills it. It returns ErrLocked while another process holds it, nil if
+// it is not empty any more.
+func checkEmpty(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open journal %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); errors.Is(err, syscall.EWOULDBLOCK) {
+		return ErrLocked
+	} else if err != nil {
+		return fmt.Errorf("lock journal %s: %w", path, err)
+	}
+	if info, err := f.Stat(); err == nil && info.Size() > 0 {
+		return nil
+	}
+	return &DamagedError{Path: path, Err: errors.New("the file is empty")}
+}
+
 // checkOpened is the cheap check of an existing journal, done by Open:
 // the file is as long as bbolt's index says, every bucket is there, the
 // schema is known.

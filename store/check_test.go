@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand"
 	"os"
@@ -92,6 +93,19 @@ func garbage(t *testing.T, path string, off, n int64) {
 	require.NoError(t, f.Close())
 }
 
+// branchRoot returns the root page of the files bucket, a branch page.
+func branchRoot(t *testing.T, path string) int64 {
+	var root int64
+	withBolt(t, path, func(tx *bolt.Tx) error {
+		root = int64(tx.Bucket(bFiles).Root())
+		info, err := tx.Page(int(root))
+		require.NoError(t, err)
+		require.Equal(t, "branch", info.Type, "the files bucket spans several pages")
+		return nil
+	})
+	return root
+}
+
 func fileSize(t *testing.T, path string) int64 {
 	info, err := os.Stat(path)
 	require.NoError(t, err)
@@ -115,15 +129,22 @@ func TestJournal_damaged(t *testing.T) {
 			garbage(t, path, 2*page, fileSize(t, path)-2*page)
 		}, false},
 		{"garbageBranchPage", func(t *testing.T, path string) {
-			var root int64
-			withBolt(t, path, func(tx *bolt.Tx) error {
-				root = int64(tx.Bucket(bFiles).Root())
-				info, err := tx.Page(int(root))
-				require.NoError(t, err)
-				require.Equal(t, "branch", info.Type, "the files bucket spans several pages")
-				return nil
-			})
+			root := branchRoot(t, path)
 			garbage(t, path, root*page+16, page-16) // header intact: bbolt follows its garbage page ids
+		}, true},
+		{"pageIDOutsideTheFile", func(t *testing.T, path string) {
+			// The first child of the files bucket's root branch page
+			// (page header 16 bytes; element: pos, ksize uint32, pgid
+			// uint64) points 4 GiB on, outside the memory map: reading it
+			// faults, which only SetPanicOnFault makes recoverable.
+			root := branchRoot(t, path)
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			require.NoError(t, err)
+			var id [8]byte
+			binary.LittleEndian.PutUint64(id[:], 1<<20)
+			_, err = f.WriteAt(id[:], root*page+16+8)
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
 		}, true},
 		{"halfTruncated", func(t *testing.T, path string) { require.NoError(t, os.Truncate(path, fileSize(t, path)/2)) }, false},
 		{"garbageMetaJSON", func(t *testing.T, path string) {

@@ -6,6 +6,11 @@
 // Every write method is one bbolt transaction (one fsync); the agent
 // batches records into few calls, so 100k small files do not mean 100k
 // fsyncs. A crash loses at most the batch being written.
+//
+// A damaged file (empty, truncated, garbage pages or records) is a
+// *DamagedError (ErrDamaged), never a panic or a new empty journal: Open
+// checks cheaply, Check reads everything, and every transaction is
+// guarded against bbolt's panics and faults on garbage pages (check.go).
 package store
 
 import (
@@ -61,7 +66,9 @@ func Open(path string, timeout time.Duration) (*Journal, error) {
 	exists := err == nil
 	if exists && info.Size() == 0 {
 		// bbolt would silently make a new, empty journal of it.
-		return nil, &DamagedError{Path: path, Err: errors.New("the file is empty")}
+		if err := checkEmpty(path); err != nil {
+			return nil, err
+		}
 	}
 	db, err := open(path, timeout)
 	if err != nil {

@@ -616,7 +616,11 @@ func jobStatus(sd, job string) (status, error) {
 	j, err := store.Open(dbPath, 200*time.Millisecond)
 	switch {
 	case errors.Is(err, store.ErrLocked):
-		st.State = agent.StateRunning // whatever the status file says
+		// Held by a run that has not published yet (after a kill -9, the
+		// status file still says running), or by another status.
+		if serr != nil || st.State == agent.StateRunning {
+			st.State = agent.StateRunning
+		}
 		return st, nil
 	case errors.Is(err, store.ErrDamaged):
 		return damagedStatus(sd, job, err), nil
