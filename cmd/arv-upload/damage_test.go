@@ -89,6 +89,17 @@ func runUntil(t *testing.T, bin string, env []string, sig syscall.Signal, stop f
 	return code, strings.Join(lines, "\n")
 }
 
+// blocksOf returns the data blocks a manifest references, by hash.
+func blocksOf(manifest string) map[string]bool {
+	out := map[string]bool{}
+	for _, tok := range strings.Fields(manifest) {
+		if l, err := keepclient.ParseLocator(tok); err == nil && l.Size > 0 {
+			out[l.Hash] = true
+		}
+	}
+	return out
+}
+
 // copyState copies the files of a state directory (XDG_STATE_HOME) into a
 // new one and returns it.
 func copyState(t *testing.T, from string) string {
@@ -308,15 +319,6 @@ func TestCLI_damagedJournal(t *testing.T) {
 		dbPath := filepath.Join(s.state, "arv-upload", job+".db")
 		garbageBytes(t, dbPath, 2*int64(os.Getpagesize()))
 
-		blocksOf := func(manifest string) map[string]bool {
-			out := map[string]bool{}
-			for _, tok := range strings.Fields(manifest) {
-				if l, err := keepclient.ParseLocator(tok); err == nil && l.Size > 0 {
-					out[l.Hash] = true
-				}
-			}
-			return out
-		}
 		part, err := api.GetCollection(ctx, s.partial)
 		require.NoError(t, err)
 		checkpointed := blocksOf(part.ManifestText)
@@ -366,5 +368,72 @@ func TestCLI_damagedJournal(t *testing.T) {
 		var st status
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
 		assert.Equal(t, "done", st.State)
+
+		// Damage after the job finished: nothing to rebuild.
+		garbageBytes(t, dbPath, 2*int64(os.Getpagesize()))
+		r = runCLI(ctx, t, s.bin, env, "resume", job)
+		assert.Equal(t, 1, r.code)
+		assert.Contains(t, r.stderr, "The job finished: collection "+coll.UUID+" ("+s.refPDH+") is safe and complete; nothing is left to do.")
+		r = runCLI(ctx, t, s.bin, env, "list")
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Regexp(t, `(?m)^`+job+` +done `, r.stdout)
+	})
+
+	// The job record and the status file are lost too: the options are
+	// given again to start --rebuild, and the partial collection is found
+	// by its name.
+	t.Run("rebuildWithoutRecord", func(t *testing.T) {
+		job := "half2"
+		api := s.cl.Client(s.cl.UserToken)
+		state := t.TempDir()
+		env := withState(s.env, state)
+		code, out := runUntil(t, s.bin, env, syscall.SIGINT, func(st status) bool { return st.BlocksStored >= 1 },
+			"start", "--progress", "json", "--job", job, "--threads", "1", "--bwlimit", "16M", s.src)
+		require.Equal(t, 130, code, out)
+		r := runCLI(ctx, t, s.bin, env, "status", "--json", job)
+		require.Equal(t, 0, r.code, r.stderr)
+		var st status
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
+		require.NotEmpty(t, st.PartialUUID)
+		part, err := api.GetCollection(ctx, st.PartialUUID)
+		require.NoError(t, err)
+		checkpointed := blocksOf(part.ManifestText)
+		require.NotEmpty(t, checkpointed)
+
+		dir := filepath.Join(state, "arv-upload")
+		garbageBytes(t, filepath.Join(dir, job+".db"), 2*int64(os.Getpagesize()))
+		require.NoError(t, os.Remove(filepath.Join(dir, job+".job.json")))
+		require.NoError(t, os.Remove(filepath.Join(dir, job+".status.json")))
+		r = runCLI(ctx, t, s.bin, env, "resume", job)
+		assert.Equal(t, 1, r.code)
+		assert.Contains(t, r.stderr, "run `arv-upload start --rebuild --job "+job+" [the options it was started with] DIR`")
+
+		s.counter.reset()
+		r = runCLI(ctx, t, s.bin, env, "start", "--rebuild", "--job", job, "--progress", "none", "--threads", "1", s.src)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stderr, fmt.Sprintf("the %d blocks partial collection %s holds are not sent again", len(checkpointed), st.PartialUUID))
+		coll, err := api.GetCollection(ctx, strings.TrimSpace(r.stdout))
+		require.NoError(t, err)
+		assert.Equal(t, s.refPDH, coll.PortableDataHash)
+		assert.Equal(t, st.PartialUUID, coll.UUID)
+		sent := s.counter.hashes()
+		for h := range blocksOf(coll.ManifestText) {
+			assert.Equal(t, !checkpointed[h], sent[h], "block %s sent (held by the partial collection: %v)", h, checkpointed[h])
+		}
+
+		// Abort with a damaged journal, the status file lost: the job's
+		// collection, known from its record as the partial one, is left
+		// alone since it is finished; the job's files go.
+		garbageBytes(t, filepath.Join(dir, job+".db"), 2*int64(os.Getpagesize()))
+		require.NoError(t, os.Remove(filepath.Join(dir, job+".status.json")))
+		r = runCLI(ctx, t, s.bin, env, "abort", job)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stderr, "partial collection "+coll.UUID+" left in place: it is not a partial collection any more")
+		again, err := api.GetCollection(ctx, coll.UUID)
+		require.NoError(t, err, "the finished collection is not trashed")
+		assert.Equal(t, s.refPDH, again.PortableDataHash)
+		left, err := filepath.Glob(filepath.Join(dir, job+".*"))
+		require.NoError(t, err)
+		assert.Empty(t, left, "abort removes the job's files, the damaged journal kept by the rebuild too")
 	})
 }

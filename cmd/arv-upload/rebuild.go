@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,6 +112,11 @@ func damagedJob(sd, job string, err error) error {
 	rec, recErr := readJobRecord(sd, job)
 	var b strings.Builder
 	fmt.Fprintf(&b, "job %s: %v.\n", job, de)
+	if st.State == agent.StateDone {
+		fmt.Fprintf(&b, "The job finished: collection %s (%s) is safe and complete; nothing is left to do.\n"+
+			"Run `arv-upload abort %s` to remove the job's files (the collection stays).", st.CollectionUUID, st.PDH, job)
+		return damagedJobError{msg: b.String(), err: de}
+	}
 	if st.PartialUUID != "" {
 		fmt.Fprintf(&b, "What is already stored in Keep is safe: partial collection %s keeps every block stored up to the job's last checkpoint.\n", st.PartialUUID)
 	} else {
@@ -129,7 +135,8 @@ func damagedJob(sd, job string, err error) error {
 }
 
 // markDamaged writes the status file of a job whose journal is damaged
-// (what it said before, state "damaged", the error) and returns it.
+// (what it said before, state "damaged", the error) and returns it. A
+// finished job stays done: its collection is complete.
 func markDamaged(sd, job string, err error) (status, *store.DamagedError) {
 	var de *store.DamagedError
 	if !errors.As(err, &de) {
@@ -139,6 +146,10 @@ func markDamaged(sd, job string, err error) (status, *store.DamagedError) {
 	st, serr := readStatusFile(path)
 	if serr != nil {
 		st = status{}
+	}
+	if st.State == agent.StateDone && st.CollectionUUID != "" {
+		st.Job = job
+		return st, de
 	}
 	if rec, err := readJobRecord(sd, job); err == nil {
 		if st.Dir == "" {
@@ -275,37 +286,40 @@ func rebuildJob(cmd *cobra.Command, sd string, rec jobRecord, progress string) e
 	if err != nil {
 		return err
 	}
+	placed := false
+	defer func() {
+		if !placed {
+			nj.Close()
+			os.Remove(tmp)
+		}
+	}()
 	meta := agent.JobMeta{Job: job, Dir: rec.Dir, Options: rec.Options, Created: rec.Created, State: agent.StateInterrupted, PartialUUID: rec.PartialUUID}
 	if err := nj.SetMeta(meta); err != nil {
-		nj.Close()
 		return fmt.Errorf("write journal (is the disk full?): %w", err)
 	}
 	adopted := 0
 	if rec.PartialUUID != "" {
 		adopted, err = agent.AdoptPartial(cmd.Context(), nj, c, rec.PartialUUID)
-		if keepclient.IsStatus(err, 404) {
+		if keepclient.IsStatus(err, http.StatusNotFound) {
 			fmt.Fprintf(errw, "arv-upload: warning: job %s: partial collection %s is gone; every block will be sent again\n", job, rec.PartialUUID)
 			err = nil
 			meta.PartialUUID, rec.PartialUUID = "", ""
 			if err := nj.SetMeta(meta); err != nil {
-				nj.Close()
 				return fmt.Errorf("write journal (is the disk full?): %w", err)
 			}
 		}
 		if err != nil {
-			nj.Close()
 			return fmt.Errorf("job %s: %w (the damaged journal is unchanged; run the rebuild again)", job, err)
 		}
 	}
 	kept := fmt.Sprintf("%s.damaged-%s", dbPath, time.Now().Format("20060102-150405"))
 	if err := os.Link(dbPath, kept); err != nil {
-		nj.Close()
 		return fmt.Errorf("keep the damaged journal of job %s: %w", job, err)
 	}
 	if err := os.Rename(tmp, dbPath); err != nil {
-		nj.Close()
 		return fmt.Errorf("put the new journal of job %s in place: %w", job, err)
 	}
+	placed = true
 	if err := syncDir(sd); err != nil {
 		nj.Close()
 		return fmt.Errorf("put the new journal of job %s in place: %w", job, err)
