@@ -9,6 +9,12 @@ import (
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
+// ErrJournalDamaged is what a Journal's methods return (wrapped) when its
+// storage is damaged: nothing in it can be trusted, and nothing more can
+// be written. What the job stored in Keep is not affected; the journal
+// must be rebuilt (AdoptPartial).
+var ErrJournalDamaged = errors.New("journal is damaged")
+
 // AdoptPartial prepares a new journal for a job whose journal was lost:
 // every block the partial collection uuid holds (read with api's token,
 // so its locators are signed for it) becomes known by content hash, as

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,8 +24,9 @@ import (
 
 // ErrDamaged means a journal file is damaged (truncated, overwritten,
 // garbage records): nothing in it can be trusted. What the job stored in
-// Keep is not affected; the journal must be rebuilt.
-var ErrDamaged = errors.New("journal is damaged")
+// Keep is not affected; the journal must be rebuilt. It is the agent's
+// agent.ErrJournalDamaged.
+var ErrDamaged = agent.ErrJournalDamaged
 
 // DamagedError says which journal is damaged and how. It matches
 // ErrDamaged with errors.Is.
@@ -47,19 +50,51 @@ func (e *DamagedError) Is(target error) bool { return target == ErrDamaged }
 // outside the file it maps. Inside View and Update such a panic, or such
 // a fault, becomes a *DamagedError, and so does a record that does not
 // decode; the process never dies in bbolt with a stack dump.
+//
+// After such a panic bbolt's own state cannot be trusted either (a write
+// transaction whose rollback panicked keeps bbolt's writer lock), so the
+// handle is poisoned: every later call returns the same error without
+// entering bbolt, writers wait on a lock of ours rather than bbolt's, and
+// Close only lets go of the file.
 type guardedDB struct {
 	*bolt.DB
-	path string
+	path  string
+	file  *os.File // the file bbolt opened, locked
+	state *guardState
+}
+
+type guardState struct {
+	writer   sync.Mutex
+	poisoned atomic.Pointer[DamagedError]
 }
 
 func (d guardedDB) View(fn func(*bolt.Tx) error) (err error) {
+	if de := d.state.poisoned.Load(); de != nil {
+		return de
+	}
 	defer d.guard(&err)()
 	return d.classify(d.DB.View(fn))
 }
 
 func (d guardedDB) Update(fn func(*bolt.Tx) error) (err error) {
+	d.state.writer.Lock()
+	defer d.state.writer.Unlock() // after guard: a waiting writer sees the poison
+	if de := d.state.poisoned.Load(); de != nil {
+		return de
+	}
 	defer d.guard(&err)()
 	return d.classify(d.DB.Update(fn))
+}
+
+// Close closes the database; a poisoned one (see guardedDB) only gives
+// up its lock and file, since bbolt's Close could wait forever for its
+// writer lock. The memory map stays until the process exits.
+func (d guardedDB) Close() error {
+	if d.state.poisoned.Load() == nil {
+		return d.DB.Close()
+	}
+	syscall.Flock(int(d.file.Fd()), syscall.LOCK_UN)
+	return d.file.Close()
 }
 
 func (d guardedDB) damaged(format string, args ...any) error {
@@ -97,7 +132,11 @@ func (d guardedDB) guard(err *error) func() {
 		if !journalPanic(r) {
 			panic(r)
 		}
-		*err = d.damaged("bbolt: %v", r)
+		de := &DamagedError{Path: d.path, Err: fmt.Errorf("bbolt: %v", r)}
+		if d.state != nil && !d.state.poisoned.CompareAndSwap(nil, de) {
+			de = d.state.poisoned.Load()
+		}
+		*err = de
 	}
 }
 
@@ -141,7 +180,7 @@ func standardLibrary(fn string) bool {
 // a garbage free list, say) is a *DamagedError; the file, and with it
 // the lock, is then closed.
 func open(path string, timeout time.Duration) (guardedDB, error) {
-	d := guardedDB{path: path}
+	d := guardedDB{path: path, state: &guardState{}}
 	var file *os.File
 	err := func() (err error) {
 		defer d.guard(&err)()
@@ -154,6 +193,7 @@ func open(path string, timeout time.Duration) (guardedDB, error) {
 		return err
 	}()
 	if err == nil {
+		d.file = file
 		return d, nil
 	}
 	if d.DB == nil && file != nil {

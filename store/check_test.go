@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -188,4 +189,36 @@ func TestJournal_damaged(t *testing.T) {
 			assert.Equal(t, size, fileSize(t, path), "the damaged file is left as it is")
 		})
 	}
+}
+
+// Damage under an open journal (a run using it): the first call that
+// meets it fails with ErrDamaged, and so does every later one, at once;
+// Close returns. (bbolt left to itself keeps its writer lock after a
+// panic in a rollback, and the next write or Close waits forever.)
+func TestJournal_damagedWhileOpen(t *testing.T) {
+	ctx := context.Background()
+	path := fullJournal(t)
+	j, err := Open(path, 0)
+	require.NoError(t, err)
+	garbage(t, path, 2*int64(os.Getpagesize()), fileSize(t, path)-2*int64(os.Getpagesize()))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		write := func() error {
+			return j.PutBlocks([]agent.BlockRecord{{Seq: 5, Size: 1000, Hash: "h", Locator: "h+1000", Stored: true}})
+		}
+		assert.ErrorIs(t, write(), ErrDamaged)
+		assert.ErrorIs(t, write(), ErrDamaged)
+		assert.ErrorIs(t, j.EachFile(ctx, func(agent.FileRecord) error { return nil }), ErrDamaged)
+		assert.ErrorIs(t, j.SetMeta(agent.JobMeta{Job: "j1"}), ErrDamaged)
+		assert.NoError(t, j.Close())
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the journal hangs after damage")
+	}
+	_, err = Open(path, 0)
+	assert.ErrorIs(t, err, ErrDamaged, "and the lock is free again")
 }

@@ -56,8 +56,14 @@ func writeBlockTree(t *testing.T, root string, seed int64, nbig int) {
 }
 
 // runUntil runs arv-upload with --progress json and sends sig once a
-// progress line satisfies stop. It returns the exit code and stderr.
+// progress line satisfies stop. It returns the exit code (minus the
+// signal if one killed it) and stderr.
 func runUntil(t *testing.T, bin string, env []string, sig syscall.Signal, stop func(status) bool, args ...string) (int, string) {
+	return runUntilDo(t, bin, env, func(cmd *exec.Cmd) { require.NoError(t, cmd.Process.Signal(sig)) }, stop, args...)
+}
+
+// runUntilDo is runUntil with an action of the caller's.
+func runUntilDo(t *testing.T, bin string, env []string, act func(*exec.Cmd), stop func(status) bool, args ...string) (int, string) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	stderr, err := cmd.StderrPipe()
@@ -73,7 +79,7 @@ func runUntil(t *testing.T, bin string, env []string, sig syscall.Signal, stop f
 		lines = append(lines, sc.Text())
 		var st status
 		if !signalled && json.Unmarshal(sc.Bytes(), &st) == nil && stop(st) {
-			require.NoError(t, cmd.Process.Signal(sig))
+			act(cmd)
 			signalled = true
 		}
 	}
@@ -307,6 +313,27 @@ func TestCLI_damagedJournal(t *testing.T) {
 			assert.Equal(t, "interrupted", st.State, "%v: a job killed with -9 is not running", args)
 			assert.Equal(t, s.partial, st.PartialUUID)
 		}
+	})
+
+	// Damage while a run uses the journal: the run stops with the same
+	// message (and the status says so), not with a panic.
+	t.Run("damagedWhileRunning", func(t *testing.T) {
+		job := "half3"
+		state := t.TempDir()
+		env := withState(s.env, state)
+		dbPath := filepath.Join(state, "arv-upload", job+".db")
+		code, out := runUntilDo(t, s.bin, env, func(*exec.Cmd) { garbageBytes(t, dbPath, 2*page) },
+			func(st status) bool { return st.BlocksStored >= 1 },
+			"start", "--progress", "json", "--job", job, "--threads", "1", "--bwlimit", "16M", s.src)
+		assert.Equal(t, 1, code, out)
+		assert.Contains(t, out, "arv-upload: job "+job+": journal "+dbPath+" is damaged: ")
+		assert.Contains(t, out, "What is already stored in Keep is safe, but no checkpoint has listed it yet")
+		assert.Contains(t, out, "Run `arv-upload resume --rebuild "+job+"`")
+		for _, bad := range []string{"panic", "goroutine", "resumable"} {
+			assert.NotContains(t, out, bad)
+		}
+		r := runCLI(ctx, t, s.bin, env, "status", job)
+		assert.Contains(t, r.stdout, "job:    "+job+" (damaged)")
 	})
 
 	// Last, as it finishes the job: the rebuild, after garbage pages.

@@ -117,19 +117,21 @@ func damagedJob(sd, job string, err error) error {
 			"Run `arv-upload abort %s` to remove the job's files (the collection stays).", st.CollectionUUID, st.PDH, job)
 		return damagedJobError{msg: b.String(), err: de}
 	}
+	sends := "sends only the blocks its partial collection does not hold"
 	if st.PartialUUID != "" {
 		fmt.Fprintf(&b, "What is already stored in Keep is safe: partial collection %s keeps every block stored up to the job's last checkpoint.\n", st.PartialUUID)
 	} else {
-		b.WriteString("What is already stored in Keep is safe.\n")
+		b.WriteString("What is already stored in Keep is safe, but no checkpoint has listed it yet (the first comes a minute into a run), so it is sent again.\n")
+		sends = "sends their blocks"
 	}
 	if recErr == nil {
-		fmt.Fprintf(&b, "Run `arv-upload resume --rebuild %s` to make a new journal: it reads the files of %s again and sends only the blocks its partial collection does not hold.", job, rec.Dir)
+		fmt.Fprintf(&b, "Run `arv-upload resume --rebuild %s` to make a new journal: it reads the files of %s again and %s.", job, rec.Dir, sends)
 	} else {
 		dir := "DIR"
 		if st.Dir != "" {
 			dir = st.Dir
 		}
-		fmt.Fprintf(&b, "Its options were kept only in the journal: run `arv-upload start --rebuild --job %s [the options it was started with] %s` to make a new journal: it reads the files again and sends only the blocks its partial collection does not hold.", job, dir)
+		fmt.Fprintf(&b, "Its options were kept only in the journal: run `arv-upload start --rebuild --job %s [the options it was started with] %s` to make a new journal: it reads the files again and %s.", job, dir, sends)
 	}
 	return damagedJobError{msg: b.String(), err: de}
 }
