@@ -157,6 +157,8 @@ func journalPanic(r any) bool {
 		case f.Function == "runtime.gopanic":
 			panicking = true
 		case !panicking, standardLibrary(f.Function):
+			// the guard's own frames, or the runtime and standard
+			// library code that the culprit called
 		default:
 			return strings.HasPrefix(f.Function, "go.etcd.io/bbolt") || strings.HasPrefix(f.Function, thisPackage+".")
 		}
@@ -168,12 +170,18 @@ func journalPanic(r any) bool {
 
 const thisPackage = "github.com/arv-upload/arv-upload/store"
 
-// standardLibrary reports whether a function (as runtime.Frame names it)
-// belongs to the standard library or the runtime: its import path has no
-// dot in the first element.
+// standardLibrary reports whether a function (as runtime.Frame names it,
+// "import/path.Func") belongs to the standard library or the runtime:
+// the first element of its import path has no dot (a module path's
+// has), and it is not package main.
 func standardLibrary(fn string) bool {
-	first, _, _ := strings.Cut(fn, "/")
-	return !strings.Contains(first, ".") || strings.HasPrefix(fn, "runtime.")
+	first := fn
+	if i := strings.IndexByte(fn, '/'); i >= 0 {
+		first = fn[:i]
+	} else if i := strings.IndexByte(fn, '.'); i >= 0 {
+		first = fn[:i]
+	}
+	return !strings.Contains(first, ".") && first != "main"
 }
 
 // open opens the bbolt file at path. A panic or a fault inside bbolt (on

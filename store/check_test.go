@@ -222,3 +222,19 @@ func TestJournal_damagedWhileOpen(t *testing.T) {
 	_, err = Open(path, 0)
 	assert.ErrorIs(t, err, ErrDamaged, "and the lock is free again")
 }
+
+func TestStandardLibrary(t *testing.T) {
+	for fn, want := range map[string]bool{
+		"runtime.gopanic":                                                 true,
+		"runtime.goPanicIndex":                                            true,
+		"strings.Repeat":                                                  true,
+		"encoding/binary.bigEndian.Uint64":                                true,
+		"encoding/json.(*decodeState).object":                             true,
+		"go.etcd.io/bbolt/internal/common.(*Page).FastCheck":              false,
+		"github.com/arv-upload/arv-upload/agent.(*Uploader).upload.func1": false,
+		"github.com/arv-upload/arv-upload/store.(*Journal).NextSeq.func1": false,
+		"main.main": false,
+	} {
+		t.Run(fn, func(t *testing.T) { assert.Equal(t, want, standardLibrary(fn)) })
+	}
+}
