@@ -234,6 +234,9 @@ func rebuildJob(cmd *cobra.Command, sd string, rec jobRecord, progress string) e
 	job := rec.Job
 	dbPath := filepath.Join(sd, job+".db")
 	errw := cmd.ErrOrStderr()
+	if st, err := readStatusFile(filepath.Join(sd, job+".status.json")); err == nil && st.State == agent.StateDone && st.CollectionUUID != "" {
+		return usageError{fmt.Errorf("job %s finished: collection %s (%s); there is nothing to rebuild (`arv-upload abort %s` removes the job's files, the collection stays)", job, st.CollectionUUID, st.PDH, job)}
+	}
 	j, err := store.Open(dbPath, 0)
 	switch {
 	case errors.Is(err, store.ErrLocked):
