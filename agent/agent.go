@@ -271,6 +271,12 @@ func (u *Uploader) Run(ctx context.Context) (JobMeta, error) {
 		u.saveState(StateDone, nil)
 		return u.meta, nil
 	}
+	if errors.Is(err, ErrJournalDamaged) {
+		// Nothing more can be saved: a checkpoint reads the journal, the
+		// state goes into it. The partial collection as last saved stays.
+		u.report(func(p *Progress) { p.State, p.Error = StateFailed, err.Error() })
+		return u.meta, err
+	}
 	if u.meta.CollectionUUID == "" && u.cfg.API != nil && !errors.Is(err, keepclient.ErrTokenRefused) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		if cerr := u.checkpoint(cctx); cerr != nil {

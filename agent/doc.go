@@ -77,6 +77,12 @@
 // links are created, each journaled, so a resume after a failure creates
 // none twice.
 //
+// Rebuild: a journal that is damaged is replaced by a new one for the same
+// job (AdoptPartial): the partial collection's blocks become known by
+// content hash, as blocks of an earlier plan are, and the next run plans
+// the tree as a new job does. Every block is read and hashed; one whose
+// hash and size the partial collection holds is taken as stored, not PUT.
+//
 // Memory, whatever the number of files: threads+1 block buffers, one
 // journal batch (4096 records), one directory's files while a manifest is
 // written, and tables proportional to the number of blocks. One exception:

@@ -96,6 +96,7 @@ type JobMeta struct {
 // Journal is the durable record of a job (implemented by package store).
 // Writes are durable when the call returns; callers batch them. Reads may
 // run concurrently with one writer; writes are not safe for concurrent use.
+// Any method may fail with ErrJournalDamaged.
 type Journal interface {
 	Meta() (JobMeta, error)
 	SetMeta(JobMeta) error

@@ -9,6 +9,11 @@
 // back (EachFile, EachBlock) page through the journal in short read
 // transactions and call back with none open, so a slow consumer never
 // holds up a commit.
+//
+// A damaged file (empty, truncated, garbage pages or records) is a
+// *DamagedError (ErrDamaged), never a panic or a new empty journal: Open
+// checks cheaply, Check reads everything, and every transaction is
+// guarded against bbolt's panics and faults on garbage pages (check.go).
 package store
 
 import (
@@ -18,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,38 +51,51 @@ var (
 // would leave the journal twice its size.
 const fillPercent = 0.9
 
-// Journal is a bbolt-backed agent.Journal.
-type Journal struct{ db *bolt.DB }
+// Journal is a bbolt-backed agent.Journal. Its transactions are guarded
+// (check.go): damage is a *DamagedError, never a panic.
+type Journal struct{ db guardedDB }
 
 var _ agent.Journal = (*Journal)(nil)
 
-// Open opens (creating) the journal at path. It waits at most timeout for
-// the file lock, then returns ErrLocked.
+// Open opens the journal at path, creating it if there is no file. It
+// waits at most timeout for the file lock, then returns ErrLocked. An
+// existing journal is checked cheaply (not empty, not shorter than its
+// index, every bucket there; Check reads it all): damage is a
+// *DamagedError, and a damaged file is never replaced by a new one.
 func Open(path string, timeout time.Duration) (*Journal, error) {
 	if timeout == 0 {
 		timeout = 500 * time.Millisecond
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, ErrLocked
+	info, err := os.Stat(path)
+	exists := err == nil
+	if exists && info.Size() == 0 {
+		// bbolt would silently make a new, empty journal of it.
+		if err := checkEmpty(path); err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bFiles, bBlocks, bParts, bHashes} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
+	db, err := open(path, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
+		err = db.checkOpened()
+	} else {
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bMeta, bFiles, bBlocks, bParts, bHashes} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
 			}
-		}
-		m := tx.Bucket(bMeta)
-		if v := m.Get([]byte("schema")); v != nil && string(v) != schemaVersion {
-			return fmt.Errorf("journal schema %s; this arv-upload understands %s", v, schemaVersion)
-		}
-		return m.Put([]byte("schema"), []byte(schemaVersion))
-	})
+			return tx.Bucket(bMeta).Put([]byte("schema"), []byte(schemaVersion))
+		})
+	}
 	if err != nil {
 		db.Close()
+		var de *DamagedError
+		if errors.As(err, &de) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	return &Journal{db: db}, nil

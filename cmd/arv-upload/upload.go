@@ -142,6 +142,7 @@ type uploadFlags struct {
 	progress string
 	dryRun   bool
 	bwlimit  string
+	rebuild  bool
 }
 
 func newStartCommand() *cobra.Command {
@@ -198,6 +199,9 @@ On success the collection UUID is printed on stdout.`,
 			if err != nil {
 				return err
 			}
+			if f.rebuild && f.job == "" {
+				return usageError{errors.New("--rebuild needs --job JOB, the job whose journal is damaged")}
+			}
 			if f.job == "" {
 				f.job = newJobName(filepath.Base(dir))
 			}
@@ -205,6 +209,16 @@ On success the collection UUID is printed on stdout.`,
 				return usageError{fmt.Errorf("--job %q: use letters, digits, '.', '_' and '-'", f.job)}
 			}
 			dbPath := filepath.Join(sd, f.job+".db")
+			if f.rebuild {
+				if _, err := os.Stat(dbPath); err != nil {
+					return usageError{fmt.Errorf("no job %q (see `arv-upload list`)", f.job)}
+				}
+				rec := jobRecord{Job: f.job, Dir: dir, Options: f.opts, Created: time.Now().UTC()}
+				if old, err := readJobRecord(sd, f.job); err == nil {
+					rec.Created, rec.PartialUUID = old.Created, old.PartialUUID
+				}
+				return rebuildJob(cmd, sd, rec, f.progress)
+			}
 			if f.dryRun {
 				return dryRun(cmd, dir, f.opts)
 			}
@@ -242,6 +256,7 @@ On success the collection UUID is printed on stdout.`,
 	fl.StringVar(&f.progress, "progress", "auto", "progress display: auto, bar, json or none")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "plan and report counts, upload nothing")
 	fl.StringVar(&f.bwlimit, "bwlimit", "", "bandwidth limit in bytes/s on the wire (every replica PUT counts), e.g. 10M; K, M, G suffixes")
+	fl.BoolVar(&f.rebuild, "rebuild", false, "make a new journal for the damaged job --job, with these options, from DIR and the job's partial collection (when `resume --rebuild` cannot: the job's record is lost too)")
 	return cmd
 }
 
@@ -258,13 +273,19 @@ func newResumeCommand() *cobra.Command {
 	var progress, bwlimit string
 	var excludes []string
 	var threads int
+	var rebuild bool
 	cmd := &cobra.Command{
 		Use:   "resume [JOB]",
 		Short: "Continue an interrupted job with the options it started with",
 		Long: `resume continues a job with the options recorded at start. Files changed
 since are planned again; files stored and unchanged are not read again.
 --exclude adds patterns to the job's (e.g. to leave out an unreadable file);
---bwlimit and --threads replace the job's.`,
+--bwlimit and --threads replace the job's.
+
+--rebuild is for a job whose journal is damaged: it makes a new journal
+from the job's record (JOB.job.json) and its partial collection, which
+holds every block stored up to the last checkpoint. Every file is read
+again; only the blocks that collection does not hold are sent.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkExcludes(excludes); err != nil {
@@ -290,10 +311,35 @@ since are planned again; files stored and unchanged are not read again.
 			if err != nil {
 				return err
 			}
-			j, err := store.Open(filepath.Join(sd, job+".db"), 0)
+			if rebuild {
+				rec, err := readJobRecord(sd, job)
+				if err != nil {
+					return fmt.Errorf("job %s: cannot rebuild its journal: its record is unreadable (%w), and its options were kept only there.\n"+
+						"Run `arv-upload start --rebuild --job %s [the options it was started with] DIR` instead", job, err, job)
+				}
+				rec.Options.Excludes = append(rec.Options.Excludes, excludes...)
+				if rate >= 0 {
+					rec.Options.BWLimit = rate
+				}
+				if threads > 0 {
+					rec.Options.Threads = threads
+				}
+				return rebuildJob(cmd, sd, rec, progress)
+			}
+			dbPath := filepath.Join(sd, job+".db")
+			j, err := store.Open(dbPath, 0)
 			if errors.Is(err, store.ErrLocked) {
 				return fmt.Errorf("job %s is running in another process (see `arv-upload status %s`)", job, job)
+			} else if errors.Is(err, store.ErrDamaged) {
+				return damagedJob(sd, job, err)
 			} else if err != nil {
+				return err
+			}
+			if err := checkJournal(cmd, j, dbPath, job); err != nil {
+				j.Close()
+				if errors.Is(err, store.ErrDamaged) {
+					return damagedJob(sd, job, err)
+				}
 				return err
 			}
 			meta, err := j.Meta()
@@ -333,6 +379,7 @@ since are planned again; files stored and unchanged are not read again.
 	cmd.Flags().StringArrayVar(&excludes, "exclude", nil, "also skip files or directories matching this glob (repeatable)")
 	cmd.Flags().StringVar(&bwlimit, "bwlimit", "", "new bandwidth limit for the job, e.g. 10M (0 for none)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "new number of blocks hashed and uploaded at once")
+	cmd.Flags().BoolVar(&rebuild, "rebuild", false, "make a new journal for a job whose journal is damaged (see above)")
 	return cmd
 }
 
@@ -341,6 +388,8 @@ since are planned again; files stored and unchanged are not read again.
 func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job, progress string) error {
 	defer j.Close()
 	meta, _ := j.Meta()
+	rec := jobRecord{Job: job, Dir: meta.Dir, Options: meta.Options, Created: meta.Created, PartialUUID: meta.PartialUUID}
+	recErr := writeJobRecord(sd, rec)
 	var keepOpts keepclient.KeepOptions
 	if env := os.Getenv("ARVADOS_KEEP_SERVICES"); env != "" {
 		keepOpts.Services = keepclient.ServicesFromEnv(env)
@@ -367,6 +416,22 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 			bar.Clear()
 		}
 		fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg)
+	}
+	if recErr != nil {
+		warn(recErr.Error() + " (it is what a rebuild needs if the journal is damaged)")
+	}
+	// The job record follows the partial collection as soon as it is
+	// created, before the journal records it.
+	var recMu sync.Mutex
+	onProgress := func(p agent.Progress) {
+		recMu.Lock()
+		defer recMu.Unlock()
+		if p.PartialUUID != "" && p.PartialUUID != rec.PartialUUID {
+			rec.PartialUUID = p.PartialUUID
+			if err := writeJobRecord(sd, rec); err != nil {
+				warn(err.Error())
+			}
+		}
 	}
 	publish := func(p agent.Progress, final bool) {
 		out.Lock()
@@ -416,7 +481,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 			StorageClasses: meta.Options.StorageClasses, RateLimit: keepclient.NewRateLimiter(meta.Options.BWLimit)}},
 		API:              c,
 		TokenFingerprint: tokenFingerprint(c.Token()), APIHost: c.APIHost(),
-		Warn: warn,
+		Warn: warn, OnProgress: onProgress,
 	})
 	if err != nil {
 		return err
@@ -449,6 +514,9 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 		if cmd.Context().Err() != nil {
 			fmt.Fprintf(errw, "arv-upload: job %s interrupted; continue with `arv-upload resume %s`\n", job, job)
 			return runErr
+		}
+		if errors.Is(runErr, store.ErrDamaged) {
+			return damagedJob(sd, job, runErr)
 		}
 		if errors.Is(runErr, keepclient.ErrTokenRefused) {
 			return fmt.Errorf("job %s: the token was refused (revoked, expired, or its account deactivated): %w\n"+
@@ -532,26 +600,60 @@ func newStatusCommand() *cobra.Command {
 	return cmd
 }
 
-// jobStatus reads the status file; "running" only if its pid is alive.
+// jobStatus reads the status file, and the journal unless the job runs:
+// "running" only while a process holds the journal, "damaged" when the
+// journal is (or a run found it so).
 func jobStatus(sd, job string) (status, error) {
-	st, err := readStatusFile(filepath.Join(sd, job+".status.json"))
-	if err != nil {
-		// Never ran far enough to publish: read the journal.
-		j, jerr := store.Open(filepath.Join(sd, job+".db"), 200*time.Millisecond)
-		if jerr != nil {
-			return st, fmt.Errorf("job %s: %w", job, jerr)
-		}
-		defer j.Close()
-		m, _ := j.Meta()
-		st.Job, st.Dir, st.State, st.Error = m.Job, m.Dir, m.State, m.Error
-		st.CollectionUUID, st.PDH, st.PartialUUID = m.CollectionUUID, m.PDH, m.PartialUUID
-		st.FilesTotal, st.BytesTotal, st.BlocksTotal = m.FilesTotal, m.BytesTotal, m.BlocksTotal
+	st, serr := readStatusFile(filepath.Join(sd, job+".status.json"))
+	if serr != nil {
+		st = status{} // none yet, or unreadable: the journal tells
+	}
+	if serr == nil && st.State == agent.StateRunning && pidAlive(st.PID) {
 		return st, nil
 	}
-	if st.State == agent.StateRunning && !pidAlive(st.PID) {
+	st.Job = job
+	dbPath := filepath.Join(sd, job+".db")
+	j, err := store.Open(dbPath, 200*time.Millisecond)
+	switch {
+	case errors.Is(err, store.ErrLocked):
+		// Held by a run that has not published yet (after a kill -9, the
+		// status file still says running), or by another status.
+		if serr != nil || st.State == agent.StateRunning {
+			st.State = agent.StateRunning
+		}
+		return st, nil
+	case errors.Is(err, store.ErrDamaged):
+		return damagedStatus(sd, job, err), nil
+	case err != nil:
+		return st, fmt.Errorf("job %s: %w", job, err)
+	}
+	defer j.Close()
+	m, err := j.Meta()
+	if err == nil && m.Job == "" {
+		err = &store.DamagedError{Path: dbPath, Err: errors.New("it records no job (was its start interrupted?)")}
+	}
+	if errors.Is(err, store.ErrDamaged) {
+		return damagedStatus(sd, job, err), nil
+	} else if err != nil {
+		return st, fmt.Errorf("job %s: %w", job, err)
+	}
+	if serr != nil {
+		st.Dir, st.State, st.Error = m.Dir, m.State, m.Error
+		st.CollectionUUID, st.PDH, st.PartialUUID = m.CollectionUUID, m.PDH, m.PartialUUID
+		st.FilesTotal, st.BytesTotal, st.BlocksTotal = m.FilesTotal, m.BytesTotal, m.BlocksTotal
+	}
+	if st.State == agent.StateRunning {
+		// The lock was free: the process that ran it is gone (kill -9).
 		st.State = agent.StateInterrupted
 	}
 	return st, nil
+}
+
+// damagedStatus is the status of a job whose journal is damaged; it also
+// records that in the status file.
+func damagedStatus(sd, job string, err error) status {
+	st, _ := markDamaged(sd, job, err)
+	return st
 }
 
 func printStatus(w io.Writer, st status) {
@@ -647,27 +749,36 @@ func newAbortCommand() *cobra.Command {
 			j, err := store.Open(filepath.Join(sd, job+".db"), time.Second)
 			if errors.Is(err, store.ErrLocked) {
 				return fmt.Errorf("job %s is still running in another process; stop it first (Ctrl-C in its terminal)", job)
+			}
+			var meta agent.JobMeta
+			if err == nil {
+				meta, err = j.Meta()
+				j.Close()
+			}
+			damaged := errors.Is(err, store.ErrDamaged)
+			if damaged {
+				// What the job record and the status file know; the
+				// partial collection is trashed only if it still is one
+				// (a finished job's collection is that one, renamed).
+				meta = agent.JobMeta{}
+				if rec, err := readJobRecord(sd, job); err == nil {
+					meta.PartialUUID = rec.PartialUUID
+				}
+				if st, err := readStatusFile(filepath.Join(sd, job+".status.json")); err == nil {
+					if meta.PartialUUID == "" {
+						meta.PartialUUID = st.PartialUUID
+					}
+					meta.CollectionUUID = st.CollectionUUID
+				}
 			} else if err != nil {
 				return err
 			}
-			meta, err := j.Meta()
-			j.Close()
-			if err != nil {
-				return err
-			}
 			if meta.PartialUUID != "" && meta.CollectionUUID == "" {
-				// The partial collection only pins blocks of a job that
-				// will not finish; trash it so Keep can reclaim them.
-				msg := "trashed"
-				if c, err := connect(cmd); err != nil {
-					msg = "left in place (" + err.Error() + "); delete it to let Keep reclaim the blocks"
-				} else if err := c.Call(cmd.Context(), http.MethodDelete, "arvados/v1/collections/"+meta.PartialUUID, nil, nil, nil); err != nil && !keepclient.IsStatus(err, http.StatusNotFound) {
-					msg = "left in place (" + err.Error() + "); delete it to let Keep reclaim the blocks"
-				}
-				fmt.Fprintf(errw, "arv-upload: partial collection %s %s\n", meta.PartialUUID, msg)
+				fmt.Fprintf(errw, "arv-upload: partial collection %s %s\n", meta.PartialUUID, trashPartial(cmd, job, meta.PartialUUID, damaged))
 			}
-			for _, suffix := range []string{".db", ".status.json"} {
-				if err := os.Remove(filepath.Join(sd, job+suffix)); err != nil && !os.IsNotExist(err) {
+			kept, _ := filepath.Glob(filepath.Join(sd, job+".db.damaged-*"))
+			for _, p := range append([]string{job + ".db", job + ".status.json", job + ".job.json", job + ".db.rebuild"}, kept...) {
+				if err := os.Remove(filepath.Join(sd, filepath.Base(p))); err != nil && !os.IsNotExist(err) {
 					return err
 				}
 			}
@@ -675,6 +786,29 @@ func newAbortCommand() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// trashPartial trashes the partial collection of an aborted job: it only
+// pins blocks of a job that will not finish, and Keep can then reclaim
+// them. Known from a damaged journal's side files only (unsure), it is
+// trashed only if its name still says it is partial: a finished job's
+// collection is the partial one, renamed. It returns what happened.
+func trashPartial(cmd *cobra.Command, job, uuid string, unsure bool) string {
+	c, err := connect(cmd)
+	if err != nil {
+		return "left in place (" + err.Error() + "); delete it to let Keep reclaim the blocks"
+	}
+	if unsure {
+		coll, err := c.GetCollection(cmd.Context(), uuid)
+		if err == nil && !strings.HasSuffix(coll.Name, fmt.Sprintf("(partial upload, arv-upload job %s)", job)) {
+			return "left in place: it is not a partial collection any more (the job finished)"
+		}
+	}
+	err = c.Call(cmd.Context(), http.MethodDelete, "arvados/v1/collections/"+uuid, nil, nil, nil)
+	if err != nil && !keepclient.IsStatus(err, http.StatusNotFound) {
+		return "left in place (" + err.Error() + "); delete it to let Keep reclaim the blocks"
+	}
+	return "trashed"
 }
 
 func listJobs(sd string) ([]string, error) {
