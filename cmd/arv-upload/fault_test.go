@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand"
@@ -259,7 +260,9 @@ func referencePDH(t *testing.T, src string) string {
 // succeed. The caller removes the faults after a first run that succeeded. It returns the collection and whether a resume was needed.
 func (fc *faultCluster) uploadThroughFault(t *testing.T, job, src string, heal func()) (*keepclient.Collection, runResult, bool) {
 	t.Helper()
-	first := fc.run(t, "start", "--progress", "none", "--job", job, src)
+	// --retry-for 0: here a fault ends the run (to be resumed); riding
+	// out an outage is TestFault_outageRetried.
+	first := fc.run(t, "start", "--progress", "none", "--retry-for", "0", "--job", job, src)
 	if first.code == 0 {
 		return fc.collection(t, first), first, false
 	}
@@ -473,4 +476,43 @@ func TestFault_API(t *testing.T) {
 		}})
 	}
 	runConcurrently(t, tests)
+}
+
+// Issue 13.1: keepstores that go down mid-upload and come back a few
+// seconds later do not end the job: the run says it is retrying (on
+// stderr and in `status --json`), waits, and finishes in one go with the
+// collection a fault-free run makes.
+func TestFault_outageRetried(t *testing.T) {
+	t.Parallel()
+	src := t.TempDir()
+	want := writeFaultTree(t, src, 12, true)
+	wantPDH := referencePDH(t, src)
+	fc := startFaultCluster(t, false)
+	fc.keep.set(downAfter(2))
+	sawRetrying := make(chan status, 1)
+	go func() {
+		for i := 0; i < 600; i++ {
+			time.Sleep(100 * time.Millisecond)
+			r := runCLI(context.Background(), t, fc.bin, fc.env, "status", "--json", "outage")
+			var st status
+			if r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil && st.Retrying {
+				fc.keep.set(nil) // the keepstores are back
+				sawRetrying <- st
+				return
+			}
+		}
+		fc.keep.set(nil)
+		close(sawRetrying)
+	}()
+	res := fc.run(t, "start", "--progress", "none", "--job", "outage", src)
+	require.Equal(t, 0, res.code, res.stderr)
+	st, ok := <-sawRetrying
+	require.True(t, ok, "status --json never showed the retry; stderr:\n%s", res.stderr)
+	assert.Equal(t, "running", st.State)
+	assert.NotEmpty(t, st.LastError)
+	assert.Positive(t, st.Attempt)
+	assert.Contains(t, res.stderr, "retrying in")
+	coll := fc.collection(t, res)
+	assert.Equal(t, wantPDH, coll.PortableDataHash)
+	fc.checkContents(t, coll, want)
 }

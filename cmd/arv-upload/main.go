@@ -93,6 +93,16 @@ func connect(cmd *cobra.Command) (*keepclient.Client, error) {
 	if host == "" || token == "" {
 		return nil, usageError{errors.New("no API host or token: use --api-host/--token or ARVADOS_API_HOST/ARVADOS_API_TOKEN")}
 	}
+	// ARVADOS_API_HOST is host[:port]; a URL is a common slip.
+	switch {
+	case strings.HasPrefix(host, "https://"):
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "https://"), "/")
+	case strings.HasPrefix(host, "http://"):
+		return nil, usageError{fmt.Errorf("API host %q: Arvados clients talk HTTPS; give host[:port] without http://", host)}
+	}
+	if strings.ContainsAny(host, "/ ") {
+		return nil, usageError{fmt.Errorf("API host %q: give host[:port], e.g. zzzzz.example.org or 127.0.0.1:8000", host)}
+	}
 	c, err := keepclient.NewClient(keepclient.Config{APIHost: host, Token: token, Insecure: insecure})
 	if err != nil {
 		return nil, fmt.Errorf("create API client: %w", err)

@@ -37,6 +37,7 @@ const stateDamaged = "damaged"
 type jobRecord struct {
 	Job         string        `json:"job"`
 	Dir         string        `json:"dir"`
+	Inputs      []agent.Input `json:"inputs,omitempty"`
 	Options     agent.Options `json:"options"`
 	Created     time.Time     `json:"created"`
 	PartialUUID string        `json:"partial_uuid,omitempty"`
@@ -298,7 +299,7 @@ func rebuildJob(cmd *cobra.Command, sd string, rec jobRecord, progress string) e
 			os.Remove(tmp)
 		}
 	}()
-	meta := agent.JobMeta{Job: job, Dir: rec.Dir, Options: rec.Options, Created: rec.Created, State: agent.StateInterrupted, PartialUUID: rec.PartialUUID}
+	meta := agent.JobMeta{Job: job, Dir: rec.Dir, Inputs: rec.Inputs, Options: rec.Options, Created: rec.Created, State: agent.StateInterrupted, PartialUUID: rec.PartialUUID}
 	if err := nj.SetMeta(meta); err != nil {
 		return fmt.Errorf("write journal (is the disk full?): %w", err)
 	}

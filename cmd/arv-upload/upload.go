@@ -93,6 +93,10 @@ func (k keepWriter) PutBlock(ctx context.Context, data []byte, hash string) (str
 	return res.Locator, res.Replicas, err
 }
 
+// defaultRetryFor is how long a job rides out outages unless told: a
+// weekend's router reboot or cluster maintenance, not a dead site.
+const defaultRetryFor = 24 * time.Hour
+
 // status is what `status --json` prints and the running agent publishes.
 type status struct {
 	agent.Progress
@@ -136,6 +140,7 @@ func pidAlive(pid int) bool {
 
 type uploadFlags struct {
 	opts     agent.Options
+	retryFor time.Duration
 	links    []string
 	props    []string
 	job      string
@@ -148,12 +153,21 @@ type uploadFlags struct {
 func newStartCommand() *cobra.Command {
 	var f uploadFlags
 	cmd := &cobra.Command{
-		Use:   "start [flags] DIR",
-		Short: "Start uploading DIR as a new collection",
-		Long: `start records a new job in the journal and uploads DIR. Interrupt it at
-any time (Ctrl-C, kill -9, reboot) and continue with 'arv-upload resume'.
-On success the collection UUID is printed on stdout.`,
-		Args: cobra.ExactArgs(1),
+		Use:   "start [flags] PATH...",
+		Short: "Start uploading directories and files as a new collection",
+		Long: `start records a new job in the journal and uploads PATH as one collection.
+Interrupt it at any time (Ctrl-C, kill -9, reboot) and continue with
+'arv-upload resume'. On success the collection UUID is printed on stdout.
+
+One directory: its contents are the collection. Several paths, or files,
+follow arv-put: a directory named without a trailing slash is stored as a
+directory of that name, with one its contents go to the collection's root,
+and a file goes to the root under its name ('start run1 run2/ sheet.csv').
+
+Network errors and server errors (5xx, 408, 429) are retried, with waits of
+up to 3 minutes, for --retry-for (default 24h; 0 fails at once): an outage
+of the network or the cluster does not end the job.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.progress != "auto" && f.progress != "bar" && f.progress != "json" && f.progress != "none" {
 				return usageError{fmt.Errorf("--progress %q: use auto, bar, json or none", f.progress)}
@@ -178,6 +192,16 @@ On success the collection UUID is printed on stdout.`,
 			if err := checkExcludes(f.opts.Excludes); err != nil {
 				return err
 			}
+			if f.opts.Threads < 1 {
+				return usageError{fmt.Errorf("--threads %d: use 1 or more", f.opts.Threads)}
+			}
+			if cmd.Flags().Changed("replication") && f.opts.Replication < 1 {
+				return usageError{fmt.Errorf("--replication %d: use 1 or more (leave it out for the cluster's default)", f.opts.Replication)}
+			}
+			if f.retryFor < 0 {
+				return usageError{fmt.Errorf("--retry-for %s: use a duration of 0 or more", f.retryFor)}
+			}
+			f.opts.RetryFor = f.retryFor
 			if f.bwlimit != "" {
 				n, err := parseRate(f.bwlimit)
 				if err != nil {
@@ -189,8 +213,13 @@ On success the collection UUID is printed on stdout.`,
 			if err != nil {
 				return usageError{err}
 			}
-			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-				return usageError{fmt.Errorf("%s is not a directory", args[0])}
+			var inputs []agent.Input
+			if st, err := os.Stat(dir); err != nil {
+				return usageError{fmt.Errorf("%s: %w (give the directories and files to upload)", args[0], err)}
+			} else if len(args) > 1 || !st.IsDir() {
+				if inputs, err = agent.ResolveInputs(args); err != nil {
+					return usageError{err}
+				}
 			}
 			if f.opts.Name == "" {
 				f.opts.Name = filepath.Base(dir)
@@ -213,14 +242,14 @@ On success the collection UUID is printed on stdout.`,
 				if _, err := os.Stat(dbPath); err != nil {
 					return usageError{fmt.Errorf("no job %q (see `arv-upload list`)", f.job)}
 				}
-				rec := jobRecord{Job: f.job, Dir: dir, Options: f.opts, Created: time.Now().UTC()}
+				rec := jobRecord{Job: f.job, Dir: dir, Inputs: inputs, Options: f.opts, Created: time.Now().UTC()}
 				if old, err := readJobRecord(sd, f.job); err == nil {
 					rec.Created, rec.PartialUUID = old.Created, old.PartialUUID
 				}
 				return rebuildJob(cmd, sd, rec, f.progress)
 			}
 			if f.dryRun {
-				return dryRun(cmd, dir, f.opts)
+				return dryRun(cmd, dir, inputs, f.opts)
 			}
 			if _, err := os.Stat(dbPath); err == nil {
 				return usageError{fmt.Errorf("job %q already exists; continue it with `arv-upload resume %s`, or remove it with `arv-upload abort %s`", f.job, f.job, f.job)}
@@ -233,7 +262,7 @@ On success the collection UUID is printed on stdout.`,
 			if err != nil {
 				return err
 			}
-			meta := agent.JobMeta{Job: f.job, Dir: dir, Options: f.opts, Created: time.Now().UTC(), State: agent.StateInterrupted}
+			meta := agent.JobMeta{Job: f.job, Dir: dir, Inputs: inputs, Options: f.opts, Created: time.Now().UTC(), State: agent.StateInterrupted}
 			if err := j.SetMeta(meta); err != nil {
 				j.Close()
 				return err
@@ -255,6 +284,7 @@ On success the collection UUID is printed on stdout.`,
 	fl.StringVar(&f.job, "job", "", "job name (default: generated)")
 	fl.StringVar(&f.progress, "progress", "auto", "progress display: auto, bar, json or none")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "plan and report counts, upload nothing")
+	fl.DurationVar(&f.retryFor, "retry-for", defaultRetryFor, "keep retrying network and server errors this long (0: fail at once)")
 	fl.StringVar(&f.bwlimit, "bwlimit", "", "bandwidth limit in bytes/s on the wire (every replica PUT counts), e.g. 10M; K, M, G suffixes")
 	fl.BoolVar(&f.rebuild, "rebuild", false, "make a new journal for the damaged job --job, with these options, from DIR and the job's partial collection (when `resume --rebuild` cannot: the job's record is lost too)")
 	return cmd
@@ -274,13 +304,14 @@ func newResumeCommand() *cobra.Command {
 	var excludes []string
 	var threads int
 	var rebuild bool
+	var retryFor time.Duration
 	cmd := &cobra.Command{
 		Use:   "resume [JOB]",
 		Short: "Continue an interrupted job with the options it started with",
 		Long: `resume continues a job with the options recorded at start. Files changed
 since are planned again; files stored and unchanged are not read again.
 --exclude adds patterns to the job's (e.g. to leave out an unreadable file);
---bwlimit and --threads replace the job's.
+--bwlimit, --threads and --retry-for replace the job's.
 
 --rebuild is for a job whose journal is damaged: it makes a new journal
 from the job's record (JOB.job.json) and its partial collection, which
@@ -300,8 +331,11 @@ again; only the blocks that collection does not hold are sent.`,
 					return usageError{err}
 				}
 			}
-			if threads < 0 {
-				return usageError{fmt.Errorf("--threads %d: use a positive number", threads)}
+			if threads < 0 || (cmd.Flags().Changed("threads") && threads < 1) {
+				return usageError{fmt.Errorf("--threads %d: use 1 or more", threads)}
+			}
+			if retryFor < 0 {
+				return usageError{fmt.Errorf("--retry-for %s: use a duration of 0 or more", retryFor)}
 			}
 			sd, err := stateDir()
 			if err != nil {
@@ -358,6 +392,13 @@ again; only the blocks that collection does not hold are sent.`,
 				j.Close()
 				return err
 			}
+			if cmd.Flags().Changed("retry-for") {
+				meta.Options.RetryFor = retryFor
+				if err := j.SetMeta(meta); err != nil {
+					j.Close()
+					return err
+				}
+			}
 			if len(excludes) > 0 || rate >= 0 || threads > 0 {
 				meta.Options.Excludes = append(meta.Options.Excludes, excludes...)
 				if rate >= 0 {
@@ -379,6 +420,7 @@ again; only the blocks that collection does not hold are sent.`,
 	cmd.Flags().StringArrayVar(&excludes, "exclude", nil, "also skip files or directories matching this glob (repeatable)")
 	cmd.Flags().StringVar(&bwlimit, "bwlimit", "", "new bandwidth limit for the job, e.g. 10M (0 for none)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "new number of blocks hashed and uploaded at once")
+	cmd.Flags().DurationVar(&retryFor, "retry-for", defaultRetryFor, "keep retrying network and server errors this long (0: fail at once)")
 	cmd.Flags().BoolVar(&rebuild, "rebuild", false, "make a new journal for a job whose journal is damaged (see above)")
 	return cmd
 }
@@ -388,7 +430,7 @@ again; only the blocks that collection does not hold are sent.`,
 func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job, progress string) error {
 	defer j.Close()
 	meta, _ := j.Meta()
-	rec := jobRecord{Job: job, Dir: meta.Dir, Options: meta.Options, Created: meta.Created, PartialUUID: meta.PartialUUID}
+	rec := jobRecord{Job: job, Dir: meta.Dir, Inputs: meta.Inputs, Options: meta.Options, Created: meta.Created, PartialUUID: meta.PartialUUID}
 	recErr := writeJobRecord(sd, rec)
 	var keepOpts keepclient.KeepOptions
 	if env := os.Getenv("ARVADOS_KEEP_SERVICES"); env != "" {
@@ -534,7 +576,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	return nil
 }
 
-func dryRun(cmd *cobra.Command, dir string, opts agent.Options) error {
+func dryRun(cmd *cobra.Command, dir string, inputs []agent.Input, opts agent.Options) error {
 	tmp, err := os.MkdirTemp("", "arv-upload-dry")
 	if err != nil {
 		return err
@@ -545,7 +587,7 @@ func dryRun(cmd *cobra.Command, dir string, opts agent.Options) error {
 		return err
 	}
 	defer j.Close()
-	j.SetMeta(agent.JobMeta{Job: "dry-run", Dir: dir, Options: opts})
+	j.SetMeta(agent.JobMeta{Job: "dry-run", Dir: dir, Inputs: inputs, Options: opts})
 	up, err := agent.New(agent.Config{Journal: j, Warn: func(msg string) { fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: warning: %s\n", msg) }})
 	if err != nil {
 		return err
@@ -672,6 +714,10 @@ func printStatus(w io.Writer, st status) {
 	} else if st.PartialUUID != "" {
 		fmt.Fprintf(w, "partial collection: %s (pins the blocks stored so far)\n", st.PartialUUID)
 	}
+	if st.Retrying {
+		fmt.Fprintf(w, "retrying: at %s (attempt %d, failing since %s): %s\n",
+			st.RetryAt.Local().Format("15:04:05"), st.Attempt, st.FailingSince.Local().Format("Jan 2 15:04"), st.LastError)
+	}
 	if st.Error != "" {
 		fmt.Fprintf(w, "error:  %s\n", st.Error)
 	}
@@ -775,6 +821,10 @@ func newAbortCommand() *cobra.Command {
 			}
 			if meta.PartialUUID != "" && meta.CollectionUUID == "" {
 				fmt.Fprintf(errw, "arv-upload: partial collection %s %s\n", meta.PartialUUID, trashPartial(cmd, job, meta.PartialUUID, damaged))
+			}
+			if meta.FinishingUUID != "" && meta.CollectionUUID == "" {
+				// Created at finish and not named yet: not a result.
+				fmt.Fprintf(errw, "arv-upload: unfinished collection %s %s\n", meta.FinishingUUID, trashPartial(cmd, job, meta.FinishingUUID, false))
 			}
 			kept, _ := filepath.Glob(filepath.Join(sd, job+".db.damaged-*"))
 			for _, p := range append([]string{job + ".db", job + ".status.json", job + ".job.json", job + ".db.rebuild"}, kept...) {

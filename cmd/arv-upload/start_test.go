@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// Issue 13.2 and 13.6: flag values out of range and a URL for the API host
+// are caught before a job exists; several paths and a single file are
+// uploaded as arv-put lays them out.
+func TestCLI_startChecksAndInputs(t *testing.T) {
+	bin := arvUploadBinary(t)
+	ctx := context.Background()
+	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), TLS: true})
+	require.NoError(t, err)
+	defer cl.Close()
+	base := t.TempDir()
+	for f, content := range map[string]string{"run1/a.txt": "a", "run1/sub/b.txt": "bb", "run2/c.txt": "ccc", "sheet.csv": "x,y\n"} {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(base, f)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(base, f), []byte(content), 0o644))
+	}
+	state := t.TempDir()
+	env := append(os.Environ(), "ARVADOS_API_HOST=https://"+cl.APIHost+"/", "ARVADOS_API_TOKEN="+cl.UserToken,
+		"ARVADOS_API_HOST_INSECURE=1", "XDG_STATE_HOME="+state, "HOME="+t.TempDir())
+	noJob := func() {
+		t.Helper()
+		matches, _ := filepath.Glob(filepath.Join(state, "arv-upload", "*.db"))
+		assert.Empty(t, matches, "a refused start leaves no job")
+	}
+	for _, args := range [][]string{
+		{"--threads", "0"}, {"--threads", "-1"}, {"--replication", "0"}, {"--retry-for", "-1s"},
+	} {
+		r := runCLI(ctx, t, bin, env, append(append([]string{"start"}, args...), filepath.Join(base, "run1"))...)
+		assert.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
+		assert.Contains(t, r.stderr, args[0])
+		noJob()
+	}
+	r := runCLI(ctx, t, bin, env, "start", filepath.Join(base, "missing"))
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "missing: ")
+	assert.NotContains(t, r.stderr, "is not a directory")
+	noJob()
+	r = runCLI(ctx, t, bin, append(env, "ARVADOS_API_HOST=http://"+cl.APIHost), "start", filepath.Join(base, "run1"))
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "HTTPS")
+	noJob()
+
+	c := cl.Client(cl.UserToken)
+	files := func(uuid string) map[string]string {
+		coll, err := c.GetCollection(ctx, strings.TrimSpace(uuid))
+		require.NoError(t, err)
+		m, err := keepclient.ParseManifest(coll.ManifestText)
+		require.NoError(t, err)
+		out := map[string]string{}
+		keep := keepclient.NewKeep(c, keepclient.KeepOptions{})
+		for _, f := range m.Files {
+			var b []byte
+			for _, s := range f.Segments {
+				data, err := keep.Get(ctx, s.Locator)
+				require.NoError(t, err)
+				b = append(b, data[s.Offset:s.Offset+s.Length]...)
+			}
+			out[f.Path] = string(b)
+		}
+		return out
+	}
+	// ARVADOS_API_HOST given as https://host:port/ works (stripped).
+	r = runCLI(ctx, t, bin, env, "start", "--progress", "none", "--job", "several", "--name", "several",
+		filepath.Join(base, "run1"), filepath.Join(base, "run2")+"/", filepath.Join(base, "sheet.csv"))
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, map[string]string{"run1/a.txt": "a", "run1/sub/b.txt": "bb", "c.txt": "ccc", "sheet.csv": "x,y\n"}, files(r.stdout))
+
+	r = runCLI(ctx, t, bin, env, "start", "--progress", "none", "--job", "one-file", filepath.Join(base, "sheet.csv"))
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, map[string]string{"sheet.csv": "x,y\n"}, files(r.stdout))
+
+	// One directory: its contents are the collection, as before.
+	r = runCLI(ctx, t, bin, env, "start", "--progress", "none", "--job", "one-dir", filepath.Join(base, "run1"))
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, map[string]string{"a.txt": "a", "sub/b.txt": "bb"}, files(r.stdout))
+}
