@@ -28,16 +28,14 @@ type statusWriter struct {
 
 func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
 
-// ServeHTTP routes one API request.
-func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+// serveAPI routes one API request (ServeHTTP wraps it).
+func (s *Server) serveAPI(rw http.ResponseWriter, r *http.Request) {
 	reqID := r.Header.Get("X-Request-Id")
 	if !reqIDRe.MatchString(reqID) {
 		reqID = keepclient.NewRequestID()
 	}
 	rw.Header().Set("X-Request-Id", reqID)
 	w := &statusWriter{ResponseWriter: rw, status: 200}
-	user := ""
 	err := func() error {
 		if r.ContentLength > s.opts.MaxRequestSize {
 			return errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes is over the %d-byte limit", r.ContentLength, s.opts.MaxRequestSize)
@@ -56,9 +54,6 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			return nil
 		case p == "/arvados/v1/config":
 			writeJSON(w, s.clusterConfig())
-			return nil
-		case p == "/_health/ping":
-			writeJSON(w, map[string]string{"health": "OK"})
 			return nil
 		}
 		if !strings.HasPrefix(p, "/arvados/v1/") {
@@ -86,7 +81,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		user = sess.user.UUID
+		setRequestUser(r, sess.user.UUID)
 		sess.reqID = reqID
 		always := method == http.MethodGet && p == "/arvados/v1/api_client_authorizations/current"
 		if !always && !scopeAllows(sess.tok.Scopes, method, p) {
@@ -106,8 +101,6 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, reqID, err)
 	}
-	s.log.Info("request", "request_id", reqID, "method", r.Method, "path", r.URL.Path, "user", user,
-		"status", w.status, "duration", time.Since(start).Seconds())
 }
 
 // readParams merges query, form body and JSON body parameters (PROTOCOL
@@ -1016,12 +1009,15 @@ func (s *Server) logs(sess *session, method, id string, params map[string]any) (
 		})
 		return list("arvados#logList", items), err
 	case method == http.MethodPost && id == "":
-		a, err := attrs(params, "log", "event_type", "object_uuid", "summary", "properties", "event_at", "object_owner_uuid")
+		a, err := attrs(params, "log", "event_type", "object_uuid", "summary", "properties", "event_at")
 		if err != nil {
 			return nil, err
 		}
 		var l keepclient.Log
 		if err := remarshal(a, &l); err != nil {
+			return nil, err
+		}
+		if err := s.prepareLog(sess, &l); err != nil {
 			return nil, err
 		}
 		now := time.Now().UTC()
