@@ -153,8 +153,16 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			apiLn.Close()
 			return nil, err
 		}
+		// keepstore never creates its volume directory (a missing one is
+		// usually an unmounted disk); the dev cluster owns its own.
+		volDir := filepath.Join(opts.Dir, "keep"+strconv.Itoa(i))
+		if err := os.MkdirAll(volDir, 0o700); err != nil {
+			ln.Close()
+			apiLn.Close()
+			return nil, fmt.Errorf("create keepstore %d volume: %w", i, err)
+		}
 		ks, err := keepstore.New(keepstore.Options{
-			Dir:             filepath.Join(opts.Dir, "keep"+strconv.Itoa(i)),
+			Dir:             volDir,
 			SigningKey:      api.SigningKey(),
 			EnforceSigning:  true,
 			SystemRootToken: api.SystemRootToken(),

@@ -170,8 +170,11 @@ func TestServer_requestIDAndLog(t *testing.T) {
 	assert.EqualValues(t, 200, first["status"])
 	assert.EqualValues(t, len(keepclient.EmptyBlock+"+A")+40+1+8+1, first["bytes_out"], "signed locator and newline")
 	assert.Contains(t, first, "duration_ms")
+	assert.Contains(t, first["remote_addr"], "127.0.0.1:")
+	assert.Equal(t, "INFO", first["level"])
 	assert.Equal(t, generated, entries[1]["request_id"])
 	assert.EqualValues(t, 401, entries[2]["status"])
+	assert.Equal(t, "WARN", entries[2]["level"], "a refused request is worth a look")
 }
 
 func TestNew_options(t *testing.T) {
