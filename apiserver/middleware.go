@@ -31,14 +31,16 @@ const (
 	// 128 MiB (the largest body) at about 220 kB/s. A body that arrives
 	// slower than that, however steadily, holds a request slot too long.
 	defaultBodyTimeout = 10 * time.Minute
+	// The largest response (a list of big manifests) at the same slow rate.
+	defaultWriteTimeout = 10 * time.Minute
 )
 
 // applyLimits fills in the defaults of the request limits and refuses
 // negative ones.
 func (o *Options) applyLimits() error {
-	if o.MaxConcurrentRequests < 0 || o.BodyIdleTimeout < 0 || o.BodyTimeout < 0 {
-		return fmt.Errorf("apiserver: negative request limit (MaxConcurrentRequests %d, BodyIdleTimeout %s, BodyTimeout %s)",
-			o.MaxConcurrentRequests, o.BodyIdleTimeout, o.BodyTimeout)
+	if o.MaxConcurrentRequests < 0 || o.BodyIdleTimeout < 0 || o.BodyTimeout < 0 || o.WriteTimeout < 0 {
+		return fmt.Errorf("apiserver: negative request limit (MaxConcurrentRequests %d, BodyIdleTimeout %s, BodyTimeout %s, WriteTimeout %s)",
+			o.MaxConcurrentRequests, o.BodyIdleTimeout, o.BodyTimeout, o.WriteTimeout)
 	}
 	if o.MaxConcurrentRequests == 0 {
 		o.MaxConcurrentRequests = defaultMaxConcurrentRequests
@@ -49,14 +51,17 @@ func (o *Options) applyLimits() error {
 	if o.BodyTimeout == 0 {
 		o.BodyTimeout = defaultBodyTimeout
 	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = defaultWriteTimeout
+	}
 	return nil
 }
 
 // ServeHTTP is the middleware around every request: request ID, the
 // management routes (/_health/ping, /metrics, outside the request limit so
 // that a saturated server can still be watched), admission (503 and
-// Retry-After beyond MaxConcurrentRequests), body deadlines, metrics and
-// one log line. The API itself is serveAPI.
+// Retry-After beyond MaxConcurrentRequests), body and response deadlines,
+// metrics and one log line. The API itself is serveAPI.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	reqID := r.Header.Get("X-Request-Id")
@@ -70,6 +75,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 	body := newDeadlineBody(w, r, s.opts.BodyIdleTimeout, start.Add(s.opts.BodyTimeout))
 	r.Body = body
+	// Unsupported only without a connection (httptest.ResponseRecorder).
+	_ = http.NewResponseController(w).SetWriteDeadline(start.Add(s.opts.BodyTimeout + s.opts.WriteTimeout))
 	route := routeOf(r.URL.Path)
 
 	switch route {

@@ -48,6 +48,11 @@ type Options struct {
 	// 408 and its connection is closed. 0 = the defaults below.
 	BodyIdleTimeout time.Duration
 	BodyTimeout     time.Duration
+	// WriteTimeout bounds writing the response, so that a client that does
+	// not read cannot hold a request slot: the response must be written
+	// within BodyTimeout + WriteTimeout of the request's start, else the
+	// connection is closed. 0 = defaultWriteTimeout.
+	WriteTimeout time.Duration
 }
 
 // Server is the API server subset. It is an http.Handler.
