@@ -30,11 +30,14 @@ demo user and writes DIR/env with the ARVADOS_* variables a client needs:
 Restarting on the same DIR keeps all data, tokens and (when free) ports.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Start and stop always show; the servers' request lines only
+			// with -v. One handler, so lines never interleave.
+			life := newLogger(cmd.ErrOrStderr(), slog.LevelInfo)
 			level := slog.LevelWarn
 			if verbose {
 				level = slog.LevelInfo
 			}
-			logger := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			logger := slog.New(leveled{life.Handler(), level})
 			cl, err := devcluster.Start(cmd.Context(), devcluster.Options{
 				Dir: dataDir, TLS: true, Proxy: !noProxy, Logger: logger,
 			})
@@ -46,18 +49,17 @@ Restarting on the same DIR keeps all data, tokens and (when free) ports.`,
 			if err := os.WriteFile(envPath, []byte(cl.Env()), 0o600); err != nil {
 				return fmt.Errorf("write %s: %w", envPath, err)
 			}
-			out := cmd.ErrOrStderr()
-			fmt.Fprintf(out, "arv-server dev: API server   https://%s\n", cl.APIHost)
+			life.Info("listening", "service", "api", "url", cl.Scheme+"://"+cl.APIHost)
 			for i, u := range cl.KeepstoreURLs {
-				fmt.Fprintf(out, "arv-server dev: keepstore %d  %s\n", i, u)
+				life.Info("listening", "service", "keepstore", "index", i, "url", u)
 			}
 			if cl.ProxyURL != "" {
-				fmt.Fprintf(out, "arv-server dev: keep proxy   %s (listed for clients)\n", cl.ProxyURL)
+				life.Info("listening", "service", "proxy", "url", cl.ProxyURL, "listed_for_clients", true)
 			}
-			fmt.Fprintf(out, "arv-server dev: client settings in %s (demo user token; admin token as ARVADOS_ADMIN_TOKEN)\n", envPath)
-			fmt.Fprintf(out, "arv-server dev: ready; Ctrl-C to stop\n")
+			life.Info("ready", "env_file", envPath,
+				"note", "client settings: the demo user's token, the admin token as ARVADOS_ADMIN_TOKEN; Ctrl-C to stop")
 			<-cmd.Context().Done()
-			fmt.Fprintf(out, "arv-server dev: stopping\n")
+			life.Info("stopping")
 			return cl.Close()
 		},
 	}
