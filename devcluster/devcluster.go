@@ -81,6 +81,7 @@ type Cluster struct {
 	servers []*http.Server
 	wg      sync.WaitGroup
 	closers []func() error
+	log     *slog.Logger
 }
 
 const clusterID = "zzzzz"
@@ -110,7 +111,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	// c, not the result: "return nil, err" sets the result to nil before
 	// this runs, and what was started must still be stopped.
-	c := &Cluster{Scheme: "http", closers: []func() error{release}}
+	c := &Cluster{Scheme: "http", closers: []func() error{release}, log: log}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -285,7 +286,9 @@ func (c *Cluster) serve(ln net.Listener, h http.Handler, tlsConf *tls.Config) {
 		Handler:           h,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          nil,
+		// The servers' own complaints (TLS handshakes, accept errors) go
+		// to the cluster's log, not as plain text to stderr.
+		ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelWarn),
 	}
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)

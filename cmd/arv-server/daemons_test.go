@@ -234,3 +234,24 @@ func TestKeepstore_volumeDirectory(t *testing.T) {
 	}
 	assert.NoDirExists(t, filepath.Join(tmp, "unmounted"))
 }
+
+// The HTTP servers' own complaints (here a client speaking plain HTTP to
+// the HTTPS API) reach the daemon's JSON log too, instead of going to
+// stderr as plain text through the log package.
+func TestDev_serverErrorsAreJSON(t *testing.T) {
+	d := startDaemon(t, 4, "dev", "--data", t.TempDir())
+	api := d.listening(t)[0]["url"].(string)
+	require.True(t, strings.HasPrefix(api, "https://"), api)
+	resp, err := http.Get("http://" + strings.TrimPrefix(api, "https://") + "/arvados/v1/config")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 400, resp.StatusCode)
+	require.Eventually(t, func() bool {
+		for _, m := range d.lines(t) {
+			if m["level"] == "WARN" && strings.Contains(fmt.Sprint(m["msg"]), "TLS handshake error") {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "the server's error is not in the JSON log:\n%s", d.stderr.String())
+}
