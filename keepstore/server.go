@@ -144,7 +144,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.status = http.StatusOK
 	}
 	d := time.Since(start)
-	s.metrics.requests.WithLabelValues(r.Method, strconv.Itoa(rw.status)).Inc()
+	s.metrics.requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(rw.status)).Inc()
 	s.metrics.bytesIn.Add(float64(body.n))
 	s.metrics.bytesOut.Add(float64(rw.n))
 	if r.Method == http.MethodPut {
@@ -160,6 +160,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.Int64("bytes_out", rw.n),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 	)
+}
+
+// methodLabel bounds the method label to the methods HTTP defines: any
+// token is a valid method, and a label value per invented method would
+// grow the metrics without bound (and one that is not UTF-8 panics).
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace, "TOUCH":
+		return m
+	}
+	return "other"
 }
 
 // requestLevel is the level of a request's log line, the same in every

@@ -110,6 +110,16 @@ func TestServer_metrics(t *testing.T) {
 		assert.Contains(t, body, want)
 	}
 
+	// Any token is a valid method: invented ones share one label, so a
+	// client cannot grow the metrics without bound.
+	for i := range 5 {
+		resp, _ = ts.do(t, fmt.Sprintf("INVENTED%d", i), "/"+keepclient.EmptyHash, nil)
+		assert.Equal(t, 400, resp.StatusCode)
+	}
+	_, body = ts.do(t, http.MethodGet, "/metrics", nil, bearer(testMgmtToken))
+	assert.NotContains(t, body, "INVENTED")
+	assert.Contains(t, body, `arvupload_keepstore_requests_total{code="400",method="other"} 5`)
+
 	open := newTestServer(t, Options{ManagementToken: "-"})
 	resp, _ = open.do(t, http.MethodGet, "/metrics", nil)
 	assert.Equal(t, 200, resp.StatusCode, "metrics are open without a management token")
