@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -49,6 +50,17 @@ func (s *Server) prepareLog(sess *session, l *keepclient.Log) error {
 	l.ObjectOwnerUUID = ""
 	if owner, res := s.objectOwner(l.ObjectUUID); res != "" && s.canRead(sess, owner) {
 		l.ObjectOwnerUUID = owner
+	}
+	return nil
+}
+
+// checkAuditUsers refuses an audit user that is not a user UUID, so that a
+// typo fails the start instead of leaving the proxy's records refused.
+func (o *Options) checkAuditUsers() error {
+	for _, u := range o.AuditUsers {
+		if !uuidRe.MatchString(u) || u[6:11] != "tpzed" {
+			return fmt.Errorf("audit user %q is not a user UUID (xxxxx-tpzed-xxxxxxxxxxxxxxx)", u)
+		}
 	}
 	return nil
 }

@@ -112,3 +112,10 @@ func TestServer_logs_ownersAreTheServers(t *testing.T) {
 	require.Len(t, items, 1, r.raw)
 	assert.Equal(t, mine, items[0].(map[string]any)["uuid"])
 }
+
+func TestOpen_auditUsersAreUserUUIDs(t *testing.T) {
+	for _, bad := range []string{"", "admin", "zzzzz-4zz18-0123456789abcde", "zzzzz-tpzed-0123456789abcd"} {
+		_, err := Open(Options{DataDir: t.TempDir(), AuditUsers: []string{bad}})
+		assert.ErrorContains(t, err, "not a user UUID", "%q", bad)
+	}
+}

@@ -98,6 +98,9 @@ func Open(opts Options) (*Server, error) {
 	if err := opts.applyLimits(); err != nil {
 		return nil, err
 	}
+	if err := opts.checkAuditUsers(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
