@@ -3,7 +3,7 @@ BIN := bin
 LDFLAGS := -s -w
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test bench demo clean
+.PHONY: all build test fuzz bench demo clean
 
 all: build
 
@@ -14,6 +14,23 @@ build:
 test:
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -timeout 9m ./...
+
+# Every fuzz target for FUZZTIME each (`make fuzz FUZZTIME=5m`). A failing
+# input is written to the package's testdata/fuzz/<target>/, where `make
+# test` runs it from then on with the seeds.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	./apiserver:FuzzReadParams ./apiserver:FuzzServeHTTP \
+	./keepstore:FuzzPutHash ./keepstore:FuzzRequestHeaders ./keepstore:FuzzServeHTTP \
+	./proxy:FuzzServeHTTP \
+	./keepclient:FuzzValidateManifest ./keepclient:FuzzNormalize
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 # Go benchmarks (engine, keepclient, keepstore, proxy), then end-to-end
 # uploads through a dev cluster compared with md5sum of the same data.

@@ -77,7 +77,7 @@ func TestServer_readsWhileLogsGrowTheStore(t *testing.T) {
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), deadlockWait)
 			defer cancel()
-			adm := client(t, ts, s.AdminToken())
+			adm := client(t, ts, s.SystemRootToken()) // the audit identity, as the proxy posts block_put
 			for i := 0; i < objects; i++ {
 				other, _, err := s.CreateUser(ctx, keepclient.User{FullName: fmt.Sprintf("other %d", i), IsActive: true})
 				require.NoError(t, err)

@@ -15,4 +15,16 @@
 // are further limited by a server-side rule that scopes cannot express:
 // they may update only their own collections and link only their own
 // collections, never with permission links. See docs/API.md.
+//
+// Only the audit identity (the system user or Options.AuditUsers) may
+// create reserved log events such as the proxy's block_put, and a log's
+// object_owner_uuid is derived by the server, so audit records cannot be
+// forged or planted in another user's log list.
+//
+// ServeHTTP is middleware around the API (serveAPI): request ID, the
+// management routes (/_health/ping, /metrics) outside the request limit,
+// admission (at most MaxConcurrentRequests in progress, else 503 with
+// Retry-After), read deadlines re-armed before each body read (a pause
+// over BodyIdleTimeout, or a body slower than BodyTimeout, is 408) and a
+// response deadline, Prometheus metrics by route, and one JSON log line.
 package apiserver

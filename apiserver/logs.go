@@ -20,12 +20,15 @@ func (s *Server) logs(sess *session, method, id string, params map[string]any) (
 		})
 		return list("arvados#logList", items), err
 	case method == http.MethodPost && id == "":
-		a, err := attrs(params, "log", "event_type", "object_uuid", "summary", "properties", "event_at", "object_owner_uuid")
+		a, err := attrs(params, "log", "event_type", "object_uuid", "summary", "properties", "event_at")
 		if err != nil {
 			return nil, err
 		}
 		var l keepclient.Log
 		if err := remarshal(a, &l); err != nil {
+			return nil, err
+		}
+		if err := s.prepareLog(sess, &l); err != nil {
 			return nil, err
 		}
 		now := time.Now().UTC()

@@ -7,7 +7,6 @@ import (
 	"path"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -31,7 +30,6 @@ type reqState struct {
 	params map[string]any
 	reqID  string
 	path   string // cleaned, without the trailing slash
-	user   string // the authenticated user, for the log
 	out    any
 	err    error
 }
@@ -61,7 +59,7 @@ func (s *Server) routeHandler(rt route) http.Handler {
 				st.err = err
 				return
 			}
-			st.user = sess.user.UUID
+			setRequestUser(r, sess.user.UUID)
 			sess.reqID = st.reqID
 			always := r.Method == http.MethodGet && st.path == apiPrefix+"api_client_authorizations/current"
 			if !always && !scopeAllows(sess.tok.Scopes, r.Method, st.path) {
@@ -80,9 +78,9 @@ func (s *Server) routeHandler(rt route) http.Handler {
 	})
 }
 
-// ServeHTTP serves one API request.
-func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+// serveAPI serves one API request (ServeHTTP wraps it in the middleware:
+// limits, metrics, health, the request log).
+func (s *Server) serveAPI(rw http.ResponseWriter, r *http.Request) {
 	reqID := r.Header.Get("X-Request-Id")
 	if !reqIDRe.MatchString(reqID) {
 		reqID = keepclient.NewRequestID()
@@ -105,9 +103,6 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		switch {
 		case p == discoveryPath && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 			st.out = s.discoveryDoc(r)
-			return nil
-		case p == "/_health/ping":
-			st.out = map[string]string{"health": "OK"}
 			return nil
 		case !strings.HasPrefix(p+"/", apiPrefix):
 			return errorf(http.StatusNotFound, "no such route %s %s", r.Method, p)
@@ -146,8 +141,6 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	} else {
 		writeJSON(w, st.out)
 	}
-	s.log.Info("request", "request_id", reqID, "method", r.Method, "path", r.URL.Path, "user", st.user,
-		"status", w.status, "duration", time.Since(start).Seconds())
 }
 
 // checkPathUUID refuses a {uuid} that cannot name an object of resource,

@@ -52,6 +52,26 @@ type Options struct {
 	// Vocabulary, when set, is strict: a property key of a collection,
 	// group or link that it does not list is refused (400).
 	Vocabulary []string
+	// AuditUsers are the UUIDs of users, besides the system user, that may
+	// create reserved log events such as block_put (the proxy's service
+	// user when it does not hold the system root token).
+	AuditUsers []string
+	// ManagementToken guards /_health/ping and /metrics ("" = health
+	// disabled, metrics open), as in keepstore and the proxy.
+	ManagementToken string
+	// MaxConcurrentRequests bounds the API requests in progress; more get
+	// 503 and Retry-After at once. 0 = defaultMaxConcurrentRequests.
+	MaxConcurrentRequests int
+	// BodyIdleTimeout is the longest pause while a request body arrives;
+	// BodyTimeout bounds the whole body. A request that exceeds either gets
+	// 408 and its connection is closed. 0 = the defaults below.
+	BodyIdleTimeout time.Duration
+	BodyTimeout     time.Duration
+	// WriteTimeout bounds writing the response, so that a client that does
+	// not read cannot hold a request slot: the response must be written
+	// within BodyTimeout + WriteTimeout of the request's start, else the
+	// connection is closed. 0 = defaultWriteTimeout.
+	WriteTimeout time.Duration
 }
 
 // Server is the API server subset. It is an http.Handler.
@@ -62,6 +82,9 @@ type Server struct {
 	key   []byte
 	root  string // system root token, v2
 	admin string // admin token, v2
+
+	slots   chan struct{} // one per API request in progress (MaxConcurrentRequests)
+	metrics *metrics
 
 	mu sync.Mutex // serializes writes that check-then-act (names, tokens)
 
@@ -94,6 +117,12 @@ func Open(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if err := opts.applyLimits(); err != nil {
+		return nil, err
+	}
+	if err := opts.checkAuditUsers(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -101,7 +130,8 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, store: st, log: opts.Logger}
+	s := &Server{opts: opts, store: st, log: opts.Logger,
+		slots: make(chan struct{}, opts.MaxConcurrentRequests), metrics: newMetrics(st, opts.MaxConcurrentRequests)}
 	s.buildRouter()
 	if err := s.bootstrap(); err != nil {
 		st.Close()

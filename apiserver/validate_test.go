@@ -268,7 +268,7 @@ func TestServer_malformedUUIDs(t *testing.T) {
 			want: want{"admin": accept, "user": accept, "uploader": reject}, // uploaders: scope
 			body: func(u, v string) any { return obj("log", map[string]any{"event_type": "e", "object_uuid": v}) }},
 		{name: "create log object_owner_uuid", method: "POST", path: "/arvados/v1/logs", missing: true,
-			want: want{"admin": accept, "user": accept, "uploader": reject},
+			want: all(reject), // read-only: the server derives it from object_uuid
 			body: func(u, v string) any { return obj("log", map[string]any{"event_type": "e", "object_owner_uuid": v}) }},
 		{name: "get uploader account", method: "GET", path: "/arvados/v1/uploader_accounts/{v}", want: all(reject)},
 		{name: "deactivate uploader account", method: "POST", path: "/arvados/v1/uploader_accounts/{v}/deactivate", want: all(reject)},

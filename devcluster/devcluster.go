@@ -92,6 +92,7 @@ type Cluster struct {
 	servers []*http.Server
 	wg      sync.WaitGroup
 	closers []func() error
+	log     *slog.Logger
 }
 
 const clusterID = "zzzzz"
@@ -121,7 +122,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	// c, not the result: "return nil, err" sets the result to nil before
 	// this runs, and what was started must still be stopped.
-	c := &Cluster{Scheme: "http", closers: []func() error{release}}
+	c := &Cluster{Scheme: "http", closers: []func() error{release}, log: log}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -179,12 +180,20 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			apiLn.Close()
 			return nil, err
 		}
+		// keepstore never creates its volume directory (a missing one is
+		// usually an unmounted disk); the dev cluster owns its own.
+		volDir := filepath.Join(opts.Dir, "keep"+strconv.Itoa(i))
+		if err := os.MkdirAll(volDir, 0o700); err != nil {
+			ln.Close()
+			apiLn.Close()
+			return nil, fmt.Errorf("create keepstore %d volume: %w", i, err)
+		}
 		key := api.SigningKey()
 		if apiOpts.DisableBlobSigning {
 			key = nil
 		}
 		ks, err := keepstore.New(keepstore.Options{
-			Dir:             filepath.Join(opts.Dir, "keep"+strconv.Itoa(i)),
+			Dir:             volDir,
 			SigningKey:      key,
 			EnforceSigning:  key != nil,
 			TTL:             apiOpts.BlobSigningTTL,
@@ -345,7 +354,9 @@ func (c *Cluster) serve(ln net.Listener, h http.Handler, tlsConf *tls.Config) {
 		Handler:           h,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          nil,
+		// The servers' own complaints (TLS handshakes, accept errors) go
+		// to the cluster's log, not as plain text to stderr.
+		ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelWarn),
 	}
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)

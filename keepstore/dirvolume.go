@@ -30,14 +30,29 @@ type DirVolume struct {
 
 var _ Volume = (*DirVolume)(nil)
 
-// OpenDir opens (creating it if needed) a directory volume and removes any
-// temporary files a crash left behind.
+// ErrNoVolumeDir means the volume directory does not exist. OpenDir never
+// creates it: a missing directory is most often a disk that is not mounted,
+// and blocks written there would fill the root filesystem.
+var ErrNoVolumeDir = errors.New("volume directory does not exist")
+
+// ErrNotMountPoint means Options.RequireMount is set and the volume
+// directory is not a mount point (its disk is not mounted).
+var ErrNotMountPoint = errors.New("volume directory is not a mount point")
+
+// OpenDir opens an existing directory volume and removes any temporary
+// files a crash left behind. A missing directory is ErrNoVolumeDir.
 func OpenDir(root string) (*DirVolume, error) {
 	if root == "" {
 		return nil, errors.New("open directory volume: no directory given")
 	}
-	if err := os.MkdirAll(root, 0o750); err != nil {
-		return nil, fmt.Errorf("create volume directory: %w", err)
+	fi, err := os.Stat(root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("open directory volume %s: %w; create it (or mount its disk there) and start again", root, ErrNoVolumeDir)
+	case err != nil:
+		return nil, fmt.Errorf("open directory volume: %w", err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("open directory volume %s: not a directory", root)
 	}
 	v := &DirVolume{root: root, writeData: writeAll}
 	if err := v.removeTemps(); err != nil {

@@ -33,7 +33,12 @@
 // survives a crash, and a crash or error at any point leaves at most a
 // temporary file, never a partial block under its final name. OpenDir
 // removes stray temporary files; therefore one directory must be served by
-// one process at a time. Concurrent Puts of one hash each write their own
+// one process at a time. OpenDir never creates the volume directory
+// (ErrNoVolumeDir): a missing one is usually a disk that did not mount,
+// and blocks written there would fill the root filesystem. With
+// Options.RequireMount the directory must also be a mount point
+// (ErrNotMountPoint): another device than its parent, or listed in
+// /proc/self/mountinfo. Concurrent Puts of one hash each write their own
 // temporary file and the renames replace identical content atomically.
 //
 // # Memory
@@ -67,9 +72,11 @@
 //
 // Every response carries the CORS headers of PROTOCOL 4.6 and an
 // X-Request-Id (the client's, when it is a short plain string, else a new
-// "req-" + 20 [0-9a-z]). Each request logs one slog line: request id,
-// method, path with +A/+R hints removed, status, bytes in and out,
-// duration; never a token. /metrics (Prometheus, a registry per Server)
+// "req-" + 20 [0-9a-z]). Each request logs one slog line "request" with the
+// fields every daemon uses: request_id, remote_addr, method, path (as
+// received, +A/+R hints removed), status, bytes_in, bytes_out, duration_ms;
+// never a token. Its level is WARN for refused credentials (401, 403) and
+// for 503, ERROR for other 5xx, else INFO. /metrics (Prometheus, a registry per Server)
 // counts requests by method and status, bytes in and out, buffers in use,
 // and PUT durations.
 package keepstore

@@ -31,6 +31,10 @@ type Options struct {
 	MaxBuffers      int           // 64 MiB buffers; 0 = default 8
 	StorageClasses  []string      // default ["default"]
 	Logger          *slog.Logger
+	// RequireMount refuses a Dir that is not a mount point
+	// (ErrNotMountPoint), so that a disk that failed to mount is noticed
+	// at start rather than filled in on the root filesystem.
+	RequireMount bool
 
 	// BufferWait bounds how long a request waits for a free block buffer
 	// before it gets 503; 0 = 5s.
@@ -96,6 +100,11 @@ func New(opts Options) (*Server, error) {
 	}
 	vol := opts.Volume
 	if vol == nil {
+		if opts.RequireMount {
+			if err := checkMountPoint(opts.Dir); err != nil {
+				return nil, err
+			}
+		}
 		dv, err := OpenDir(opts.Dir)
 		if err != nil {
 			return nil, err
@@ -135,21 +144,49 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.status = http.StatusOK
 	}
 	d := time.Since(start)
-	s.metrics.requests.WithLabelValues(r.Method, strconv.Itoa(rw.status)).Inc()
+	s.metrics.requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(rw.status)).Inc()
 	s.metrics.bytesIn.Add(float64(body.n))
 	s.metrics.bytesOut.Add(float64(rw.n))
 	if r.Method == http.MethodPut {
 		s.metrics.putDuration.Observe(d.Seconds())
 	}
-	s.log.Info("request",
-		"request_id", reqID,
-		"method", r.Method,
-		"path", logPath(r.URL.Path),
-		"status", rw.status,
-		"bytes_in", body.n,
-		"bytes_out", rw.n,
-		"duration_ms", float64(d.Microseconds())/1000,
+	s.log.LogAttrs(r.Context(), requestLevel(rw.status), "request",
+		slog.String("request_id", reqID),
+		slog.String("remote_addr", r.RemoteAddr),
+		slog.String("method", r.Method),
+		slog.String("path", logPath(r.URL.Path)),
+		slog.Int("status", rw.status),
+		slog.Int64("bytes_in", body.n),
+		slog.Int64("bytes_out", rw.n),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 	)
+}
+
+// methodLabel bounds the method label to the methods HTTP defines: any
+// token is a valid method, and a label value per invented method would
+// grow the metrics without bound (and one that is not UTF-8 panics).
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace, "TOUCH":
+		return m
+	}
+	return "other"
+}
+
+// requestLevel is the level of a request's log line, the same in every
+// daemon: refused credentials (401, 403) are worth an operator's look,
+// server faults more so; a busy server (503) is expected under load.
+func requestLevel(status int) slog.Level {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		return slog.LevelWarn
+	case status >= 500:
+		return slog.LevelError
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {

@@ -110,6 +110,16 @@ func TestServer_metrics(t *testing.T) {
 		assert.Contains(t, body, want)
 	}
 
+	// Any token is a valid method: invented ones share one label, so a
+	// client cannot grow the metrics without bound.
+	for i := range 5 {
+		resp, _ = ts.do(t, fmt.Sprintf("INVENTED%d", i), "/"+keepclient.EmptyHash, nil)
+		assert.Equal(t, 400, resp.StatusCode)
+	}
+	_, body = ts.do(t, http.MethodGet, "/metrics", nil, bearer(testMgmtToken))
+	assert.NotContains(t, body, "INVENTED")
+	assert.Contains(t, body, `arvupload_keepstore_requests_total{code="400",method="other"} 5`)
+
 	open := newTestServer(t, Options{ManagementToken: "-"})
 	resp, _ = open.do(t, http.MethodGet, "/metrics", nil)
 	assert.Equal(t, 200, resp.StatusCode, "metrics are open without a management token")
@@ -170,8 +180,11 @@ func TestServer_requestIDAndLog(t *testing.T) {
 	assert.EqualValues(t, 200, first["status"])
 	assert.EqualValues(t, len(keepclient.EmptyBlock+"+A")+40+1+8+1, first["bytes_out"], "signed locator and newline")
 	assert.Contains(t, first, "duration_ms")
+	assert.Contains(t, first["remote_addr"], "127.0.0.1:")
+	assert.Equal(t, "INFO", first["level"])
 	assert.Equal(t, generated, entries[1]["request_id"])
 	assert.EqualValues(t, 401, entries[2]["status"])
+	assert.Equal(t, "WARN", entries[2]["level"], "a refused request is worth a look")
 }
 
 func TestNew_options(t *testing.T) {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,83 +20,161 @@ import (
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
+// Defaults of `arv-server api` that are the HTTP server's, not the API's.
+const (
+	// Headers are a few KiB; a client that has not sent them in 10 s is
+	// stalled or hostile and gives its connection back.
+	defaultAPIReadHeaderTimeout = 10 * time.Second
+	// In-flight requests are short; 30 s lets them finish on SIGTERM.
+	defaultAPIShutdownTimeout = 30 * time.Second
+)
+
+type apiFlags struct {
+	listen              string
+	tlsCert, tlsKey     string
+	insecureHTTP        bool
+	keepstores, proxies []string
+	managementTokenFile string
+	readHeaderTimeout   time.Duration
+	shutdownTimeout     time.Duration
+}
+
 func newAPICommand() *cobra.Command {
 	var (
-		opts             apiserver.Options
-		listen           string
-		tlsCert, tlsKey  string
-		keepstores, pxys []string
+		f    apiFlags
+		opts apiserver.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "api",
 		Short: "Run the Arvados API server subset (embedded bbolt store)",
-		Args:  cobra.NoArgs,
+		Long: `Run the API server subset on an embedded bbolt store in --data, which also
+holds the bootstrap secrets (blob signing key, system root token, admin
+token). Clients expect HTTPS: give --tls-cert and --tls-key. Plain HTTP is
+served on a loopback address only, unless --insecure-http says that a TLS
+proxy in front terminates HTTPS.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Logger = slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
-			for _, u := range keepstores {
-				s, err := serviceFromURL(u, "disk", opts.ClusterID)
-				if err != nil {
-					return usageError{err}
-				}
-				opts.KeepServices = append(opts.KeepServices, s)
-			}
-			for _, u := range pxys {
-				s, err := serviceFromURL(u, "proxy", opts.ClusterID)
-				if err != nil {
-					return usageError{err}
-				}
-				opts.ProxyServices = append(opts.ProxyServices, s)
-			}
-			srv, err := apiserver.Open(opts)
-			if err != nil {
-				return err
-			}
-			defer srv.Close()
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fmt.Errorf("listen on %s: %w", listen, err)
-			}
-			hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
-			errc := make(chan error, 1)
-			go func() {
-				if tlsCert != "" {
-					errc <- hs.ServeTLS(ln, tlsCert, tlsKey)
-				} else {
-					errc <- hs.Serve(ln)
-				}
-			}()
-			fmt.Fprintf(cmd.ErrOrStderr(), "arv-server api: listening on %s; secrets in %s\n", ln.Addr(), opts.DataDir)
-			select {
-			case err := <-errc:
-				return err
-			case <-cmd.Context().Done():
-			}
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
+			return runAPI(cmd.Context(), cmd.ErrOrStderr(), f, opts)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&listen, "listen", "127.0.0.1:8000", "address to listen on")
-	f.StringVar(&opts.DataDir, "data", "", "data directory (store and bootstrap secrets)")
-	f.StringVar(&opts.ClusterID, "cluster-id", "zzzzz", "five-character cluster ID")
-	f.StringVar(&opts.ExternalURL, "external-url", "", "public URL of this server, e.g. https://api.example:443")
-	f.StringVar(&tlsCert, "tls-cert", "", "TLS certificate file (PEM)")
-	f.StringVar(&tlsKey, "tls-key", "", "TLS key file (PEM)")
-	f.StringArrayVar(&keepstores, "keepstore", nil, "internal keepstore URL (repeatable)")
-	f.StringArrayVar(&pxys, "proxy", nil, "public keep proxy URL (repeatable)")
-	f.DurationVar(&opts.BlobSigningTTL, "ttl", keepclient.DefaultBlobSigningTTL, "blob signing TTL")
-	f.IntVar(&opts.DefaultReplication, "replication", 2, "default collection replication")
-	f.BoolVar(&opts.DisableBlobSigning, "no-blob-signing", false, "locators carry no +A signature and none is checked (Collections.BlobSigning: false)")
-	f.BoolVar(&opts.DisableCollectionVersioning, "no-collection-versioning", false, "keep no past versions of collections (Collections.CollectionVersioning: false)")
-	f.DurationVar(&opts.PreserveVersionIfIdle, "preserve-version-if-idle", 10*time.Second, "an update this long after the previous one keeps the previous state as a past version (negative: only when preserve_version is set)")
-	f.Var(managedPropertiesFlag{&opts.ManagedProperties}, "managed-properties", `collection properties the server sets on create, as JSON: {"key": {"Value": ..., "Function": "original_owner", "Protected": true}}`)
-	f.StringSliceVar(&opts.Vocabulary, "vocabulary", nil, "strict vocabulary: the only property keys accepted on collections, groups and links (comma-separated)")
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8000", "address to listen on")
+	fl.StringVar(&opts.DataDir, "data", "", "data directory (store and bootstrap secrets)")
+	fl.StringVar(&opts.ClusterID, "cluster-id", "zzzzz", "five-character cluster ID")
+	fl.StringVar(&opts.ExternalURL, "external-url", "", "public URL of this server, e.g. https://api.example:443")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fl.BoolVar(&f.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address (only behind a proxy that terminates TLS)")
+	fl.StringArrayVar(&f.keepstores, "keepstore", nil, "internal keepstore URL (repeatable)")
+	fl.StringArrayVar(&f.proxies, "proxy", nil, "public keep proxy URL (repeatable)")
+	fl.DurationVar(&opts.BlobSigningTTL, "ttl", keepclient.DefaultBlobSigningTTL, "blob signing TTL")
+	fl.IntVar(&opts.DefaultReplication, "replication", 2, "default collection replication")
+	fl.StringArrayVar(&opts.AuditUsers, "audit-user", nil, "UUID of a user that may create block_put and other reserved log events, besides the system user (the proxy's service user; repeatable)")
+	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: health disabled, metrics open)")
+	fl.IntVar(&opts.MaxConcurrentRequests, "max-concurrent-requests", 0, "API requests in progress (each may hold a 128 MiB body); more get 503 + Retry-After (0: 16)")
+	fl.DurationVar(&f.readHeaderTimeout, "read-header-timeout", defaultAPIReadHeaderTimeout, "how long a client may take to send the request headers")
+	fl.DurationVar(&opts.BodyIdleTimeout, "body-idle-timeout", 0, "longest pause while a request body arrives; longer gets 408 (0: 30s)")
+	fl.DurationVar(&opts.BodyTimeout, "body-timeout", 0, "longest time to receive a whole request body (0: 10m)")
+	fl.DurationVar(&opts.WriteTimeout, "write-timeout", 0, "longest time to send a response, after the body time (0: 10m)")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", defaultAPIShutdownTimeout, "how long to wait for in-flight requests on SIGTERM")
+	fl.BoolVar(&opts.DisableBlobSigning, "no-blob-signing", false, "locators carry no +A signature and none is checked (Collections.BlobSigning: false)")
+	fl.BoolVar(&opts.DisableCollectionVersioning, "no-collection-versioning", false, "keep no past versions of collections (Collections.CollectionVersioning: false)")
+	fl.DurationVar(&opts.PreserveVersionIfIdle, "preserve-version-if-idle", 10*time.Second, "an update this long after the previous one keeps the previous state as a past version (negative: only when preserve_version is set)")
+	fl.Var(managedPropertiesFlag{&opts.ManagedProperties}, "managed-properties", `collection properties the server sets on create, as JSON: {"key": {"Value": ..., "Function": "original_owner", "Protected": true}}`)
+	fl.StringSliceVar(&opts.Vocabulary, "vocabulary", nil, "strict vocabulary: the only property keys accepted on collections, groups and links (comma-separated)")
 	cmd.MarkFlagRequired("data")
 	return cmd
+}
+
+func runAPI(ctx context.Context, stderr io.Writer, f apiFlags, opts apiserver.Options) error {
+	log := newLogger(stderr, slog.LevelInfo)
+	opts.Logger = log
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return usageError{errors.New("--tls-cert and --tls-key go together")}
+	}
+	for _, u := range f.keepstores {
+		s, err := serviceFromURL(u, "disk", opts.ClusterID)
+		if err != nil {
+			return usageError{err}
+		}
+		opts.KeepServices = append(opts.KeepServices, s)
+	}
+	for _, u := range f.proxies {
+		s, err := serviceFromURL(u, "proxy", opts.ClusterID)
+		if err != nil {
+			return usageError{err}
+		}
+		opts.ProxyServices = append(opts.ProxyServices, s)
+	}
+	if f.managementTokenFile != "" {
+		tok, err := readSecretFile(f.managementTokenFile, "management token")
+		if err != nil {
+			return err
+		}
+		opts.ManagementToken = tok
+	}
+	var tlsConf *tls.Config
+	if f.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("load TLS certificate and key: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	defer ln.Close()
+	scheme := "https"
+	if tlsConf == nil {
+		scheme = "http"
+		if !isLoopback(ln.Addr()) {
+			if !f.insecureHTTP {
+				return usageError{fmt.Errorf("refusing to serve plain HTTP on %s, which other machines can reach: "+
+					"clients send their tokens in every request and expect HTTPS; give --tls-cert and --tls-key, "+
+					"or --insecure-http when a proxy in front of this server terminates TLS", ln.Addr())}
+			}
+			log.Warn("serving plain HTTP on a non-loopback address (--insecure-http): tokens cross the network in the clear unless a proxy in front terminates TLS",
+				"addr", ln.Addr().String())
+		}
+	}
+	srv, err := apiserver.Open(opts)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	// The API's own deadlines cut slow bodies and responses; the HTTP
+	// server bounds the headers, which come before any handler runs.
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: f.readHeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsConf,
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if tlsConf != nil {
+			errc <- hs.ServeTLS(ln, "", "")
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	log.Info("listening", "service", "api", "url", serviceURL(scheme, ln.Addr()), "external_url", opts.ExternalURL, "data_dir", opts.DataDir)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests", "service", "api")
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shut down HTTP server: %w", err)
+	}
+	log.Info("stopped", "service", "api")
+	return nil
 }
 
 // serviceFromURL describes a keep service with the config-derived UUID of

@@ -37,11 +37,14 @@ are given the keepstores directly.
 Restarting on the same DIR keeps all data, tokens and (when free) ports.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Start and stop always show; the servers' request lines only
+			// with -v. One handler, so lines never interleave.
+			life := newLogger(cmd.ErrOrStderr(), slog.LevelInfo)
 			level := slog.LevelWarn
 			if verbose {
 				level = slog.LevelInfo
 			}
-			logger := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			logger := slog.New(leveled{life.Handler(), level})
 			cl, err := devcluster.Start(cmd.Context(), devcluster.Options{
 				Dir: dataDir, TLS: true, Proxy: !noProxy, Logger: logger,
 			})
@@ -56,21 +59,20 @@ Restarting on the same DIR keeps all data, tokens and (when free) ports.`,
 			if err := os.WriteFile(envPath, []byte(cl.Env()), 0o600); err != nil {
 				return fmt.Errorf("write %s: %w", envPath, err)
 			}
-			out := cmd.ErrOrStderr()
-			fmt.Fprintf(out, "arv-server dev: API server   https://%s\n", cl.APIHost)
+			life.Info("listening", "service", "api", "url", cl.Scheme+"://"+cl.APIHost)
 			if cl.InternalAPIHost != cl.APIHost {
-				fmt.Fprintf(out, "arv-server dev: API server   https://%s (for clients inside the cluster: given the keepstores; %s.internal)\n", cl.InternalAPIHost, envPath)
+				life.Info("listening", "service", "api", "url", cl.Scheme+"://"+cl.InternalAPIHost, "for", "clients inside the cluster (given the keepstores)", "env", envPath+".internal")
 			}
 			for i, u := range cl.KeepstoreURLs {
-				fmt.Fprintf(out, "arv-server dev: keepstore %d  %s\n", i, u)
+				life.Info("listening", "service", "keepstore", "index", i, "url", u)
 			}
 			if cl.ProxyURL != "" {
-				fmt.Fprintf(out, "arv-server dev: keep proxy   %s (given to clients outside the cluster)\n", cl.ProxyURL)
+				life.Info("listening", "service", "proxy", "url", cl.ProxyURL, "for", "clients outside the cluster (given the proxy)")
 			}
-			fmt.Fprintf(out, "arv-server dev: client settings in %s (demo user token; admin token as ARVADOS_ADMIN_TOKEN)\n", envPath)
-			fmt.Fprintf(out, "arv-server dev: ready; Ctrl-C to stop\n")
+			life.Info("ready", "env_file", envPath,
+				"note", "client settings: the demo user's token, the admin token as ARVADOS_ADMIN_TOKEN; Ctrl-C to stop")
 			<-cmd.Context().Done()
-			fmt.Fprintf(out, "arv-server dev: stopping\n")
+			life.Info("stopping")
 			return cl.Close()
 		},
 	}

@@ -36,7 +36,7 @@ func TestDev_dataDirInUse(t *testing.T) {
 		case err := <-done:
 			t.Fatalf("first arv-server dev stopped: %v\n%s", err, firstErr.String())
 		case <-time.After(20 * time.Millisecond):
-			ready = strings.Contains(firstErr.String(), "arv-server dev: ready")
+			ready = strings.Contains(firstErr.String(), `"msg":"ready"`)
 		}
 	}
 	envPath := filepath.Join(dir, "env")

@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,12 +38,13 @@ the command line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.StorageClasses = f.storageClasses
-			return runKeepstore(cmd.Context(), f, opts)
+			return runKeepstore(cmd.Context(), cmd.ErrOrStderr(), f, opts)
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", ":25107", "address to listen on")
-	fl.StringVar(&opts.Dir, "dir", "", "directory volume holding the blocks; required")
+	fl.StringVar(&opts.Dir, "dir", "", "directory volume holding the blocks (must exist); required")
+	fl.BoolVar(&opts.RequireMount, "require-mount", false, "refuse a --dir that is not a mount point (its disk failed to mount)")
 	fl.StringVar(&f.signingKeyFile, "signing-key-file", "", "file holding the blob signing key (none: locators are returned unsigned)")
 	fl.DurationVar(&opts.TTL, "ttl", keepclient.DefaultBlobSigningTTL, "blob signing TTL; must equal the API server's")
 	fl.BoolVar(&opts.EnforceSigning, "enforce-signing", false, "require a valid signature on GET and HEAD (needs --signing-key-file)")
@@ -56,7 +57,7 @@ the command line.`,
 	return cmd
 }
 
-func runKeepstore(ctx context.Context, f keepstoreFlags, opts keepstore.Options) error {
+func runKeepstore(ctx context.Context, stderr io.Writer, f keepstoreFlags, opts keepstore.Options) error {
 	if opts.Dir == "" {
 		return fmt.Errorf("--dir is required")
 	}
@@ -78,7 +79,7 @@ func runKeepstore(ctx context.Context, f keepstoreFlags, opts keepstore.Options)
 			return err
 		}
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	log := newLogger(stderr, slog.LevelInfo)
 	opts.Logger = log
 	ks, err := keepstore.New(opts)
 	if err != nil {
@@ -96,7 +97,7 @@ func runKeepstore(ctx context.Context, f keepstoreFlags, opts keepstore.Options)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
-	log.Info("keepstore listening", "addr", ln.Addr().String(), "dir", opts.Dir,
+	log.Info("listening", "service", "keepstore", "url", serviceURL("http", ln.Addr()), "dir", opts.Dir,
 		"signing", len(opts.SigningKey) > 0, "enforce_signing", opts.EnforceSigning, "max_buffers", opts.MaxBuffers)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -105,7 +106,7 @@ func runKeepstore(ctx context.Context, f keepstoreFlags, opts keepstore.Options)
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: finishing in-flight requests")
+	log.Info("shutting down: finishing in-flight requests", "service", "keepstore")
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

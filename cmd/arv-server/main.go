@@ -6,7 +6,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,7 +23,8 @@ func main() {
 	case errors.Is(err, context.Canceled):
 		os.Exit(130)
 	default:
-		fmt.Fprintln(os.Stderr, "arv-server:", err)
+		// JSON like every other line a daemon writes.
+		newLogger(os.Stderr, slog.LevelInfo).Error("arv-server stopped", "err", err.Error())
 		os.Exit(1)
 	}
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -44,7 +46,7 @@ keepstores, returns the signed locator, and logs every stored block to the
 API server (through a durable spool in --spool-dir).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runProxy(cmd.Context(), f)
+			return runProxy(cmd.Context(), cmd.ErrOrStderr(), f)
 		},
 	}
 	fl := cmd.Flags()
@@ -53,7 +55,7 @@ API server (through a durable spool in --spool-dir).`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
 	fl.StringVar(&f.apiHost, "api-host", os.Getenv("ARVADOS_API_HOST"), "API server host:port for HTTPS, or http://host:port (default $ARVADOS_API_HOST)")
 	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the API server and keepstores")
-	fl.StringVar(&f.serviceTokenFile, "service-token-file", "", "file holding the proxy's own API token (used for audit logs); required")
+	fl.StringVar(&f.serviceTokenFile, "service-token-file", "", "file holding the proxy's own API token for audit logs: on arv-server api the system root token or a user named by its --audit-user; required")
 	fl.StringArrayVar(&f.keepstores, "keepstore", nil, "internal keepstore URL (repeatable); default: the API's keep_services of type disk (needs an admin service token)")
 	fl.DurationVar(&f.authCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an accepted token is trusted before it is checked again")
 	fl.IntVar(&f.maxConcurrent, "max-concurrent", 16, "block writes in progress (each holds up to 64 MiB); more get 503 + Retry-After")
@@ -85,7 +87,7 @@ func readSecretFile(path, what string) (string, error) {
 	return s, nil
 }
 
-func runProxy(ctx context.Context, f proxyFlags) error {
+func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	if f.apiHost == "" {
 		return errors.New("--api-host (or ARVADOS_API_HOST) is required")
 	}
@@ -98,6 +100,15 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
+	var tlsConf *tls.Config
+	if f.tlsCert != "" {
+		// Loaded first, so that a bad pair fails the start at once.
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("load TLS certificate and key: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	token, err := readSecretFile(f.serviceTokenFile, "service token")
 	if err != nil {
 		return err
@@ -108,7 +119,7 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 			return err
 		}
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	log := newLogger(stderr, slog.LevelInfo)
 
 	// --api-host is host:port (HTTPS), or a URL to choose the scheme.
 	scheme, host := "https", f.apiHost
@@ -159,28 +170,33 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		WriteTimeout:      10 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsConf,
 	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		px.Close()
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
-	log.Info("proxy listening", "addr", ln.Addr().String(), "tls", f.tlsCert != "", "keepstores", len(services), "reads", f.enableReads)
+	listenScheme := "http"
+	if srv.TLSConfig != nil {
+		listenScheme = "https"
+	}
 	errc := make(chan error, 1)
 	go func() {
-		if f.tlsCert != "" {
-			errc <- srv.ServeTLS(ln, f.tlsCert, f.tlsKey)
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "")
 		} else {
 			errc <- srv.Serve(ln)
 		}
 	}()
+	log.Info("listening", "service", "proxy", "url", serviceURL(listenScheme, ln.Addr()), "keepstores", len(services), "reads", f.enableReads)
 	select {
 	case err = <-errc:
 		px.Close()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: finishing in-flight writes")
+	log.Info("shutting down: finishing in-flight writes", "service", "proxy")
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
 	serr := srv.Shutdown(sctx)
@@ -190,7 +206,7 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	if serr != nil {
 		return fmt.Errorf("shut down HTTP server: %w", serr)
 	}
-	log.Info("proxy stopped")
+	log.Info("stopped", "service", "proxy")
 	return nil // a requested shutdown that finished cleanly is a success
 }
 
