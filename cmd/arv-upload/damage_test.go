@@ -169,7 +169,7 @@ func spoil(t *testing.T, path, prefix string) {
 // Ctrl-C once a block was stored (the partial collection, saved then, is
 // its last checkpoint), resumed and killed with -9 once another block was
 // stored. Blocks of 33 MiB at 16 MB/s leave two seconds to stop it
-// between blocks, and at least two blocks are never stored.
+// between blocks, and at least one big block is never stored.
 type damagedJobSetup struct {
 	cl      *devcluster.Cluster
 	counter *putCounter
@@ -188,7 +188,7 @@ const damagedJob1 = "half"
 
 func setupDamagedJob(t *testing.T) *damagedJobSetup {
 	ctx := context.Background()
-	s := &damagedJobSetup{bin: arvUploadBinary(t), counter: &putCounter{counts: map[string]int{}}, nblocks: 5}
+	s := &damagedJobSetup{bin: arvUploadBinary(t), counter: &putCounter{counts: map[string]int{}}, nblocks: 4}
 	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), Proxy: true, TLS: true, WrapKeepstore: s.counter.wrap})
 	require.NoError(t, err)
 	t.Cleanup(func() { cl.Close() })

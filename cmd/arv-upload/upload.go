@@ -258,11 +258,17 @@ of the network or the cluster does not end the job.`,
 			if err != nil {
 				return err
 			}
+			// The job record first: whatever becomes of the journal from
+			// here on, a rebuild knows the job's options.
+			created := time.Now().UTC()
+			if err := writeJobRecord(sd, jobRecord{Job: f.job, Dir: dir, Inputs: inputs, Options: f.opts, Created: created}); err != nil {
+				return err
+			}
 			j, err := store.Open(dbPath, 0)
 			if err != nil {
 				return err
 			}
-			meta := agent.JobMeta{Job: f.job, Dir: dir, Inputs: inputs, Options: f.opts, Created: time.Now().UTC(), State: agent.StateInterrupted}
+			meta := agent.JobMeta{Job: f.job, Dir: dir, Inputs: inputs, Options: f.opts, Created: created, State: agent.StateInterrupted}
 			if err := j.SetMeta(meta); err != nil {
 				j.Close()
 				return err
