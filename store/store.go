@@ -327,7 +327,7 @@ func (j *Journal) EachFile(ctx context.Context, f func(agent.FileRecord) error) 
 	return j.eachPaged(ctx, bFiles, func(k, v []byte) error {
 		var r agent.FileRecord
 		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("decode file record %q: %w", k, err)
+			return j.db.damaged("decode file record %q: %w", k, err)
 		}
 		r.Key = string(k)
 		return f(r)
@@ -341,7 +341,7 @@ func (j *Journal) EachBlock(ctx context.Context, f func(agent.BlockRecord) error
 	return j.eachPaged(ctx, bBlocks, func(k, v []byte) error {
 		var r agent.BlockRecord
 		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("decode block record %x: %w", k, err)
+			return j.db.damaged("decode block record %x: %w", k, err)
 		}
 		return f(r)
 	})

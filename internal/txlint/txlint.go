@@ -139,6 +139,7 @@ type checker struct {
 	opens    map[*types.Func]bool // (transitively) opens a transaction
 	foreign  map[*types.Func]bool // (transitively) calls code the package cannot see
 	findings []Finding
+	wrappers [][2]token.Pos // bodies of View/Update wrappers (isTxWrapper)
 }
 
 func (c *checker) report(pos token.Pos, format string, args ...any) {
@@ -291,6 +292,13 @@ func (c *checker) summarize() {
 }
 
 func (c *checker) check(f *ast.File) {
+	for _, d := range f.Decls {
+		if fd, ok := d.(*ast.FuncDecl); ok && fd.Body != nil {
+			if fn, ok := c.info.Defs[fd.Name].(*types.Func); ok && isTxWrapper(fn) {
+				c.wrappers = append(c.wrappers, [2]token.Pos{fd.Body.Pos(), fd.Body.End()})
+			}
+		}
+	}
 	ast.Inspect(f, func(n ast.Node) bool {
 		switch s := n.(type) {
 		case *ast.ExprStmt:
@@ -312,6 +320,9 @@ func (c *checker) check(f *ast.File) {
 					break
 				}
 				lit, ok := ast.Unparen(s.Args[0]).(*ast.FuncLit)
+				if !ok && c.inWrapper(s.Pos()) && c.isTxFunc(s.Args[0]) {
+					break // a View/Update wrapper forwarding its own argument
+				}
 				if !ok {
 					c.report(s.Args[0].Pos(), "pass the transaction's function as a literal, so that its body can be checked")
 					break
@@ -383,4 +394,50 @@ func allBlank(exprs []ast.Expr) bool {
 		}
 	}
 	return true
+}
+
+// isTxWrapper reports whether fn is a method named View, Update or Batch
+// that takes one func(*bbolt.Tx) error: a wrapper around bbolt's.
+func isTxWrapper(fn *types.Func) bool {
+	switch fn.Name() {
+	case "View", "Update", "Batch":
+	default:
+		return false
+	}
+	sig := fn.Type().(*types.Signature)
+	if sig.Recv() == nil || sig.Params().Len() != 1 {
+		return false
+	}
+	return isTxFuncType(sig.Params().At(0).Type())
+}
+
+// isTxFunc reports whether e is a parameter or variable of type
+// func(*bbolt.Tx) error (not a literal).
+func (c *checker) isTxFunc(e ast.Expr) bool {
+	id, ok := ast.Unparen(e).(*ast.Ident)
+	if !ok {
+		return false
+	}
+	v, ok := c.info.Uses[id].(*types.Var)
+	return ok && isTxFuncType(v.Type())
+}
+
+func isTxFuncType(t types.Type) bool {
+	ft, ok := t.Underlying().(*types.Signature)
+	if !ok || ft.Params().Len() != 1 || ft.Results().Len() != 1 {
+		return false
+	}
+	p, ok := ft.Params().At(0).Type().(*types.Pointer)
+	return ok && isNamed(p.Elem(), "Tx") && types.Identical(ft.Results().At(0).Type(), types.Universe.Lookup("error").Type())
+}
+
+// inWrapper reports whether pos is in the body of a View/Update wrapper
+// (isTxWrapper).
+func (c *checker) inWrapper(pos token.Pos) bool {
+	for _, w := range c.wrappers {
+		if pos >= w[0] && pos < w[1] {
+			return true
+		}
+	}
+	return false
 }
