@@ -86,7 +86,7 @@ type Options struct {
 	BodyIdleTimeout  time.Duration // longest pause while reading a body; default 30s against stalled clients
 	SpoolDir         string        // durable audit spool; required
 	EnableReads      bool
-	ManagementToken  string
+	ManagementToken  string // /_health/ping and /metrics; "" = both disabled (404)
 	Logger           *slog.Logger
 
 	// CloseDrainTimeout is how long Close waits for the deliverer to
@@ -176,7 +176,7 @@ func New(opts Options) (*Server, error) {
 	sp.depthF = func(n int) { s.metrics.spoolDepth.Set(float64(n)) }
 	s.metrics.spoolDepth.Set(float64(sp.Depth()))
 
-	metricsH := s.requireManagement(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	metricsH := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 	// Routing by hand: http.ServeMux would clean "//<hash>" into a valid
 	// path, which keepproxy answers with 400.
 	s.mux = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -184,7 +184,11 @@ func New(opts Options) (*Server, error) {
 		case strings.HasPrefix(p, "/_health/"):
 			s.handleHealth(w, r, strings.TrimPrefix(p, "/_health/"))
 		case p == "/metrics":
-			metricsH.ServeHTTP(w, r)
+			// The proxy faces the internet: its metrics (users' activity,
+			// load) are for the operator only, as /_health is.
+			if s.managementOK(w, r) {
+				metricsH.ServeHTTP(w, r)
+			}
 		default:
 			s.handleBlock(w, r)
 		}
@@ -417,14 +421,4 @@ func (s *Server) managementOK(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
-}
-
-// requireManagement guards /metrics; it is open without a ManagementToken.
-func (s *Server) requireManagement(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.opts.ManagementToken != "" && !s.managementOK(w, r) {
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }

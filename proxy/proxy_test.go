@@ -225,8 +225,12 @@ func TestServer_ServeHTTP_management(t *testing.T) {
 		{"health OAuth2", "m", "/_health/ping", "OAuth2 m", 200, "{\"health\":\"OK\"}\n"},
 		{"health other check", "m", "/_health/other", "Bearer m", 400, "Bad Request\n"},
 		{"health ok", "m", "/_health/ping", "Bearer m", 200, "{\"health\":\"OK\"}\n"},
-		{"metrics open without token", "", "/metrics", "", 200, ""},
-		{"metrics needs token", "m", "/metrics", "", 401, ""},
+		// The proxy is public: /metrics is never open to anyone.
+		{"metrics disabled without token", "", "/metrics", "", 404, "disabled\n"},
+		{"metrics disabled, any auth", "", "/metrics", "Bearer anything", 404, "disabled\n"},
+		{"metrics needs token", "m", "/metrics", "", 401, "Unauthorized\n"},
+		{"metrics wrong token", "m", "/metrics", "Bearer x", 403, "Forbidden\n"},
+		{"metrics client token", "m", "/metrics", "Bearer tok-active", 403, "Forbidden\n"},
 		{"metrics ok", "m", "/metrics", "Bearer m", 200, ""},
 	}
 	for _, tt := range tests {

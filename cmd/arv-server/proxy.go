@@ -59,7 +59,7 @@ API server (through a durable spool in --spool-dir).`,
 	fl.IntVar(&f.maxConcurrent, "max-concurrent", 16, "block writes in progress (each holds up to 64 MiB); more get 503 + Retry-After")
 	fl.StringVar(&f.spoolDir, "spool-dir", "", "directory of the durable audit spool; required")
 	fl.BoolVar(&f.enableReads, "enable-reads", false, "also serve GET/HEAD of blocks (signatures are checked by the keepstores)")
-	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: health disabled, metrics open)")
+	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: both disabled; the proxy is public, so they are never open)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long to wait for in-flight writes on SIGTERM")
 	return cmd
 }
