@@ -235,7 +235,12 @@ func (s *Server) route(sess *session, method string, parts []string, params map[
 	}
 	switch {
 	case res == "users" && id == "current" && method == http.MethodGet:
-		return s.userOut(sess, sess.user), nil
+		// An uploader account's expires_at too (upstream users have none),
+		// so a Keep proxy caching this answer stops at that very moment.
+		return struct {
+			keepclient.User
+			ExpiresAt *time.Time `json:"expires_at,omitempty"`
+		}{s.userOut(sess, sess.user), sess.user.ExpiresAt}, nil
 	case res == "users":
 		return s.users(sess, method, id, params)
 	case res == "api_client_authorizations":

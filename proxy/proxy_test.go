@@ -309,3 +309,25 @@ func TestServer_Close_finishesInFlight(t *testing.T) {
 }
 
 var _ = context.Background
+
+// TestServer_put_tokenExpiresDuringBody: a token that expires while its body
+// arrives stores nothing.
+func TestServer_put_tokenExpiresDuringBody(t *testing.T) {
+	e := newTestEnv(t, nil)
+	expires := time.Now().Add(time.Second)
+	e.auth.set(func(a *fakeAuth) { a.expires = map[string]time.Time{"tok-active": expires} })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "PUT /%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-active\r\nContent-Length: 3\r\n\r\nfo", fooHash)
+	require.NoError(t, err)
+	time.Sleep(time.Until(expires) + 50*time.Millisecond)
+	_, err = io.WriteString(conn, "o")
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(20*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, 403, resp.StatusCode)
+	assert.Equal(t, 0, e.w.stored())
+}

@@ -100,9 +100,9 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		return
 	}
 	reqID := r.Header.Get("X-Request-Id")
-	user, err := s.auth.check(r.Context(), token, reqID)
+	id, err := s.auth.check(r.Context(), token, reqID)
 	switch {
-	case errors.Is(err, ErrTokenRejected), errors.Is(err, ErrInactiveUser):
+	case errors.Is(err, ErrTokenRejected), errors.Is(err, ErrInactiveUser), errors.Is(err, ErrTokenExpired):
 		info.err = err.Error()
 		textError(w, "Missing or invalid Authorization header, or method not allowed", http.StatusForbidden)
 		return
@@ -111,7 +111,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		textError(w, "API server unavailable for the token check; retry later", http.StatusBadGateway)
 		return
 	}
-	info.user = user.UUID
+	info.user = id.User.UUID
 	want := 0 // the writer's default: discovery defaultCollectionReplication, else 2
 	if n, err := strconv.Atoi(strings.TrimSpace(r.Header.Get("X-Keep-Desired-Replicas"))); err == nil && n >= 1 {
 		want = n
@@ -167,6 +167,12 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		return
 	}
 	info.locator = fmt.Sprintf("%s+%d", hash, length)
+	if !id.ExpiresAt.IsZero() && !s.auth.now().Before(id.ExpiresAt) {
+		// The token expired while its body arrived: store nothing for it.
+		info.err = fmt.Sprintf("token of %s expired at %s during the upload", id.User.UUID, id.ExpiresAt.UTC().Format(time.RFC3339Nano))
+		textError(w, "Missing or invalid Authorization header, or method not allowed", http.StatusForbidden)
+		return
+	}
 
 	// The write continues even if the client goes away: the audit record
 	// must follow any stored block. Shutdown waits for it (inflight).
@@ -180,7 +186,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		s.metrics.replicasStored.Add(float64(res.Replicas))
 		// Even a short write stored something: audit it too.
 		if aerr := s.spool.Append(ctx, AuditRecord{
-			Locator: info.locator, UserUUID: user.UUID, Replicas: res.Replicas,
+			Locator: info.locator, UserUUID: id.User.UUID, Replicas: res.Replicas,
 			ClientAddr: clientAddr(r), RequestID: reqID, Time: time.Now().UTC(),
 		}); aerr != nil {
 			info.err = aerr.Error()
