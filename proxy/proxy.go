@@ -61,6 +61,21 @@ type ReadError struct {
 
 func (e *ReadError) Error() string { return fmt.Sprintf("read block: %d %s", e.Status, e.Msg) }
 
+const (
+	// DefaultBodyIdleTimeout: a client that sends no byte for this long
+	// is gone (a dead link, a stalled attacker) and gives its buffer back.
+	// Long enough for a congested uplink's pauses; how slowly bytes come
+	// otherwise does not matter.
+	DefaultBodyIdleTimeout = 30 * time.Second
+	// DefaultMinBodyRateWindow: over a minute, a link's bursts and
+	// pauses average out, so the rate check measures the link, not its
+	// jitter.
+	DefaultMinBodyRateWindow = time.Minute
+	// responseWriteTimeout: the response is a few hundred bytes; a
+	// client that cannot take them in this long is gone.
+	responseWriteTimeout = time.Minute
+)
+
 // Options configure a Server. The zero value of each field means its
 // default.
 type Options struct {
@@ -83,11 +98,19 @@ type Options struct {
 	AuthFailCacheTTL time.Duration // refused tokens; default 2s, short so a newly created token works almost at once
 	AuthCacheSize    int           // default 10000 entries (~100 bytes each): bounded memory
 	MaxConcurrent    int           // PUTs in progress (= 64 MiB buffers); default 16, i.e. at most 1 GiB of block buffers
-	BodyIdleTimeout  time.Duration // longest pause while reading a body; default 30s against stalled clients
-	SpoolDir         string        // durable audit spool; required
-	EnableReads      bool
-	ManagementToken  string // /_health/ping and /metrics; "" = both disabled (404)
-	Logger           *slog.Logger
+	BodyIdleTimeout  time.Duration // longest pause while reading a body; default DefaultBodyIdleTimeout
+
+	// MinBodyRate, when > 0, cuts (408) a client whose body brings fewer
+	// than MinBodyRate bytes/s over a window of MinBodyRateWindow (default
+	// DefaultMinBodyRateWindow); windows follow each other from the
+	// start of the body. 0 (the default) checks pauses only.
+	MinBodyRate       int64
+	MinBodyRateWindow time.Duration
+
+	SpoolDir        string // durable audit spool; required
+	EnableReads     bool
+	ManagementToken string // /_health/ping and /metrics; "" = both disabled (404)
+	Logger          *slog.Logger
 
 	// CloseDrainTimeout is how long Close waits for the deliverer to
 	// empty the spool; default 5s. Undelivered records stay in the spool.
@@ -138,7 +161,10 @@ func New(opts Options) (*Server, error) {
 		opts.MaxConcurrent = 16
 	}
 	if opts.BodyIdleTimeout <= 0 {
-		opts.BodyIdleTimeout = 30 * time.Second
+		opts.BodyIdleTimeout = DefaultBodyIdleTimeout
+	}
+	if opts.MinBodyRateWindow <= 0 {
+		opts.MinBodyRateWindow = DefaultMinBodyRateWindow
 	}
 	if opts.AuditMinBackoff <= 0 {
 		opts.AuditMinBackoff = time.Second

@@ -6,11 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -146,12 +144,13 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		<-s.slots
 	}()
 	hasher := md5.New()
-	if err := s.readBody(w, r, data, hasher); err != nil {
+	err = s.readBody(w, r, data, hasher)
+	extendWriteDeadline(w)
+	if err != nil {
 		info.err = err.Error()
-		var ne net.Error
-		if errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		if errors.Is(err, errBodyIdle) || errors.Is(err, errBodyTooSlow) {
 			w.Header().Set("Connection", "close")
-			textError(w, "timeout reading request body", http.StatusRequestTimeout)
+			textError(w, "timeout reading request body: "+err.Error(), http.StatusRequestTimeout)
 			return
 		}
 		textError(w, fmt.Sprintf("read request body: expected %d bytes: %v", length, err), http.StatusBadRequest)
@@ -180,6 +179,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 	res, err := s.writer.PutBlock(ctx, data, PutRequest{
 		Hash: hash, Token: token, Replicas: want, StorageClasses: classes, RequestID: reqID,
 	})
+	extendWriteDeadline(w) // the upstream write may have taken a while too
 	info.replicas = res.Replicas
 	s.metrics.upstreamErrors.Add(float64(len(res.Failures)))
 	if res.Replicas > 0 {
@@ -220,29 +220,6 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 	w.Header().Set("Content-Length", strconv.Itoa(len(strings.TrimSpace(res.Locator))))
 	w.WriteHeader(http.StatusOK)
 	io.WriteString(w, strings.TrimSpace(res.Locator))
-}
-
-// readBody fills data from r.Body, allowing at most BodyIdleTimeout between
-// chunks so that a stalled client cannot hold a buffer forever.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, data []byte, h hash.Hash) error {
-	rc := http.NewResponseController(w)
-	const chunk = 1 << 20
-	for off := 0; off < len(data); {
-		if err := rc.SetReadDeadline(time.Now().Add(s.opts.BodyIdleTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			return fmt.Errorf("set read deadline: %w", err)
-		}
-		n, err := io.ReadFull(r.Body, data[off:min(off+chunk, len(data))])
-		h.Write(data[off : off+n]) // hashing overlaps with the network
-		off += n
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
-		}
-	}
-	_ = rc.SetReadDeadline(time.Time{})
-	return nil
 }
 
 // clientAddr is the client's IP: the connection's peer address (the proxy

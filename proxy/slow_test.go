@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+// slowResult is what a slowPut saw.
+type slowResult struct {
+	status   int
+	body     string
+	lastSent time.Time // the last body bytes went out
+	answered time.Time // the response arrived
+	err      error
+}
+
+// slowPut is a fault-injecting client: it PUTs data to the proxy at addr
+// over a raw connection, chunk bytes every interval, and stops sending
+// (without closing) after stopAfter bytes when stopAfter >= 0. It returns
+// when the response has arrived.
+func slowPut(t testing.TB, addr, token string, data []byte, chunk int, interval time.Duration, stopAfter int) slowResult {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "PUT /%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n",
+		keepclient.HashOf(data), token, len(data))
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	var res slowResult
+	res.lastSent = time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		mu.Lock()
+		defer mu.Unlock()
+		res.answered = time.Now()
+		if err != nil {
+			res.err = err
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res.status, res.body = resp.StatusCode, string(b)
+	}()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for off := 0; off < len(data) && (stopAfter < 0 || off < stopAfter); {
+		select {
+		case <-done: // answered early (a cut): stop sending
+			off = len(data)
+			continue
+		case <-tick.C:
+		}
+		n := min(chunk, len(data)-off)
+		if stopAfter >= 0 {
+			n = min(n, stopAfter-off)
+		}
+		if _, err := conn.Write(data[off : off+n]); err != nil {
+			break
+		}
+		off += n
+		mu.Lock()
+		res.lastSent = time.Now()
+		mu.Unlock()
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no response within 30s")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return res
+}
+
+// TestProxy_slowClient_keepclient: an uploader on a 20 KB/s link (the real
+// Keep client with its bandwidth limit, as `arv-upload --bwlimit 20K`)
+// stores its block through the proxy, however long the body takes compared
+// with BodyIdleTimeout and the HTTP server's read and write timeouts.
+func TestProxy_slowClient_keepclient(t *testing.T) {
+	c := newRealCluster(t, func(o *Options) {
+		// The client sends 32 KiB every 1.6s at this rate: pauses are
+		// shorter than 3s, and a 4s window brings at least 8 KiB.
+		o.BodyIdleTimeout = 3 * time.Second
+		o.MinBodyRate, o.MinBodyRateWindow = 2048, 4*time.Second
+	}, func(s *http.Server) {
+		// As the command sets them, scaled down: both are shorter than
+		// the upload.
+		s.ReadTimeout, s.WriteTimeout = time.Second, time.Second
+	})
+	_, token := c.newUser(t, "instrument")
+	svc := keepclient.ServicesFromEnv(c.proxyTS.URL)[0]
+	svc.ServiceType = "proxy"
+	keep := keepclient.NewKeep(nil, keepclient.KeepOptions{Services: []keepclient.KeepService{svc}, Retries: -1})
+	data := randomBlock(5, 100_000) // 5s at 20 KB/s, longer than every timeout above
+	start := time.Now()
+	res, err := keep.Put(context.Background(), data, keepclient.PutOptions{
+		Token: token, Replicas: 2, RateLimit: keepclient.NewRateLimiter(20_000),
+	})
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.Replicas)
+	require.NoError(t, keepclient.VerifySignature(res.Locator, token, keepclient.DefaultBlobSigningTTL, c.api.SigningKey(), time.Now()))
+	t.Logf("100 kB at 20 KB/s took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestProxy_slowClient_cut: slow but steady bodies finish; a client that
+// stops sending is cut BodyIdleTimeout after its last byte; one that
+// trickles below MinBodyRate is cut at the end of a window.
+func TestProxy_slowClient_cut(t *testing.T) {
+	const idle = time.Second
+	c := newRealCluster(t, func(o *Options) {
+		o.BodyIdleTimeout = idle
+		o.MinBodyRate, o.MinBodyRateWindow = 2048, time.Second
+	}, nil)
+	_, token := c.newUser(t, "instrument")
+	addr := strings.TrimPrefix(c.proxyTS.URL, "http://")
+	tests := []struct {
+		name      string
+		size      int
+		chunk     int
+		interval  time.Duration
+		stopAfter int // -1: send it all
+		status    int
+		body      string // substring
+	}{
+		{"steady at 20 KB/s", 40_000, 1000, 50 * time.Millisecond, -1, 200, "+A"},
+		{"stops after 5 kB", 40_000, 1000, 50 * time.Millisecond, 5000, 408, "no data from the client for 1s"},
+		{"trickles at 500 B/s", 40_000, 100, 200 * time.Millisecond, -1, 408, "below the minimum rate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			data := randomBlock(uint64(len(tt.name)), tt.size)
+			start := time.Now()
+			res := slowPut(t, addr, token, data, tt.chunk, tt.interval, tt.stopAfter)
+			require.NoError(t, res.err)
+			assert.Equal(t, tt.status, res.status, res.body)
+			assert.Contains(t, res.body, tt.body)
+			if tt.stopAfter >= 0 {
+				// Cut for the pause, not before it: the server saw the
+				// last byte no earlier than it was sent.
+				assert.GreaterOrEqual(t, res.answered.Sub(res.lastSent), idle)
+				assert.Less(t, res.answered.Sub(res.lastSent), idle+10*time.Second)
+			}
+			t.Logf("%s: %d after %v", tt.name, res.status, res.answered.Sub(start).Round(time.Millisecond))
+		})
+	}
+}
