@@ -56,8 +56,10 @@ func (p *bodyPacer) deadline() time.Time {
 }
 
 // progress records that a read returned n bytes at now. It returns an error
-// wrapping errBodyTooSlow when a window ended short of its quota; a read
-// that returns at a window's end counts for that window.
+// wrapping errBodyTooSlow when a window ended short of its quota. Bytes
+// count for the window in which their read returned, except that a window
+// still short at its end takes the bytes of a read returning at that moment
+// (they were arriving when the deadline came).
 func (p *bodyPacer) progress(now time.Time, n int) error {
 	if n > 0 {
 		p.last = now
@@ -65,14 +67,18 @@ func (p *bodyPacer) progress(now time.Time, n int) error {
 	if p.quota == 0 {
 		return nil
 	}
-	p.winBytes += int64(n)
+	late := int64(n)
 	for !now.Before(p.winEnd) {
 		if p.winBytes < p.quota {
-			return fmt.Errorf("%w: %d bytes in %v, need %d (%d bytes/s)", errBodyTooSlow,
-				p.winBytes, p.window, p.quota, int64(float64(p.quota)/p.window.Seconds()))
+			p.winBytes, late = p.winBytes+late, 0
+			if p.winBytes < p.quota {
+				return fmt.Errorf("%w: %d bytes in %v, need %d (%d bytes/s)", errBodyTooSlow,
+					p.winBytes, p.window, p.quota, int64(float64(p.quota)/p.window.Seconds()))
+			}
 		}
 		p.winEnd, p.winBytes = p.winEnd.Add(p.window), 0
 	}
+	p.winBytes += late
 	return nil
 }
 

@@ -162,3 +162,60 @@ func TestProxy_slowClient_cut(t *testing.T) {
 		})
 	}
 }
+
+// TestBodyPacer follows a body read by read: the deadline is the earliest
+// moment the client would be cut, a pause alone never cuts a client that
+// keeps its rate, and a window short of its quota does.
+func TestBodyPacer(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := func(d float64) time.Time { return t0.Add(time.Duration(d * float64(time.Second))) }
+	type step struct {
+		at       float64 // seconds after the start; a read returned then
+		n        int     // with n bytes
+		tooSlow  bool    // progress reports errBodyTooSlow
+		deadline float64 // then the next deadline
+	}
+	tests := []struct {
+		name   string
+		rate   int64
+		window time.Duration
+		steps  []step
+	}{
+		{"pauses only: each byte re-arms", 0, 0, []step{
+			{0, 0, false, 30}, {10, 1, false, 40}, {39.9, 1, false, 69.9}, {60, 0, false, 69.9},
+		}},
+		{"rate met window after window", 1000, 10 * time.Second, []step{
+			{0, 0, false, 10}, // nothing yet: cut at the first window's end at the latest
+			{5, 10_000, false, 20},
+			{12, 5000, false, 20},
+			{19, 5000, false, 30},
+			{29.5, 10_000, false, 40},
+		}},
+		{"window short of its quota", 1000, 10 * time.Second, []step{
+			{0, 0, false, 10}, {5, 10_000, false, 20}, {12, 5000, false, 20}, {20, 0, true, 0},
+		}},
+		{"a read at the window's end counts for it", 1000, 10 * time.Second, []step{
+			{0, 0, false, 10}, {10, 10_000, false, 20},
+		}},
+		{"a silent window after a met one", 1000, 10 * time.Second, []step{
+			{0, 0, false, 10}, {1, 10_000, false, 20}, {20, 0, true, 0},
+		}},
+		{"idle comes before the window's end", 100, time.Minute, []step{
+			{0, 0, false, 30}, {20, 6000, false, 50}, {50, 0, false, 50},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newBodyPacer(t0, 30*time.Second, tt.rate, tt.window)
+			for i, st := range tt.steps {
+				err := p.progress(s(st.at), st.n)
+				if st.tooSlow {
+					assert.ErrorIs(t, err, errBodyTooSlow, "step %d", i)
+					return
+				}
+				require.NoError(t, err, "step %d", i)
+				assert.Equal(t, s(st.deadline), p.deadline(), "step %d", i)
+			}
+		})
+	}
+}
