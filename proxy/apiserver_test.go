@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -90,8 +92,27 @@ func (c *realCluster) client(token string) *keepclient.Client { return c.svc.Wit
 // put PUTs a new block of n bytes through the proxy with token.
 func (c *realCluster) put(t testing.TB, token string, n int) (int, http.Header, string) {
 	t.Helper()
+	code, h, body, err := c.tryPut(token, n)
+	require.NoError(t, err)
+	return code, h, body
+}
+
+// tryPut is put for other goroutines than the test's: it returns transport
+// errors.
+func (c *realCluster) tryPut(token string, n int) (int, http.Header, string, error) {
 	data := randomBlock(1000+c.seed.Add(1), n)
-	return proxyPut(t, c.proxyTS.URL, "/"+keepclient.HashOf(data), data, map[string]string{"Authorization": "OAuth2 " + token})
+	req, err := http.NewRequest(http.MethodPut, c.proxyTS.URL+"/"+keepclient.HashOf(data), bytes.NewReader(data))
+	if err != nil {
+		return 0, nil, "", err
+	}
+	req.Header.Set("Authorization", "OAuth2 "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b), err
 }
 
 // TestProxy_withAPIServer runs the proxy against our real API server and

@@ -134,9 +134,7 @@ type Server struct {
 	mux     http.Handler
 
 	slots chan struct{} // one token per allowed concurrent PUT
-
-	bufMu sync.Mutex
-	bufs  [][]byte // free block buffers, most recently used last; at most MaxConcurrent exist
+	bufs  *bufferPool   // MaxConcurrent block buffers
 
 	mu       sync.Mutex
 	closed   bool
@@ -194,6 +192,11 @@ func New(opts Options) (*Server, error) {
 	s.auth.hit = s.metrics.tokenCache.WithLabelValues("hit").Inc
 	s.auth.miss = s.metrics.tokenCache.WithLabelValues("miss").Inc
 	s.slots = make(chan struct{}, opts.MaxConcurrent)
+	s.bufs = newBufferPool(opts.MaxConcurrent, keepclient.BlockSize)
+	s.bufs.onMake = func(made int) {
+		s.metrics.buffers.Set(float64(made))
+		s.metrics.bufferBytes.Set(float64(made) * keepclient.BlockSize)
+	}
 	sp, err := OpenSpool(opts.SpoolDir)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -265,31 +268,6 @@ func (s *Server) Close() error {
 		<-s.done
 	}
 	return s.spool.Close()
-}
-
-// getBuffer returns a buffer of length n, reusing the most recently freed
-// one so that a lightly loaded proxy keeps few buffers warm. The caller
-// holds a slot, so at most MaxConcurrent buffers exist.
-func (s *Server) getBuffer(n int64) []byte {
-	s.bufMu.Lock()
-	var b []byte
-	if k := len(s.bufs); k > 0 {
-		b, s.bufs = s.bufs[k-1], s.bufs[:k-1]
-	}
-	s.bufMu.Unlock()
-	if int64(cap(b)) < n {
-		b = make([]byte, n)
-	}
-	return b[:n]
-}
-
-func (s *Server) putBuffer(b []byte) {
-	if cap(b) == 0 {
-		return
-	}
-	s.bufMu.Lock()
-	s.bufs = append(s.bufs, b)
-	s.bufMu.Unlock()
 }
 
 // drain gives the running deliverer up to d to empty the spool, so that a

@@ -137,12 +137,18 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		return
 	}
 	s.metrics.inFlight.Inc()
-	data := s.getBuffer(length)
 	defer func() {
-		s.putBuffer(data)
 		s.metrics.inFlight.Dec()
 		<-s.slots
 	}()
+	data, err := s.bufs.get(r.Context(), int(length)) // never waits: we hold one of MaxConcurrent slots
+	if err != nil {
+		info.err = err.Error()
+		w.Header().Set("Retry-After", "1")
+		textError(w, "proxy busy: no block buffer; retry later", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.bufs.put(data)
 	hasher := md5.New()
 	err = s.readBody(w, r, data, hasher)
 	extendWriteDeadline(w)
