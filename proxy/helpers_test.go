@@ -32,6 +32,7 @@ func newFakeAuth() *fakeAuth {
 	return &fakeAuth{users: map[string]keepclient.User{
 		"tok-active":   {Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000001"}, IsActive: true},
 		"tok-inactive": {Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000002"}, IsActive: false},
+		"tok-other":    {Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000005"}, IsActive: true},
 	}}
 }
 

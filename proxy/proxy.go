@@ -62,6 +62,13 @@ type ReadError struct {
 func (e *ReadError) Error() string { return fmt.Sprintf("read block: %d %s", e.Status, e.Msg) }
 
 const (
+	// DefaultMaxConcurrent: each PUT in progress holds a 64 MiB block
+	// buffer, so 16 bound block buffers to 1 GiB.
+	DefaultMaxConcurrent = 16
+	// DefaultQueueTimeout: a waiting client's body does not move, so the
+	// wait must end well inside the Keep client's 2-minute stall timeout;
+	// 20s is time enough for the blocks ahead to finish on a fast link.
+	DefaultQueueTimeout = 20 * time.Second
 	// DefaultBodyIdleTimeout: a client that sends no byte for this long
 	// is gone (a dead link, a stalled attacker) and gives its buffer back.
 	// Long enough for a congested uplink's pauses; how slowly bytes come
@@ -97,8 +104,25 @@ type Options struct {
 	AuthCacheTTL     time.Duration // successful token checks; default 30s, so a deactivated account stops within that
 	AuthFailCacheTTL time.Duration // refused tokens; default 2s, short so a newly created token works almost at once
 	AuthCacheSize    int           // default 10000 entries (~100 bytes each): bounded memory
-	MaxConcurrent    int           // PUTs in progress (= 64 MiB buffers); default 16, i.e. at most 1 GiB of block buffers
 	BodyIdleTimeout  time.Duration // longest pause while reading a body; default DefaultBodyIdleTimeout
+
+	// Admission. MaxConcurrent PUTs are in progress at once (each holds a
+	// 64 MiB block buffer); default DefaultMaxConcurrent. A user (the
+	// token's owner) holds at most MaxConcurrentPerUser of them; default
+	// MaxConcurrent/4 (at least 1), so one identity, whatever it sends
+	// and however slowly, leaves three quarters of the proxy to the
+	// others (4 by default: twice arv-upload's default --threads). PUTs
+	// beyond that wait, at most MaxQueuedPerUser per user (default
+	// MaxConcurrentPerUser, so a client's next blocks are ready as its
+	// current ones finish) and MaxQueued in all (default 4 x MaxConcurrent:
+	// a waiting PUT holds a connection, not a buffer), each for at most
+	// QueueTimeout (default DefaultQueueTimeout); a negative MaxQueued or
+	// MaxQueuedPerUser means no waiting. The rest get 503 + Retry-After.
+	MaxConcurrent        int
+	MaxConcurrentPerUser int
+	MaxQueued            int
+	MaxQueuedPerUser     int
+	QueueTimeout         time.Duration
 
 	// MinBodyRate, when > 0, cuts (408) a client whose body brings fewer
 	// than MinBodyRate bytes/s over a window of MinBodyRateWindow (default
@@ -133,8 +157,8 @@ type Server struct {
 	metrics *metrics
 	mux     http.Handler
 
-	slots chan struct{} // one token per allowed concurrent PUT
-	bufs  *bufferPool   // MaxConcurrent block buffers
+	adm  *admission  // MaxConcurrent slots, shared fairly among users
+	bufs *bufferPool // MaxConcurrent block buffers
 
 	mu       sync.Mutex
 	closed   bool
@@ -156,7 +180,19 @@ func New(opts Options) (*Server, error) {
 		opts.AuthCacheSize = 10000
 	}
 	if opts.MaxConcurrent <= 0 {
-		opts.MaxConcurrent = 16
+		opts.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if opts.MaxConcurrentPerUser <= 0 {
+		opts.MaxConcurrentPerUser = max(1, opts.MaxConcurrent/4)
+	}
+	if opts.MaxQueued == 0 {
+		opts.MaxQueued = 4 * opts.MaxConcurrent
+	}
+	if opts.MaxQueuedPerUser == 0 {
+		opts.MaxQueuedPerUser = opts.MaxConcurrentPerUser
+	}
+	if opts.QueueTimeout <= 0 {
+		opts.QueueTimeout = DefaultQueueTimeout
 	}
 	if opts.BodyIdleTimeout <= 0 {
 		opts.BodyIdleTimeout = DefaultBodyIdleTimeout
@@ -191,7 +227,11 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuthCache(authz, opts.AuthCacheTTL, opts.AuthFailCacheTTL, opts.AuthCacheSize)
 	s.auth.hit = s.metrics.tokenCache.WithLabelValues("hit").Inc
 	s.auth.miss = s.metrics.tokenCache.WithLabelValues("miss").Inc
-	s.slots = make(chan struct{}, opts.MaxConcurrent)
+	s.adm = newAdmission(opts.MaxConcurrent, opts.MaxConcurrentPerUser, opts.MaxQueued, opts.MaxQueuedPerUser, opts.QueueTimeout)
+	s.adm.changed = func(running, queued int) {
+		s.metrics.inFlight.Set(float64(running))
+		s.metrics.queued.Set(float64(queued))
+	}
 	s.bufs = newBufferPool(opts.MaxConcurrent, keepclient.BlockSize)
 	s.bufs.onMake = func(made int) {
 		s.metrics.buffers.Set(float64(made))
@@ -261,6 +301,7 @@ func (s *Server) Close() error {
 	s.closed = true
 	cancel := s.cancel
 	s.mu.Unlock()
+	s.adm.close() // waiting PUTs get 503 at once
 	s.inflight.Wait()
 	if cancel != nil {
 		s.drain(s.opts.CloseDrainTimeout)
@@ -321,6 +362,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if info.locator != "" {
 		attrs = append(attrs, "locator", info.locator, "want_replicas", info.want, "replicas", info.replicas)
 	}
+	if info.queued >= time.Millisecond {
+		attrs = append(attrs, "queued", info.queued.Seconds())
+	}
 	if info.err != "" {
 		attrs = append(attrs, "err", info.err)
 	}
@@ -332,6 +376,7 @@ type reqInfo struct {
 	user, locator, err string
 	bytes              int64
 	want, replicas     int
+	queued             time.Duration // waited for an upload slot
 }
 
 type reqInfoKey struct{}

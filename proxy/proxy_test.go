@@ -178,38 +178,68 @@ func TestServer_put_stalledClient(t *testing.T) {
 }
 
 func TestServer_put_saturation(t *testing.T) {
-	e := newTestEnv(t, func(o *Options) { o.MaxConcurrent = 2 })
-	e.w.started = make(chan struct{})
-	e.w.release = make(chan struct{})
-	type result struct {
-		code int
-		body string
+	tests := []struct {
+		name               string
+		perUser, maxQueued int
+		token              string // of the third PUT
+		status             int
+		body               string
+	}{
+		{"no queue, another user", 2, -1, "tok-other", 503, "proxy busy: too many concurrent uploads; retry later\n"},
+		{"no queue, same user", 2, -1, "tok-active", 503, "too many uploads in progress for this user (2 running, 0 waiting); retry later\n"},
+		{"queued until a slot frees", 2, 0, "tok-other", 200, fooHash + "+3+Afake@00000000"},
 	}
-	results := make(chan result, 2)
-	for range 2 {
-		go func() {
-			req, _ := http.NewRequest("PUT", e.ts.URL+"/"+fooHash, strings.NewReader("foo"))
-			req.Header.Set("Authorization", "Bearer tok-active")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				results <- result{0, err.Error()}
-				return
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t, func(o *Options) { o.MaxConcurrent, o.MaxConcurrentPerUser, o.MaxQueued = 2, tt.perUser, tt.maxQueued })
+			e.w.started = make(chan struct{})
+			e.w.release = make(chan struct{})
+			type result struct {
+				code int
+				hdr  http.Header
+				body string
 			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			results <- result{resp.StatusCode, string(b)}
-		}()
-	}
-	<-e.w.started
-	<-e.w.started
-	code, h, body := do(t, "PUT", e.ts.URL+"/"+fooHash, strings.NewReader("foo"), map[string]string{"Authorization": "Bearer tok-active"})
-	assert.Equal(t, 503, code)
-	assert.Equal(t, "1", h.Get("Retry-After"))
-	assert.Contains(t, body, "too many concurrent uploads")
-	close(e.w.release)
-	for range 2 {
-		r := <-results
-		assert.Equal(t, 200, r.code, r.body)
+			put := func(token string, results chan<- result) {
+				req, _ := http.NewRequest("PUT", e.ts.URL+"/"+fooHash, strings.NewReader("foo"))
+				req.Header.Set("Authorization", "Bearer "+token)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					results <- result{0, nil, err.Error()}
+					return
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				results <- result{resp.StatusCode, resp.Header, string(b)}
+			}
+			first := make(chan result, 2)
+			for range 2 {
+				go put("tok-active", first)
+			}
+			<-e.w.started
+			<-e.w.started
+			third := make(chan result, 1)
+			go put(tt.token, third)
+			if tt.status == 200 {
+				require.Eventually(t, func() bool { _, q := e.srv.adm.stats(); return q == 1 }, 10*time.Second, time.Millisecond)
+				close(e.w.release) // the first two finish; the third gets a slot
+				<-e.w.started
+			} else {
+				r := <-third
+				assert.Equal(t, tt.status, r.code)
+				assert.Equal(t, "1", r.hdr.Get("Retry-After"))
+				assert.Equal(t, tt.body, r.body)
+				close(e.w.release)
+			}
+			for range 2 {
+				r := <-first
+				assert.Equal(t, 200, r.code, r.body)
+			}
+			if tt.status == 200 {
+				r := <-third
+				assert.Equal(t, 200, r.code)
+				assert.Equal(t, tt.body, r.body)
+			}
+		})
 	}
 }
 

@@ -116,7 +116,8 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 	}
 	info.want = want
 
-	// Admission: one slot per concurrent PUT, no queue.
+	// Admission: a slot (and so a buffer) per PUT in progress, shared
+	// fairly among users; a PUT may wait for one.
 	s.mu.Lock()
 	closed := s.closed
 	if !closed {
@@ -125,22 +126,31 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 	s.mu.Unlock()
 	if closed {
 		w.Header().Set("Retry-After", "1")
-		textError(w, "proxy is shutting down", http.StatusServiceUnavailable)
+		textError(w, errClosed.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	defer s.inflight.Done()
-	select {
-	case s.slots <- struct{}{}:
-	default:
+	queuedAt := time.Now()
+	if err := s.adm.acquire(r.Context(), id.User.UUID); err != nil {
+		info.err = err.Error()
+		reason := "busy"
+		switch {
+		case errors.Is(err, errUserBusy):
+			reason = "user_limit"
+		case errors.Is(err, errQueueTimeout):
+			reason = "queue_timeout"
+		case errors.Is(err, errClosed):
+			reason = "shutdown"
+		case r.Context().Err() != nil:
+			reason = "client_gone"
+		}
+		s.metrics.refused.WithLabelValues(reason).Inc()
 		w.Header().Set("Retry-After", "1")
-		textError(w, "proxy busy: too many concurrent uploads; retry later", http.StatusServiceUnavailable)
+		textError(w, err.Error()+"; retry later", http.StatusServiceUnavailable)
 		return
 	}
-	s.metrics.inFlight.Inc()
-	defer func() {
-		s.metrics.inFlight.Dec()
-		<-s.slots
-	}()
+	defer s.adm.release(id.User.UUID)
+	info.queued = time.Since(queuedAt)
 	data, err := s.bufs.get(r.Context(), int(length)) // never waits: we hold one of MaxConcurrent slots
 	if err != nil {
 		info.err = err.Error()

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -218,4 +219,100 @@ func TestBodyPacer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProxy_admission_slowClientsOfOneUser: one uploader token opens twice
+// as many slow connections as the proxy has slots and keeps reconnecting;
+// it holds only its share (2 of 8 by default), has 2 more waiting, is
+// refused the rest with 503 + Retry-After, and other users are served at
+// once meanwhile.
+func TestProxy_admission_slowClientsOfOneUser(t *testing.T) {
+	const maxConcurrent = 8
+	c := newRealCluster(t, func(o *Options) {
+		o.MaxConcurrent = maxConcurrent // the other limits at their defaults
+		o.BodyIdleTimeout = time.Minute // the attacker is slow, not silent
+	}, nil)
+	_, ownerToken := c.newUser(t, "owner")
+	acct, err := admin.Create(context.Background(), c.client(ownerToken), "sequencer", nil)
+	require.NoError(t, err)
+	addr := strings.TrimPrefix(c.proxyTS.URL, "http://")
+
+	// attack opens one slow connection: the headers of a 1 MiB block and
+	// 1 kB of it. Its response, when one comes, goes to answers.
+	type answer struct {
+		status     int
+		retryAfter string
+		body       string
+	}
+	answers := make(chan answer, 4*maxConcurrent)
+	attack := func() {
+		conn, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close() })
+		_, err = fmt.Fprintf(conn, "PUT /%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s",
+			strings.Repeat("0", 32), acct.APIToken, 1<<20, strings.Repeat("x", 1000))
+		require.NoError(t, err)
+		go func() {
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				return // closed at the end of the test
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answers <- answer{resp.StatusCode, resp.Header.Get("Retry-After"), string(b)}
+		}()
+	}
+	const attackers = 2 * maxConcurrent
+	for range attackers {
+		attack()
+	}
+	// Default share: 8/4 = 2 running, 2 waiting; the other 12 refused.
+	require.Eventually(t, func() bool {
+		running, queued := c.proxy.adm.stats()
+		return running == 2 && queued == 2
+	}, 10*time.Second, 5*time.Millisecond)
+	for range attackers - 4 {
+		select {
+		case a := <-answers:
+			assert.Equal(t, 503, a.status, a.body)
+			assert.Equal(t, "1", a.retryAfter)
+			assert.Contains(t, a.body, "too many uploads in progress for this user")
+		case <-time.After(10 * time.Second):
+			t.Fatal("an attacking connection beyond the user's share got no answer")
+		}
+	}
+
+	// Other users are served meanwhile, without waiting, from every slot
+	// the attacker may not take.
+	var victims []string
+	for i := range maxConcurrent - 2 {
+		_, tok := c.newUser(t, fmt.Sprintf("victim%d", i))
+		victims = append(victims, tok)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, tok := range victims {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, _, body, err := c.tryPut(tok, 1<<20)
+			if assert.NoError(t, err) {
+				assert.Equal(t, 200, code, body)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d other users stored 1 MiB each in %v while the attacker held its share", len(victims), time.Since(start).Round(time.Millisecond))
+	_, queued := c.proxy.adm.stats()
+	assert.Equal(t, 2, queued, "no other user waited")
+
+	// The attacker reconnects: refused at once, still.
+	attack()
+	select {
+	case a := <-answers:
+		assert.Equal(t, 503, a.status, a.body)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a reconnecting attacker got no answer")
+	}
+	assert.Equal(t, float64(attackers-4+1), testutilCounter(c.proxy.metrics.refused.WithLabelValues("user_limit")))
 }
