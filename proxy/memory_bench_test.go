@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -103,12 +104,23 @@ func procStatus(pid int, field string) int64 {
 }
 
 // BenchmarkProxyMemory2x drives a proxy with its default limits (16 PUTs in
-// progress, 4 per user) at twice its concurrency: 32 PUTs of 64 MiB at
-// once, from 8 users. The proxy runs in its own process (this test binary,
-// see TestMain), our API server and keepstores in this one, so its peak RSS
-// (VmHWM) and peak anonymous RSS are the proxy's alone; they are reported
-// against the documented bound of 16 x 64 MiB of block buffers.
+// progress, 4 per user) at twice its concurrency: 32 PUTs at once, from 8
+// users, of 64 MiB blocks, and of blocks of 1-64 MiB (random sizes, as an
+// uploader's last blocks and small-file packs make them). The proxy runs
+// in its own process (this test binary, see TestMain), our API server and
+// keepstores in this one, so its peak RSS (VmHWM) and peak anonymous RSS
+// are the proxy's alone; they are reported against the documented bound of
+// 16 x 64 MiB of block buffers.
 func BenchmarkProxyMemory2x(b *testing.B) {
+	b.Run("64MiB", func(b *testing.B) {
+		benchProxyMemory(b, func(*rand.Rand) int { return keepclient.BlockSize })
+	})
+	b.Run("1-64MiB", func(b *testing.B) {
+		benchProxyMemory(b, func(r *rand.Rand) int { return (1 + r.IntN(64)) << 20 })
+	})
+}
+
+func benchProxyMemory(b *testing.B, size func(*rand.Rand) int) {
 	c := newRealCluster(b, nil, nil)
 	var tokens []string
 	for i := range 8 {
@@ -145,29 +157,39 @@ func BenchmarkProxyMemory2x(b *testing.B) {
 	}
 	pid := cmd.Process.Pid
 
-	// 32 distinct 64 MiB blocks: one random base with a different first
-	// 8 bytes each; bodies are read from the base, not copied.
+	// Distinct blocks: one random base, a different first 8 bytes each;
+	// bodies are read from the base, not copied.
 	const puts = 2 * DefaultMaxConcurrent
 	base := randomBlock(42, keepclient.BlockSize)
-	hashes := make([]string, puts)
-	for i := range hashes {
-		h := md5.New()
-		var prefix [8]byte
-		binary.LittleEndian.PutUint64(prefix[:], uint64(i))
-		h.Write(prefix[:])
-		h.Write(base[8:])
-		hashes[i] = hex.EncodeToString(h.Sum(nil))
+	type block struct {
+		prefix [8]byte
+		size   int
+		hash   string
 	}
-	put := func(i int) error {
-		var prefix [8]byte
-		binary.LittleEndian.PutUint64(prefix[:], uint64(i))
+	r := rand.New(rand.NewPCG(7, 7))
+	var seq uint64
+	newBlocks := func() []block {
+		blocks := make([]block, puts)
+		for i := range blocks {
+			seq++
+			bl := &blocks[i]
+			binary.LittleEndian.PutUint64(bl.prefix[:], seq)
+			bl.size = size(r)
+			h := md5.New()
+			h.Write(bl.prefix[:])
+			h.Write(base[8:bl.size])
+			bl.hash = hex.EncodeToString(h.Sum(nil))
+		}
+		return blocks
+	}
+	put := func(i int, bl block) error {
 		for try := 0; ; try++ {
-			body := io.MultiReader(bytes.NewReader(prefix[:]), bytes.NewReader(base[8:]))
-			req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/"+hashes[i], body)
+			body := io.MultiReader(bytes.NewReader(bl.prefix[:]), bytes.NewReader(base[8:bl.size]))
+			req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/"+bl.hash, body)
 			if err != nil {
 				return err
 			}
-			req.ContentLength = keepclient.BlockSize
+			req.ContentLength = int64(bl.size)
 			req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
 			req.Header.Set("X-Keep-Desired-Replicas", "1")
 			resp, err := http.DefaultClient.Do(req)
@@ -205,16 +227,19 @@ func BenchmarkProxyMemory2x(b *testing.B) {
 			}
 		}
 	}()
-	b.SetBytes(puts * keepclient.BlockSize)
-	b.ResetTimer()
+	var total int64
 	for b.Loop() {
+		b.StopTimer()
+		blocks := newBlocks()
+		b.StartTimer()
 		var wg sync.WaitGroup
 		errs := make(chan error, puts)
-		for i := range puts {
+		for i, bl := range blocks {
+			total += int64(bl.size)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs <- put(i)
+				errs <- put(i, bl)
 			}()
 		}
 		wg.Wait()
@@ -225,15 +250,15 @@ func BenchmarkProxyMemory2x(b *testing.B) {
 			}
 		}
 	}
-	b.StopTimer()
 	close(stop)
 	<-sampled
 	const bound = DefaultMaxConcurrent * keepclient.BlockSize >> 20
 	hwm := procStatus(pid, "VmHWM") >> 10
 	anon := peakAnon.Load() >> 10
+	b.ReportMetric(float64(total)/b.Elapsed().Seconds()/1e6, "MB/s")
 	b.ReportMetric(float64(hwm), "peak-RSS-MiB")
 	b.ReportMetric(float64(anon), "peak-anon-MiB")
 	b.ReportMetric(float64(bound), "buffer-bound-MiB")
-	b.Logf("proxy at 2x its concurrency (%d PUTs of 64 MiB at once): peak RSS %d MiB, peak anonymous %d MiB; block buffers bounded to %d MiB",
+	b.Logf("proxy at 2x its concurrency (%d PUTs at once): peak RSS %d MiB, peak anonymous %d MiB; block buffers bounded to %d MiB",
 		puts, hwm, anon, bound)
 }
