@@ -101,7 +101,7 @@ type Options struct {
 	Services   []keepclient.KeepService
 	HTTPClient *http.Client
 
-	AuthCacheTTL     time.Duration // successful token checks; default 30s, so a deactivated account stops within that
+	AuthCacheTTL     time.Duration // successful token checks; default 30s, so a deactivated account stops within that (expiry is exact)
 	AuthFailCacheTTL time.Duration // refused tokens; default 2s, short so a newly created token works almost at once
 	AuthCacheSize    int           // default 10000 entries (~100 bytes each): bounded memory
 	BodyIdleTimeout  time.Duration // longest pause while reading a body; default DefaultBodyIdleTimeout
