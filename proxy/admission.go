@@ -109,6 +109,9 @@ func (a *admission) acquire(ctx context.Context, user string) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if errors.Is(cause, errQueueTimeout) && u.running >= a.perUser {
+		cause = fmt.Errorf("%w (waited %v: this user's %d uploads in progress are its share)", errQueueTimeout, a.timeout, u.running)
+	}
 	if i := slices.Index(u.waiting, ready); i >= 0 {
 		u.waiting = slices.Delete(u.waiting, i, i+1)
 		a.queued--

@@ -113,7 +113,11 @@ func TestAdmission_acquire_waitEnds(t *testing.T) {
 			go func() { got <- a.acquire(ctx, "A") }()
 			waitQueued(t, a, 1)
 			tt.end(a, cancel)
-			assert.ErrorIs(t, <-got, tt.want)
+			err := <-got
+			assert.ErrorIs(t, err, tt.want)
+			if tt.want == errQueueTimeout {
+				assert.Equal(t, "proxy busy: no upload slot came free in time (waited 100ms)", err.Error())
+			}
 			_, queued := a.stats()
 			assert.Equal(t, 0, queued)
 			a.release("X")
@@ -167,4 +171,14 @@ func TestAdmission_concurrent(t *testing.T) {
 	assert.Equal(t, 0, running)
 	assert.Equal(t, 0, queued)
 	assert.Empty(t, a.users)
+}
+
+// TestAdmission_acquire_timeoutAtOwnShare: a PUT that waited in vain behind
+// its own user's uploads is told so.
+func TestAdmission_acquire_timeoutAtOwnShare(t *testing.T) {
+	a := newAdmission(4, 1, 10, 5, 50*time.Millisecond)
+	require.NoError(t, a.acquire(context.Background(), "A"))
+	err := a.acquire(context.Background(), "A")
+	assert.ErrorIs(t, err, errQueueTimeout)
+	assert.Equal(t, "proxy busy: no upload slot came free in time (waited 50ms: this user's 1 uploads in progress are its share)", err.Error())
 }
