@@ -89,6 +89,13 @@ func (p *bodyPacer) progress(now time.Time, n int) error {
 // a slow client that keeps sending finishes, however long it takes.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, data []byte, h hash.Hash) error {
 	rc := http.NewResponseController(w)
+	// http.Server's WriteTimeout counts from the request's headers, and
+	// over HTTP/2 it resets the stream when it fires even if nothing is
+	// being written: lift it while the body comes (the response gets its
+	// own, extendWriteDeadline).
+	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return fmt.Errorf("clear write deadline: %w", err)
+	}
 	p := newBodyPacer(time.Now(), s.opts.BodyIdleTimeout, s.opts.MinBodyRate, s.opts.MinBodyRateWindow)
 	for off := 0; off < len(data); {
 		if err := rc.SetReadDeadline(p.deadline()); err != nil && !errors.Is(err, http.ErrNotSupported) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -93,31 +94,67 @@ func slowPut(t testing.TB, addr, token string, data []byte, chunk int, interval 
 // TestProxy_slowClient_keepclient: an uploader on a 20 KB/s link (the real
 // Keep client with its bandwidth limit, as `arv-upload --bwlimit 20K`)
 // stores its block through the proxy, however long the body takes compared
-// with BodyIdleTimeout and the HTTP server's read and write timeouts.
+// with BodyIdleTimeout and the HTTP server's read and write timeouts, over
+// HTTP/1.1 and over HTTP/2 (what a TLS proxy speaks with clients that
+// offer it); a client that stops sending is cut after BodyIdleTimeout.
 func TestProxy_slowClient_keepclient(t *testing.T) {
+	const idle = 3 * time.Second
 	c := newRealCluster(t, func(o *Options) {
 		// The client sends 32 KiB every 1.6s at this rate: pauses are
 		// shorter than 3s, and a 4s window brings at least 8 KiB.
-		o.BodyIdleTimeout = 3 * time.Second
+		o.BodyIdleTimeout = idle
 		o.MinBodyRate, o.MinBodyRateWindow = 2048, 4*time.Second
-	}, func(s *http.Server) {
-		// As the command sets them, scaled down: both are shorter than
-		// the upload.
-		s.ReadTimeout, s.WriteTimeout = time.Second, time.Second
-	})
+	}, nil)
 	_, token := c.newUser(t, "instrument")
-	svc := keepclient.ServicesFromEnv(c.proxyTS.URL)[0]
-	svc.ServiceType = "proxy"
-	keep := keepclient.NewKeep(nil, keepclient.KeepOptions{Services: []keepclient.KeepService{svc}, Retries: -1})
-	data := randomBlock(5, 100_000) // 5s at 20 KB/s, longer than every timeout above
-	start := time.Now()
-	res, err := keep.Put(context.Background(), data, keepclient.PutOptions{
-		Token: token, Replicas: 2, RateLimit: keepclient.NewRateLimiter(20_000),
-	})
-	require.NoError(t, err)
-	assert.Equal(t, 2, res.Replicas)
-	require.NoError(t, keepclient.VerifySignature(res.Locator, token, keepclient.DefaultBlobSigningTTL, c.api.SigningKey(), time.Now()))
-	t.Logf("100 kB at 20 KB/s took %v", time.Since(start).Round(time.Millisecond))
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
+			t.Parallel()
+			ts := httptest.NewUnstartedServer(c.proxy)
+			// As the command sets them, scaled down: both are shorter
+			// than the upload.
+			ts.Config.ReadTimeout, ts.Config.WriteTimeout = time.Second, time.Second
+			if h2 {
+				ts.EnableHTTP2 = true
+				ts.StartTLS()
+			} else {
+				ts.Start()
+			}
+			t.Cleanup(ts.Close)
+			svc := keepclient.ServicesFromEnv(ts.URL)[0]
+			svc.ServiceType = "proxy"
+			keep := keepclient.NewKeep(nil, keepclient.KeepOptions{Services: []keepclient.KeepService{svc}, Retries: -1, HTTPClient: ts.Client()})
+			data := randomBlock(5, 100_000) // 5s at 20 KB/s, longer than every timeout above
+			start := time.Now()
+			res, err := keep.Put(context.Background(), data, keepclient.PutOptions{
+				Token: token, Replicas: 2, RateLimit: keepclient.NewRateLimiter(20_000),
+			})
+			require.NoError(t, err)
+			assert.Equal(t, 2, res.Replicas)
+			require.NoError(t, keepclient.VerifySignature(res.Locator, token, keepclient.DefaultBlobSigningTTL, c.api.SigningKey(), time.Now()))
+			t.Logf("100 kB at 20 KB/s took %v", time.Since(start).Round(time.Millisecond))
+
+			// 5 kB of a 100 kB body, then nothing.
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			sent := make(chan time.Time, 1)
+			go func() {
+				pw.Write(make([]byte, 5000))
+				sent <- time.Now()
+			}()
+			req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+keepclient.HashOf(data), pr)
+			require.NoError(t, err)
+			req.ContentLength = int64(len(data))
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := ts.Client().Do(req)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answered := time.Now()
+			assert.Equal(t, http.StatusRequestTimeout, resp.StatusCode, string(body))
+			assert.Equal(t, map[bool]int{false: 1, true: 2}[h2], resp.ProtoMajor)
+			assert.GreaterOrEqual(t, answered.Sub(<-sent), idle)
+		})
+	}
 }
 
 // TestProxy_slowClient_cut: slow but steady bodies finish; a client that
