@@ -89,7 +89,8 @@
 // connection's read deadline, re-armed after every read to the earliest
 // moment the client would be cut, so an instrument on a 20 KB/s uplink
 // stores its 64 MiB blocks however long they take. The deadlines replace
-// http.Server's ReadTimeout for the body.
+// http.Server's ReadTimeout for the body, and its WriteTimeout is lifted
+// until the response (over HTTP/2 it would reset the stream mid-body).
 //
 // # What is durable when
 //
