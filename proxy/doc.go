@@ -53,7 +53,8 @@
 // (users/current's expires_at, which our API server reports for uploader
 // accounts): expiry is exact, and a PUT whose token expires while its body
 // arrives stores nothing. A deactivated or revoked account is seen at the
-// next check, so within AuthCacheTTL. Refusals (401/403, an inactive user,
+// next check, so within AuthCacheTTL (a PUT already past its check
+// completes). Refusals (401/403, an inactive user,
 // an expired token) are cached for AuthFailCacheTTL (2s). Concurrent checks
 // of one uncached token share one pair of API calls. An API outage is
 // never cached and answers 502, not 403, so clients retry instead of giving
@@ -134,8 +135,9 @@
 // Measured (BenchmarkProxyMemory2x, make bench): the proxy in its own
 // process, at twice its concurrency (32 PUTs at once from 8 users, default
 // limits), peaks at 1052 MiB RSS with 64 MiB blocks and 956 MiB with
-// blocks of 1-64 MiB, against the 1024 MiB buffer bound; the earlier pool
-// reached 1670 MiB on the latter. arvupload_proxy_block_buffers and
+// blocks of 1-64 MiB, against the 1024 MiB buffer bound (the rest is the
+// runtime, the binary and the connections); the earlier pool reached
+// 1670 MiB on the latter. arvupload_proxy_block_buffers and
 // arvupload_proxy_block_buffer_bytes show the buffers made.
 //
 // # Shutdown
