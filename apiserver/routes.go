@@ -2,6 +2,9 @@ package apiserver
 
 import (
 	"net/http"
+	"time"
+
+	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // A route is one API method: how a request reaches it and how the
@@ -105,8 +108,16 @@ func apiRoutes() []route {
 	add := func(r ...route) { rs = append(rs, r...) }
 
 	add(route{resource: "users", method: "current", verb: get, path: "users/current", response: respObject,
-		desc:   "The user the token belongs to.",
-		handle: func(s *Server, c *call) (any, error) { return s.userOut(c.sess, c.sess.user), nil }})
+		desc: "The user the token belongs to.",
+		handle: func(s *Server, c *call) (any, error) {
+			// An uploader account's expires_at too (upstream users have
+			// none), so a Keep proxy caching this answer stops at that
+			// very moment.
+			return struct {
+				keepclient.User
+				ExpiresAt *time.Time `json:"expires_at,omitempty"`
+			}{s.userOut(c.sess, c.sess.user), c.sess.user.ExpiresAt}, nil
+		}})
 	add(crud("users", (*Server).users, "list", "get", "create", "update")...)
 
 	add(route{resource: "api_client_authorizations", method: "current", verb: get, path: "api_client_authorizations/current",

@@ -22,11 +22,11 @@ import (
 // fuzzAuth accepts one token, of an active user.
 type fuzzAuth struct{}
 
-func (fuzzAuth) CurrentUser(ctx context.Context, token, requestID string) (keepclient.User, error) {
+func (fuzzAuth) Authorize(ctx context.Context, token, requestID string) (proxy.Identity, error) {
 	if token != "tok-active" {
-		return keepclient.User{}, fmt.Errorf("GET users/current: 401: %w", proxy.ErrTokenRejected)
+		return proxy.Identity{}, fmt.Errorf("GET users/current: 401: %w", proxy.ErrTokenRejected)
 	}
-	return keepclient.User{Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000001"}, IsActive: true}, nil
+	return proxy.Identity{User: keepclient.User{Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000001"}, IsActive: true}}, nil
 }
 
 // fuzzWriter stores nothing and confirms what it was asked for.
