@@ -34,7 +34,10 @@ type Account struct {
 	IsActive  bool       `json:"is_active"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	CreatedAt *time.Time `json:"created_at"`
-	APIToken  string     `json:"api_token,omitempty"`
+	// ProjectUUID is the project the account was given can_write on at
+	// creation, if any (it uploads there with --project-uuid).
+	ProjectUUID string `json:"project_uuid,omitempty"`
+	APIToken    string `json:"api_token,omitempty"`
 }
 
 const accountsPath = "arvados/v1/uploader_accounts"
