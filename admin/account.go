@@ -18,6 +18,7 @@ var UploaderScopes = []string{
 	"GET /arvados/v1/users/current",
 	"GET /arvados/v1/keep_services/accessible",
 	"GET /arvados/v1/config",
+	"GET /arvados/v1/groups/", // the project it uploads into (arv-put checks it)
 	"POST /arvados/v1/collections",
 	"GET /arvados/v1/collections/",
 	"PATCH /arvados/v1/collections/",

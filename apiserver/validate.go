@@ -82,7 +82,7 @@ func (s *Server) checkOwner(sess *session, owner string, projects bool) error {
 	}
 	a := s.access(sess)
 	if !a.canNode(owner, permWrite) {
-		return errorf(http.StatusForbidden, "Forbidden: cannot write to owner %s", owner)
+		return errorf(http.StatusForbidden, "Forbidden: cannot write to owner %s: %s has no can_write there (a permission link from someone who can manage it gives it)", owner, sess.user.UUID)
 	}
 	n, ok := a.st.nodes[owner]
 	if !ok || (n.group && !projects) {
