@@ -53,7 +53,7 @@ func (s *Server) groups(sess *session, method, id, action string, params map[str
 		}
 		return selectFields(params, s.groupView(a, g)), nil
 	case method == http.MethodPost && id == "":
-		return s.createGroup(sess, a, params)
+		return s.createGroup(sess, params)
 	case method == http.MethodPatch && id != "":
 		return s.updateGroup(sess, a, id, params)
 	case method == http.MethodDelete && id != "", method == http.MethodPost && action == "trash":
@@ -154,7 +154,7 @@ func (s *Server) saveGroup(sess *session, g *keepclient.Group) error {
 	return nil
 }
 
-func (s *Server) createGroup(sess *session, a *access, params map[string]any) (any, error) {
+func (s *Server) createGroup(sess *session, params map[string]any) (any, error) {
 	attrs, err := attrs(params, "group", groupAttrs...)
 	if err != nil {
 		return nil, err
