@@ -116,8 +116,8 @@ func (s *Server) createLink(sess *session, params map[string]any) (any, error) {
 			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may only link collections they created")
 		}
 	}
-	perm := l.LinkClass == "permission"
-	if perm {
+	isPerm := l.LinkClass == "permission"
+	if isPerm {
 		if permByName[l.Name] == permNone {
 			return nil, errorf(http.StatusUnprocessableEntity, "permission link name %q is invalid: must be one of can_read, can_write, can_manage, can_login", l.Name)
 		}
@@ -128,7 +128,7 @@ func (s *Server) createLink(sess *session, params map[string]any) (any, error) {
 		}
 	}
 	for _, u := range []string{l.HeadUUID, l.TailUUID} {
-		if !uuidRe.MatchString(u) || (perm && u == l.TailUUID) {
+		if !uuidRe.MatchString(u) || (isPerm && u == l.TailUUID) {
 			continue
 		}
 		if obj, ok := s.lookup(u); !ok || !a.can(obj.uuid, obj.owner, permRead) {
@@ -136,7 +136,7 @@ func (s *Server) createLink(sess *session, params map[string]any) (any, error) {
 		}
 	}
 	owner := sess.user.UUID
-	if perm {
+	if isPerm {
 		if !sess.user.IsAdmin {
 			head, ok := s.lookup(l.HeadUUID)
 			if !ok {
@@ -158,7 +158,7 @@ func (s *Server) createLink(sess *session, params map[string]any) (any, error) {
 	if err := s.store.Put("links", l.UUID, l); err != nil {
 		return nil, err
 	}
-	if perm {
+	if isPerm {
 		s.perms.putLink(l)
 	}
 	return linkOut(l), nil

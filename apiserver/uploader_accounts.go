@@ -63,10 +63,8 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 			return nil, err
 		}
 		s.perms.putUser(u.User)
-		t, err := s.newToken(u.UUID, admin.UploaderScopes, exp)
-		if err != nil {
-			return nil, err
-		}
+		// The grant before the token: an account whose token was handed
+		// out can write where its project_uuid says.
 		if project != "" {
 			l := keepclient.Link{Common: common(s.uuid("o0j2j"), s.systemUserUUID(), now), LinkClass: "permission",
 				Name: "can_write", TailUUID: u.UUID, HeadUUID: project, Properties: map[string]any{}}
@@ -75,6 +73,10 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 				return nil, err
 			}
 			s.perms.putLink(l)
+		}
+		t, err := s.newToken(u.UUID, admin.UploaderScopes, exp)
+		if err != nil {
+			return nil, err
 		}
 		out := accountOut(u)
 		out.APIToken = t.TokenV2()
