@@ -43,7 +43,7 @@ func newRealCluster(t testing.TB, mod func(*Options), srv func(*http.Server)) *r
 	t.Cleanup(func() { api.Close() })
 	c.api = api
 	for i := range 2 {
-		ks, err := keepstore.New(keepstore.Options{Dir: t.TempDir(), SigningKey: api.SigningKey()})
+		ks, err := keepstore.New(keepstore.Options{Dir: t.TempDir(), SigningKey: api.SigningKey(), EnforceSigning: true})
 		require.NoError(t, err)
 		ts := httptest.NewServer(ks)
 		t.Cleanup(ts.Close)
@@ -60,7 +60,7 @@ func newRealCluster(t testing.TB, mod func(*Options), srv func(*http.Server)) *r
 	opts := Options{
 		API:      c.svc,
 		Keep:     keepclient.NewKeep(c.svc, keepclient.KeepOptions{Services: c.disks, HTTPClient: &http.Client{Transport: ViaTransport(nil)}, RetryDelay: 10 * time.Millisecond}),
-		SpoolDir: t.TempDir(), ManagementToken: "mgmt-token",
+		Services: c.disks, SpoolDir: t.TempDir(), ManagementToken: "mgmt-token",
 		AuditMinBackoff: 5 * time.Millisecond, AuditMaxBackoff: 50 * time.Millisecond,
 	}
 	if mod != nil {
@@ -218,4 +218,46 @@ func TestProxy_withAPIServer_expiry(t *testing.T) {
 			assert.Equal(t, tt.after, code, body)
 		})
 	}
+}
+
+// Issue 11.3: a write-only proxy (no EnableReads) answers HEAD of a
+// locator signed for the caller's token, as arv-put's resume check needs,
+// and nothing more: GET stays 405, an unsigned locator or a bad token 403,
+// a signature made for another token is refused by the keepstores.
+func TestProxy_withAPIServer_headSignedLocator(t *testing.T) {
+	ctx := context.Background()
+	c := newRealCluster(t, nil, nil)
+	_, tok, err := c.api.CreateUser(ctx, keepclient.User{FullName: "A", IsActive: true})
+	require.NoError(t, err)
+	_, other, err := c.api.CreateUser(ctx, keepclient.User{FullName: "B", IsActive: true})
+	require.NoError(t, err)
+	data := []byte("head me")
+	hash := keepclient.HashOf(data)
+	code, _, signed := proxyPut(t, c.proxyTS.URL, "/"+hash, data, map[string]string{"Authorization": "Bearer " + tok})
+	require.Equal(t, http.StatusOK, code, signed)
+
+	head := func(path, token string) int {
+		req, err := http.NewRequest(http.MethodHead, c.proxyTS.URL+"/"+path, nil)
+		require.NoError(t, err)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, http.StatusOK, head(signed, tok), "signed for the caller")
+	assert.Equal(t, http.StatusForbidden, head(hash+"+7", tok), "unsigned")
+	assert.Equal(t, http.StatusForbidden, head(signed, "v2/zzzzz-gj3su-000000000000000/nope"), "bad token")
+	assert.Equal(t, http.StatusForbidden, head(signed, ""), "no token")
+	code = head(signed, other)
+	assert.True(t, code >= 400 && code < 500, "signed for another token: the keepstores refuse it (%d)", code)
+	req, err := http.NewRequest(http.MethodGet, c.proxyTS.URL+"/"+signed, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "GET stays off")
 }

@@ -37,9 +37,12 @@
 // and a client does not retry it. "PUT /<md5>+<size>" is reliable here (all
 // hints are stripped before comparing), unlike in keepproxy (PROTOCOL 7.3).
 //
-// GET and HEAD of blocks answer 405 unless Options.EnableReads, in which
-// case they are passed to the keepstores in probe order; the keepstores
-// check the signatures.
+// GET of blocks answers 405 unless Options.EnableReads, in which case GET
+// and HEAD are passed to the keepstores in probe order; the keepstores
+// check the signatures. Without EnableReads, HEAD of a locator signed
+// (+A) for the caller's token is still served, after the same token check
+// as a PUT (arv-put checks its resume cache with HEAD): it reveals nothing
+// the signature does not.
 //
 // # Authentication
 //

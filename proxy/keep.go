@@ -32,7 +32,7 @@ func (s *Server) wireKeepclient(authz *Authorizer) error {
 	if s.writer == nil && s.opts.Keep != nil {
 		s.writer = keepWriter{keep: s.opts.Keep, api: s.opts.API}
 	}
-	if s.reader == nil && s.opts.EnableReads && len(s.opts.Services) > 0 {
+	if s.reader == nil && len(s.opts.Services) > 0 { // GET only with EnableReads; HEAD always
 		hc := s.opts.HTTPClient
 		if hc == nil {
 			hc = &http.Client{Transport: ViaTransport(nil), Timeout: 300 * time.Second}

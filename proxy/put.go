@@ -247,9 +247,36 @@ func clientAddr(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-// handleRead serves GET/HEAD of a block: a clear 405 unless EnableReads.
+// handleRead serves GET and HEAD of a block. GET is a clear 405 unless
+// EnableReads. HEAD is always served for a locator signed for the
+// caller's (valid) token, as arv-put's resume check needs: it tells no
+// more than the signature already does (that the block is stored); the
+// keepstores verify the signature against the token.
 func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, locator string) {
-	if !s.opts.EnableReads || s.reader == nil {
+	if r.Method == http.MethodHead && !s.opts.EnableReads && s.reader != nil {
+		l, err := keepclient.ParseLocator(locator)
+		if _, _, signed := l.SignatureHint(); err != nil || !signed {
+			textError(w, "HEAD needs a locator signed for your token (+A...)", http.StatusForbidden)
+			return
+		}
+		token := tokenFrom(r.Header.Get("Authorization"))
+		if token == "" {
+			textError(w, "Missing or invalid Authorization header", http.StatusForbidden)
+			return
+		}
+		id, err := s.auth.check(r.Context(), token, r.Header.Get("X-Request-Id"))
+		switch {
+		case errors.Is(err, ErrTokenRejected), errors.Is(err, ErrInactiveUser), errors.Is(err, ErrTokenExpired):
+			infoFrom(r).err = err.Error()
+			textError(w, "Missing or invalid Authorization header", http.StatusForbidden)
+			return
+		case err != nil:
+			infoFrom(r).err = err.Error()
+			textError(w, "API server unavailable for the token check; retry later", http.StatusBadGateway)
+			return
+		}
+		infoFrom(r).user = id.User.UUID
+	} else if !s.opts.EnableReads || s.reader == nil {
 		textError(w, "this proxy is write-only; reads are disabled (start it with --enable-reads)", http.StatusMethodNotAllowed)
 		return
 	}
