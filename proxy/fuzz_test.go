@@ -61,9 +61,6 @@ func FuzzServeHTTP(f *testing.F) {
 	f.Add("GET", "/_health/ping", "Bearer x", "", "", []byte(nil))
 	f.Add("OPTIONS", "/", "", "", "", []byte(nil))
 	f.Fuzz(func(t *testing.T, method, target, auth, replicas, classes string, body []byte) {
-		if !isToken(method) {
-			return // net/http answers 400 before any handler runs
-		}
 		path, query, _ := strings.Cut(target, "?")
 		r := &http.Request{
 			Method: method, URL: &url.URL{Path: path, RawQuery: query}, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
@@ -91,16 +88,3 @@ func FuzzServeHTTP(f *testing.F) {
 	})
 }
 
-// isToken reports whether s is a method net/http lets through (RFC 9110
-// token characters).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}

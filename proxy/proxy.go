@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -339,8 +339,8 @@ func (s *Server) SpoolDepth() int { return s.spool.Depth() }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	reqID := r.Header.Get("X-Request-Id")
-	if reqID == "" {
-		reqID = newRequestID()
+	if !httpx.ValidRequestID(reqID) {
+		reqID = httpx.NewRequestID()
 		r.Header.Set("X-Request-Id", reqID)
 	}
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
@@ -350,11 +350,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setCORS(rec.Header())
 	s.mux.ServeHTTP(rec, r)
 	code := rec.status
-	s.metrics.requests.WithLabelValues(r.Method, fmt.Sprint(code)).Inc()
+	s.metrics.requests.WithLabelValues(httpx.MethodLabel(r.Method), fmt.Sprint(code)).Inc()
 	attrs := []any{
 		"request_id", reqID, "remote_addr", r.RemoteAddr, "method", r.Method,
-		"path", strings.TrimPrefix(r.URL.Path, "/"), "status", code,
-		"bytes_in", info.bytes, "duration", time.Since(start).Seconds(),
+		"path", httpx.LogPath(r.URL.Path), "status", code,
+		"bytes_in", info.bytes, "bytes_out", rec.n,
+		"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
 	}
 	if info.user != "" {
 		attrs = append(attrs, "user_uuid", info.user)
@@ -363,12 +364,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		attrs = append(attrs, "locator", info.locator, "want_replicas", info.want, "replicas", info.replicas)
 	}
 	if info.queued >= time.Millisecond {
-		attrs = append(attrs, "queued", info.queued.Seconds())
+		attrs = append(attrs, "queued_ms", float64(info.queued.Microseconds())/1000)
 	}
 	if info.err != "" {
 		attrs = append(attrs, "err", info.err)
 	}
-	s.log.Info("request", attrs...)
+	s.log.Log(r.Context(), httpx.RequestLevel(code), "request", attrs...)
 }
 
 // reqInfo collects the per-request facts for the log line.
@@ -394,6 +395,7 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	n      int64 // bytes written
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -405,7 +407,9 @@ func (r *recorder) WriteHeader(code int) {
 
 func (r *recorder) Write(b []byte) (int, error) {
 	r.wrote = true
-	return r.ResponseWriter.Write(b)
+	n, err := r.ResponseWriter.Write(b)
+	r.n += int64(n)
+	return n, err
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
@@ -417,17 +421,6 @@ func setCORS(h http.Header) {
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Length, Content-Type, X-Keep-Desired-Replicas, X-Keep-Signature, X-Keep-Storage-Classes")
 	h.Set("Access-Control-Expose-Headers", "X-Keep-Locator, X-Keep-Replicas-Stored, X-Keep-Storage-Classes-Confirmed")
 	h.Set("Access-Control-Max-Age", "86486400")
-}
-
-// newRequestID returns "req-" and 20 characters of [0-9a-z] (PROTOCOL 1.3).
-func newRequestID() string {
-	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-	var b [20]byte
-	_, _ = rand.Read(b[:])
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return "req-" + string(b[:])
 }
 
 // textError writes msg and a newline with the given status.
