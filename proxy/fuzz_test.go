@@ -87,4 +87,3 @@ func FuzzServeHTTP(f *testing.F) {
 		}
 	})
 }
-
