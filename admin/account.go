@@ -18,6 +18,7 @@ var UploaderScopes = []string{
 	"GET /arvados/v1/users/current",
 	"GET /arvados/v1/keep_services/accessible",
 	"GET /arvados/v1/config",
+	"GET /arvados/v1/groups/", // the project it uploads into (arv-put checks it)
 	"POST /arvados/v1/collections",
 	"GET /arvados/v1/collections/",
 	"PATCH /arvados/v1/collections/",
@@ -34,7 +35,10 @@ type Account struct {
 	IsActive  bool       `json:"is_active"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	CreatedAt *time.Time `json:"created_at"`
-	APIToken  string     `json:"api_token,omitempty"`
+	// ProjectUUID is the project the account was given can_write on at
+	// creation, if any (it uploads there with --project-uuid).
+	ProjectUUID string `json:"project_uuid,omitempty"`
+	APIToken    string `json:"api_token,omitempty"`
 }
 
 const accountsPath = "arvados/v1/uploader_accounts"

@@ -48,8 +48,11 @@ func (s *Server) prepareLog(sess *session, l *keepclient.Log) error {
 			"(the system root token, or a user named by arv-server api --audit-user); use another event_type", l.EventType)
 	}
 	l.ObjectOwnerUUID = ""
-	if owner, res := s.objectOwner(l.ObjectUUID); res != "" && s.canRead(sess, owner) {
-		l.ObjectOwnerUUID = owner
+	if o, ok := s.lookup(l.ObjectUUID); ok && s.access(sess).can(o.uuid, o.owner, permRead) {
+		l.ObjectOwnerUUID = o.owner
+		if o.resource == "users" {
+			l.ObjectOwnerUUID = o.uuid // a user's records are its own
+		}
 	}
 	return nil
 }

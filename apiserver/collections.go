@@ -99,9 +99,37 @@ func (s *Server) uniqueName(c *keepclient.Collection, ensure bool) error {
 	return nil
 }
 
+// collection is a stored collection: the API object and the user whose
+// token created it. The uploader rule needs the latter ("its own
+// collections") now that a collection it makes may be owned by a project
+// rather than by the uploader; it is not an API attribute.
+type collection struct {
+	keepclient.Collection
+	CreatedBy string `json:"created_by_user_uuid,omitempty"`
+}
+
+// createdBy is who created c; a collection stored before that was
+// recorded was created by its owner as far as the uploader rule goes
+// (uploaders could own only what they created).
+func (c collection) createdBy() string {
+	if c.CreatedBy != "" {
+		return c.CreatedBy
+	}
+	return c.OwnerUUID
+}
+
+// collectionView is c as the caller sees it, with can_write and can_manage.
+func (s *Server) collectionView(sess *session, a *access, c collection) keepclient.Collection {
+	out := s.collectionOut(sess, c.Collection)
+	l := a.level(c.UUID, c.OwnerUUID)
+	out.CanWrite, out.CanManage = l >= permWrite, l >= permManage
+	return out
+}
+
 func (s *Server) collections(sess *session, method, id string, params map[string]any) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	a := s.access(sess)
 	switch {
 	case method == http.MethodGet && id == "":
 		var items []keepclient.Collection
@@ -115,12 +143,12 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		}
 		oldVersions := boolParam(params, "include_old_versions")
 		err := s.each(sess, "collections", params, func(raw []byte) {
-			var c keepclient.Collection
-			if json.Unmarshal(raw, &c) == nil && !c.IsTrashed && (oldVersions || !isPastVersion(c)) {
+			var c collection
+			if json.Unmarshal(raw, &c) == nil && (oldVersions || !isPastVersion(c.Collection)) {
 				if !selectManifest {
 					c.ManifestText = ""
 				}
-				items = append(items, s.collectionOut(sess, c))
+				items = append(items, s.collectionView(sess, a, c))
 			}
 		})
 		return list("arvados#collectionList", items), err
@@ -129,17 +157,17 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if err != nil {
 			return nil, err
 		}
-		return selectFields(params, s.collectionOut(sess, c)), nil
+		return selectFields(params, s.collectionView(sess, a, c)), nil
 	case method == http.MethodPost && id == "":
-		a, err := attrs(params, "collection", collectionAttrs...)
+		attrs, err := attrs(params, "collection", collectionAttrs...)
 		if err != nil {
 			return nil, err
 		}
-		var c keepclient.Collection
-		if err := remarshal(a, &c); err != nil {
+		var c collection
+		if err := remarshal(attrs, &c.Collection); err != nil {
 			return nil, err
 		}
-		if err := checkCollectionAttrs(a, c); err != nil {
+		if err := checkCollectionAttrs(attrs, c.Collection); err != nil {
 			return nil, err
 		}
 		if err := s.checkVocabulary("collection", c.Properties); err != nil {
@@ -149,54 +177,57 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if owner == "" {
 			owner = sess.user.UUID
 		}
-		if err := s.checkOwner(sess, owner); err != nil {
+		// Uploaders too: they may put collections where they were given
+		// can_write (their own account, a project shared with them).
+		if err := s.checkOwner(sess, owner, true); err != nil {
 			return nil, err
-		}
-		if sess.user.Uploader && owner != sess.user.UUID {
-			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may only own their own collections")
 		}
 		c.Common = common(s.uuid("4zz18"), owner, time.Now().UTC())
-		c.ModifiedByUserUUID = sess.user.UUID
+		c.ModifiedByUserUUID, c.CreatedBy = sess.user.UUID, sess.user.UUID
 		c.CurrentVersionUUID, c.Version = c.UUID, 1
-		s.setManagedProperties(&c)
-		if err := s.checkManifest(sess, &c, c.PortableDataHash); err != nil {
+		s.setManagedProperties(&c.Collection)
+		if err := s.checkManifest(sess, &c.Collection, c.PortableDataHash); err != nil {
 			return nil, err
 		}
-		if err := s.uniqueName(&c, boolParam(params, "ensure_unique_name")); err != nil {
+		if err := s.uniqueName(&c.Collection, boolParam(params, "ensure_unique_name")); err != nil {
 			return nil, err
 		}
 		if err := s.store.Put("collections", c.UUID, c); err != nil {
 			return nil, err
 		}
-		return selectFields(params, s.collectionOut(sess, c)), nil
+		return selectFields(params, s.collectionView(sess, a, c)), nil
 	case method == http.MethodPatch && id != "":
 		c, err := s.getCollection(sess, id, false)
 		if err != nil {
 			return nil, err
 		}
-		if sess.user.Uploader && c.OwnerUUID != sess.user.UUID {
-			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may only update collections they created")
+		if err := s.mayChange(sess, a, c, "update"); err != nil {
+			return nil, err
 		}
-		a, err := attrs(params, "collection", collectionAttrs...)
+		attrs, err := attrs(params, "collection", collectionAttrs...)
 		if err != nil {
 			return nil, err
 		}
-		if o, ok := a["owner_uuid"].(string); ok && o != c.OwnerUUID {
-			if sess.user.Uploader || !s.canRead(sess, o) {
-				return nil, errorf(http.StatusForbidden, "Forbidden: cannot move collection to owner %s", o)
+		if o, ok := attrs["owner_uuid"].(string); ok && o != c.OwnerUUID {
+			if sess.user.Uploader {
+				return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may not move collections to another owner")
 			}
-			if err := s.checkOwner(sess, o); err != nil {
+			// As upstream: write permission on the old owner and on the new.
+			if !a.canNode(c.OwnerUUID, permWrite) {
+				return nil, errorf(http.StatusForbidden, "Forbidden: cannot move collection away from owner %s", c.OwnerUUID)
+			}
+			if err := s.checkOwner(sess, o, true); err != nil {
 				return nil, err
 			}
 		}
-		old, before := c.ManifestText, c
-		if _, ok := a["properties"]; ok {
+		old, before := c.ManifestText, c.Collection
+		if _, ok := attrs["properties"]; ok {
 			c.Properties = nil // replaced, not merged, as upstream
 		}
-		if err := remarshal(a, &c); err != nil {
+		if err := remarshal(attrs, &c.Collection); err != nil {
 			return nil, err
 		}
-		if _, ok := a["properties"]; ok {
+		if _, ok := attrs["properties"]; ok {
 			if err := s.checkVocabulary("collection", c.Properties); err != nil {
 				return nil, err
 			}
@@ -204,49 +235,66 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 				return nil, err
 			}
 		}
-		if err := checkCollectionAttrs(a, c); err != nil {
+		if err := checkCollectionAttrs(attrs, c.Collection); err != nil {
 			return nil, err
 		}
-		if _, ok := a["manifest_text"]; ok && c.ManifestText != old {
-			pdh, _ := a["portable_data_hash"].(string)
-			if err := s.checkManifest(sess, &c, pdh); err != nil {
+		if _, ok := attrs["manifest_text"]; ok && c.ManifestText != old {
+			pdh, _ := attrs["portable_data_hash"].(string)
+			if err := s.checkManifest(sess, &c.Collection, pdh); err != nil {
 				return nil, err
 			}
 		}
-		if err := s.uniqueName(&c, boolParam(params, "ensure_unique_name")); err != nil {
+		if err := s.uniqueName(&c.Collection, boolParam(params, "ensure_unique_name")); err != nil {
 			return nil, err
 		}
 		now := time.Now().UTC()
-		if c.Version, err = s.keepVersion(before, c, now); err != nil {
+		if c.Version, err = s.keepVersion(before, c.Collection, now); err != nil {
 			return nil, err
 		}
 		c.ModifiedAt, c.ModifiedByUserUUID = &now, sess.user.UUID
 		if err := s.store.Put("collections", c.UUID, c); err != nil {
 			return nil, err
 		}
-		return selectFields(params, s.collectionOut(sess, c)), nil
+		return selectFields(params, s.collectionView(sess, a, c)), nil
 	case method == http.MethodDelete && id != "":
 		c, err := s.getCollection(sess, id, true)
 		if err != nil {
 			return nil, err
 		}
-		if sess.user.Uploader && c.OwnerUUID != sess.user.UUID {
-			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may only delete collections they created")
+		if err := s.mayChange(sess, a, c, "delete"); err != nil {
+			return nil, err
 		}
 		now := time.Now().UTC()
 		c.TrashAt, c.IsTrashed = &now, true
-		return s.collectionOut(sess, c), s.store.Put("collections", c.UUID, c)
+		return s.collectionView(sess, a, c), s.store.Put("collections", c.UUID, c)
 	}
 	return nil, errorf(http.StatusNotFound, "no such route")
 }
 
+// mayChange refuses an update or delete of a readable collection that the
+// caller may not write (403, as upstream), or, for an uploader account,
+// one it did not create: an uploader changes only its own uploads, even
+// in a project where it was given can_write.
+func (s *Server) mayChange(sess *session, a *access, c collection, what string) error {
+	if !a.can(c.UUID, c.OwnerUUID, permWrite) {
+		return errorf(http.StatusForbidden, "Forbidden: collection %s is not writable by %s", c.UUID, sess.user.UUID)
+	}
+	if sess.user.Uploader && c.createdBy() != sess.user.UUID {
+		return errorf(http.StatusForbidden, "Forbidden: uploader accounts may only %s collections they created", what)
+	}
+	return nil
+}
+
 // getCollection finds a readable collection by UUID or PDH. A trashed one
-// is found by UUID only with includeTrash (upstream: include_trash, and
-// always for delete), else it is a 404 like one that never existed.
-func (s *Server) getCollection(sess *session, id string, includeTrash bool) (keepclient.Collection, error) {
-	var c keepclient.Collection
+// (or one in a trashed project) is found by UUID only with includeTrash
+// (upstream: include_trash, and always for delete), else it is a 404 like
+// one that never existed.
+func (s *Server) getCollection(sess *session, id string, includeTrash bool) (collection, error) {
+	var c collection
+	a := s.access(sess)
 	if uuidRe.MatchString(id) {
-		if err := s.store.Get("collections", id, &c); err != nil || !s.canRead(sess, c.OwnerUUID) || (c.IsTrashed && !includeTrash) {
+		if err := s.store.Get("collections", id, &c); err != nil || !a.can(c.UUID, c.OwnerUUID, permRead) ||
+			(!includeTrash && (c.IsTrashed || a.st.inTrash(c.OwnerUUID))) {
 			return c, errorf(http.StatusNotFound, "collection %s not found", id)
 		}
 		return c, nil
@@ -255,8 +303,9 @@ func (s *Server) getCollection(sess *session, id string, includeTrash bool) (kee
 		found := false
 		err := s.store.Each("collections", func(_ string, raw []byte) bool {
 			var o keepclient.Collection
-			if json.Unmarshal(raw, &o) == nil && strings.HasPrefix(o.PortableDataHash, l.Hash) && s.canRead(sess, o.OwnerUUID) && !o.IsTrashed {
-				c, found = keepclient.Collection{PortableDataHash: o.PortableDataHash, ManifestText: o.ManifestText}, true
+			if json.Unmarshal(raw, &o) == nil && strings.HasPrefix(o.PortableDataHash, l.Hash) &&
+				a.can(o.UUID, o.OwnerUUID, permRead) && !o.IsTrashed && !a.st.inTrash(o.OwnerUUID) {
+				c.Collection, found = keepclient.Collection{PortableDataHash: o.PortableDataHash, ManifestText: o.ManifestText}, true
 				c.UUID = o.PortableDataHash
 				return false
 			}

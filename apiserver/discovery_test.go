@@ -64,7 +64,8 @@ func TestDiscovery_clientsCanBuildFromIt(t *testing.T) {
 	for _, want := range []string{"users.current", "users.get", "collections.create", "collections.get", "collections.list",
 		"collections.update", "collections.delete", "links.create", "links.list", "links.delete", "logs.create", "logs.list",
 		"keep_services.accessible", "keep_services.list", "api_client_authorizations.create", "api_client_authorizations.list",
-		"api_client_authorizations.current", "api_client_authorizations.delete", "configs.get"} {
+		"api_client_authorizations.current", "api_client_authorizations.delete", "configs.get",
+		"groups.create", "groups.get", "groups.list", "groups.update", "groups.delete", "groups.contents", "groups.trash", "groups.untrash"} {
 		r, m, _ := strings.Cut(want, ".")
 		res, ok := resources[r].(map[string]any)
 		if assert.True(t, ok, "resource %s", r) {
@@ -135,7 +136,7 @@ func TestDiscovery_everyMethodIsServedAndEveryRouteDescribed(t *testing.T) {
 	make("uploader_accounts", `{"uploader_account":{"name":"u"}}`)
 	objects["users"] = apiCall(t, ts, admin, "GET", "/arvados/v1/users/current", "", "").body["uuid"].(string)
 	objects["keep_services"] = "zzzzz-bi6l4-000000000000000"
-	objects["groups"] = "zzzzz-j7d0g-000000000000000"
+	make("groups", `{"group":{"name":"p","group_class":"project"}}`)
 
 	doc := discoveryOf(t, ts.URL)
 	described := map[string]bool{}
@@ -170,4 +171,21 @@ func TestDiscovery_everyMethodIsServedAndEveryRouteDescribed(t *testing.T) {
 	sort.Strings(missing)
 	assert.Empty(t, missing, "routes missing from the discovery document")
 	assert.Len(t, described, len(s.routes), "one method per route")
+
+	// groups.contents, as upstream describes it: the project's UUID as a
+	// query parameter; the server also routes groups/{uuid}/contents.
+	contents := doc["resources"].(map[string]any)["groups"].(map[string]any)["methods"].(map[string]any)["contents"].(map[string]any)
+	assert.Equal(t, "groups/contents", contents["path"])
+	assert.Equal(t, "query", contents["parameters"].(map[string]any)["uuid"].(map[string]any)["location"])
+	make("groups", `{"group":{"name":"fresh","group_class":"project"}}`) // the first was trashed above
+	for _, p := range []string{"/arvados/v1/groups/contents?uuid=" + objects["groups"], "/arvados/v1/groups/" + objects["groups"] + "/contents"} {
+		r := apiCall(t, ts, admin, "GET", p, "", "")
+		assert.Equal(t, http.StatusOK, r.status, "%s: %s", p, r.raw)
+	}
+	group := doc["schemas"].(map[string]any)["Group"].(map[string]any)
+	assert.Equal(t, "j7d0g", group["uuidPrefix"])
+	for _, attr := range []string{"group_class", "can_write", "can_manage", "is_trashed"} {
+		assert.Contains(t, group["properties"], attr)
+	}
+	assert.Contains(t, doc["schemas"].(map[string]any)["Collection"].(map[string]any)["properties"], "can_write")
 }

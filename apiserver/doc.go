@@ -1,5 +1,6 @@
 // Package apiserver serves the subset of the Arvados API that the write
 // path needs (PROTOCOL 9, 10): discovery, config, users, tokens with scopes,
+// projects and roles (groups, with contents and permission links),
 // collections (signature check on create/update, PDH, re-signing on every
 // read), links, logs, keep services and uploader accounts.
 //
@@ -9,12 +10,16 @@
 // (listings, lookup by PDH, v1 tokens) reads it in pages of short read
 // transactions and checks permissions between them: bbolt deadlocks on a
 // read transaction opened inside another once a writer must grow the file.
-// Permissions follow ownership:
-// a user reads and writes what it owns and what the users it owns own;
-// admins everything. Uploader accounts (users with the uploader marker)
-// are further limited by a server-side rule that scopes cannot express:
-// they may update only their own collections and link only their own
-// collections, never with permission links. See docs/API.md.
+// Permissions follow upstream's graph (permissions.go): ownership and
+// permission links (can_read, can_write, can_manage) from users and roles,
+// transitively down the ownership tree of projects; admins may do
+// anything. The graph lives in memory, rebuilt from the store at Open and
+// replaced after each write of a user, group or permission link. Uploader
+// accounts (users with the uploader marker) are further limited by a
+// server-side rule that scopes cannot express: they write only where they
+// were given can_write, change only collections they created, and link
+// only collections they created, never with permission links. See
+// docs/API.md.
 //
 // Only the audit identity (the system user or Options.AuditUsers) may
 // create reserved log events such as the proxy's block_put, and a log's

@@ -7,32 +7,73 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // each calls f with every readable object of resource that passes the
-// request's filters.
+// request's filters. Trashed collections and groups, and what trashed
+// projects hold, are left out unless include_trash.
 func (s *Server) each(sess *session, resource string, params map[string]any, f func(raw []byte)) error {
 	filters, err := parseFilters(params["filters"])
 	if err != nil {
 		return err
 	}
+	return s.eachObject(s.access(sess), resource, filters, boolParam(params, "include_trash"),
+		func(_ map[string]any, raw []byte) { f(raw) })
+}
+
+// eachObject calls f with every object of resource the caller may read
+// that passes filters, decoded (with its kind, for is_a) and raw.
+func (s *Server) eachObject(a *access, resource string, filters []filter, includeTrash bool, f func(obj map[string]any, raw []byte)) error {
 	return s.store.Each(resource, func(_ string, raw []byte) bool {
 		var obj map[string]any
 		if json.Unmarshal(raw, &obj) != nil {
 			return true
 		}
-		owner, _ := obj["owner_uuid"].(string)
-		if resource == "logs" {
-			if oo, _ := obj["object_owner_uuid"].(string); oo != "" && s.canRead(sess, oo) {
-				owner = oo
-			}
+		if _, ok := obj["kind"]; !ok {
+			obj["kind"] = models[resource].kind
 		}
-		if !s.canRead(sess, owner) || !matchFilters(obj, filters) {
-			return true
+		if s.readable(a, resource, obj, includeTrash) && matchFilters(obj, filters) {
+			f(obj, raw)
 		}
-		f(raw)
 		return true
 	})
+}
+
+// readable reports whether the caller may see obj, a stored object of
+// resource decoded as JSON.
+func (s *Server) readable(a *access, resource string, obj map[string]any, includeTrash bool) bool {
+	str := func(k string) string { v, _ := obj[k].(string); return v }
+	uuid, owner := str("uuid"), str("owner_uuid")
+	switch resource {
+	case "collections":
+		trashed, _ := obj["is_trashed"].(bool)
+		if !includeTrash && (trashed || a.st.inTrash(owner)) {
+			return false
+		}
+	case "groups":
+		if !includeTrash && (trashedAt(timeAttr(obj, "trash_at"), time.Now()) || a.st.inTrash(owner)) {
+			return false
+		}
+	case "links":
+		return s.linkReadable(a, uuid, owner, str("link_class"), str("head_uuid"), str("tail_uuid"))
+	case "logs":
+		// Also readable by whoever may read what the logged object's
+		// owner holds.
+		if oo := str("object_owner_uuid"); oo != "" && a.can("", oo, permRead) {
+			return true
+		}
+	}
+	return a.can(uuid, owner, permRead)
+}
+
+func timeAttr(obj map[string]any, k string) *time.Time {
+	v, _ := obj[k].(string)
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil
+	}
+	return &t
 }
 
 type filter struct {
@@ -119,7 +160,13 @@ func matchFilters(obj map[string]any, filters []filter) bool {
 			ok = present == (fs == "true")
 		case "is_a":
 			kind, _ := obj["kind"].(string)
-			ok = kind == fs
+			kinds, isList := f.val.([]any)
+			if !isList {
+				kinds = []any{f.val}
+			}
+			for _, k := range kinds {
+				ok = ok || kind == k
+			}
 		}
 		if !ok {
 			return false

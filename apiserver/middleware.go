@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -106,7 +107,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d := time.Since(start)
 	code := strconv.Itoa(status)
-	s.metrics.requests.WithLabelValues(route, methodLabel(r.Method), code).Inc()
+	s.metrics.requests.WithLabelValues(route, httpx.MethodLabel(r.Method), code).Inc()
 	s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
 	s.metrics.bytesIn.Add(float64(body.n))
 	s.metrics.bytesOut.Add(float64(rec.n))
@@ -123,22 +124,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if info.user != "" {
 		attrs = append(attrs, slog.String("user_uuid", info.user))
 	}
-	s.log.LogAttrs(r.Context(), requestLevel(status), "request", attrs...)
-}
-
-// requestLevel is the level of a request's log line, the same in every
-// daemon: refused credentials (401, 403) are worth an operator's look,
-// server faults more so; a busy server (503) is expected under load.
-func requestLevel(status int) slog.Level {
-	switch {
-	case status == http.StatusServiceUnavailable:
-		return slog.LevelWarn
-	case status >= 500:
-		return slog.LevelError
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return slog.LevelWarn
-	}
-	return slog.LevelInfo
+	s.log.LogAttrs(r.Context(), httpx.RequestLevel(status), "request", attrs...)
 }
 
 // serveHealth answers /_health/ping as keepstore and the proxy do (404

@@ -42,9 +42,14 @@ func (s *Server) buildRouter() {
 	s.mux = http.NewServeMux()
 	for _, rt := range s.routes {
 		h := s.routeHandler(rt)
-		s.mux.Handle(rt.verb+" "+apiPrefix+rt.path, h)
-		if rt.verb == http.MethodPut {
-			s.mux.Handle(http.MethodPatch+" "+apiPrefix+rt.path, h)
+		for _, p := range []string{rt.path, rt.alias} {
+			if p == "" {
+				continue
+			}
+			s.mux.Handle(rt.verb+" "+apiPrefix+p, h)
+			if rt.verb == http.MethodPut {
+				s.mux.Handle(http.MethodPatch+" "+apiPrefix+p, h)
+			}
 		}
 	}
 }

@@ -2,6 +2,9 @@ package apiserver
 
 import (
 	"net/http"
+	"time"
+
+	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // A route is one API method: how a request reaches it and how the
@@ -13,6 +16,7 @@ type route struct {
 	method   string // discovery method, e.g. "get"
 	verb     string // HTTP method advertised (update: PUT, as upstream; PATCH is served too)
 	path     string // relative to /arvados/v1/, with a {uuid} placeholder
+	alias    string // another path served by the same method, not described (groups/{uuid}/contents)
 	desc     string
 	params   []param // query parameters besides {uuid}
 	request  bool    // create/update: the body holds {"<singular>": {...}}
@@ -105,8 +109,16 @@ func apiRoutes() []route {
 	add := func(r ...route) { rs = append(rs, r...) }
 
 	add(route{resource: "users", method: "current", verb: get, path: "users/current", response: respObject,
-		desc:   "The user the token belongs to.",
-		handle: func(s *Server, c *call) (any, error) { return s.userOut(c.sess, c.sess.user), nil }})
+		desc: "The user the token belongs to.",
+		handle: func(s *Server, c *call) (any, error) {
+			// An uploader account's expires_at too (upstream users have
+			// none), so a Keep proxy caching this answer stops at that
+			// very moment.
+			return struct {
+				keepclient.User
+				ExpiresAt *time.Time `json:"expires_at,omitempty"`
+			}{s.userOut(c.sess, c.sess.user), c.sess.user.ExpiresAt}, nil
+		}})
 	add(crud("users", (*Server).users, "list", "get", "create", "update")...)
 
 	add(route{resource: "api_client_authorizations", method: "current", verb: get, path: "api_client_authorizations/current",
@@ -116,6 +128,28 @@ func apiRoutes() []route {
 
 	add(crud("collections", (*Server).collections, "list", "get", "create", "update", "delete")...)
 	add(crud("links", (*Server).links, "list", "get", "create", "delete")...)
+
+	grp := func(action string) func(s *Server, sess *session, method, id string, params map[string]any) (any, error) {
+		return func(s *Server, sess *session, method, id string, params map[string]any) (any, error) {
+			return s.groups(sess, method, id, action, params)
+		}
+	}
+	add(crud("groups", grp(""), "list", "get", "create", "update", "delete")...)
+	grpAction := func(method, action string) func(s *Server, c *call) (any, error) {
+		return func(s *Server, c *call) (any, error) { return s.groups(c.sess, method, c.uuid, action, c.params) }
+	}
+	add(route{resource: "groups", method: "trash", verb: post, path: "groups/{uuid}/trash", params: pUpdateParams,
+		response: respObject, desc: "Trash a group (a project and what it holds, at any depth).", handle: grpAction(post, "trash")},
+		route{resource: "groups", method: "untrash", verb: post, path: "groups/{uuid}/untrash", params: []param{pSelect, pUnique},
+			response: respObject, desc: "Untrash a group.", handle: grpAction(post, "untrash")},
+		route{resource: "groups", method: "contents", verb: get, path: "groups/contents", alias: "groups/{uuid}/contents",
+			params: append(append([]param{}, pListParams...),
+				param{name: "uuid", typ: "string", desc: "List what the project (or the user's home project) with this UUID holds; empty: everything readable."},
+				param{name: "recursive", typ: "boolean", def: "false", desc: "Include what the subprojects hold, at any depth."},
+				param{name: "include_old_versions", typ: "boolean", def: "false", desc: "Ignored: past versions are not kept."},
+				param{name: "exclude_home_project", typ: "boolean", def: "false", desc: "Only what is shared with the caller (not with uuid)."},
+				param{name: "include", typ: "array", desc: "Ignored: no referenced objects are included."}),
+			response: respList, desc: "List the projects and collections a project holds.", handle: grpAction(get, "contents")})
 	add(crud("logs", (*Server).logs, "list", "create")...)
 
 	add(route{resource: "keep_services", method: "accessible", verb: get, path: "keep_services/accessible", public: true,

@@ -88,6 +88,8 @@ type Server struct {
 
 	mu sync.Mutex // serializes writes that check-then-act (names, tokens)
 
+	perms permIndex // users, groups and permission links (permissions.go)
+
 	routes []route // the route table (routes.go)
 	mux    *http.ServeMux
 }
@@ -134,6 +136,10 @@ func Open(opts Options) (*Server, error) {
 		slots: make(chan struct{}, opts.MaxConcurrentRequests), metrics: newMetrics(st, opts.MaxConcurrentRequests)}
 	s.buildRouter()
 	if err := s.bootstrap(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := s.loadPermissions(); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -268,6 +274,7 @@ func (s *Server) CreateUser(ctx context.Context, u keepclient.User) (keepclient.
 	if err := s.store.Put("users", u.UUID, user{User: u}); err != nil {
 		return u, "", err
 	}
+	s.perms.putUser(u)
 	t, err := s.newToken(u.UUID, []string{"all"}, nil)
 	if err != nil {
 		return u, "", err
@@ -291,8 +298,9 @@ func common(uuid, owner string, now time.Time) keepclient.Common {
 // user is a stored user; Uploader marks uploader accounts.
 type user struct {
 	keepclient.User
-	Uploader  bool       `json:"uploader,omitempty"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Uploader    bool       `json:"uploader,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	ProjectUUID string     `json:"project_uuid,omitempty"` // uploaders: the project it was given can_write on at creation
 }
 
 type token struct {

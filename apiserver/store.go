@@ -37,7 +37,7 @@ type Store interface {
 
 const schemaVersion = "1"
 
-var resources = []string{"users", "api_client_authorizations", "collections", "links", "logs", "keep_services", "meta"}
+var resources = []string{"users", "api_client_authorizations", "collections", "groups", "links", "logs", "keep_services", "meta"}
 
 // boltStore is the embedded default Store: one bbolt file, one bucket per
 // resource.

@@ -48,7 +48,7 @@ func (s *Server) tokens(sess *session, method, id string, params map[string]any)
 			if !sess.user.IsAdmin {
 				return nil, errorf(http.StatusForbidden, "Forbidden: only admins may create tokens for other users")
 			}
-			if err := s.checkOwner(sess, req.OwnerUUID); err != nil {
+			if err := s.checkOwner(sess, req.OwnerUUID, false); err != nil {
 				return nil, err
 			}
 			owner = req.OwnerUUID

@@ -12,7 +12,7 @@ import (
 
 func accountOut(u user) admin.Account {
 	return admin.Account{UUID: u.UUID, OwnerUUID: u.OwnerUUID, Name: u.FullName,
-		IsActive: u.IsActive, ExpiresAt: u.ExpiresAt, CreatedAt: u.CreatedAt}
+		IsActive: u.IsActive, ExpiresAt: u.ExpiresAt, CreatedAt: u.CreatedAt, ProjectUUID: u.ProjectUUID}
 }
 
 func (s *Server) uploaderAccounts(sess *session, method, id, action string, params map[string]any) (any, error) {
@@ -28,9 +28,17 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 	}
 	switch {
 	case method == http.MethodPost && id == "":
-		a, err := attrs(params, "uploader_account", "name", "expires_at")
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		a, err := attrs(params, "uploader_account", "name", "expires_at", "project_uuid")
 		if err != nil {
 			return nil, err
+		}
+		project, _ := a["project_uuid"].(string)
+		if project != "" {
+			if err := s.checkUploadProject(sess, project); err != nil {
+				return nil, err
+			}
 		}
 		name, _ := a["name"].(string)
 		if strings.TrimSpace(name) == "" {
@@ -49,10 +57,22 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 		}
 		now := time.Now().UTC()
 		u := user{User: keepclient.User{Common: common(s.uuid("tpzed"), sess.user.UUID, now), FullName: name, IsActive: true,
-			Prefs: map[string]any{"uploader": true}}, Uploader: true, ExpiresAt: exp}
+			Prefs: map[string]any{"uploader": true}}, Uploader: true, ExpiresAt: exp, ProjectUUID: project}
 		u.Kind = "arvados#user"
 		if err := s.store.Put("users", u.UUID, u); err != nil {
 			return nil, err
+		}
+		s.perms.putUser(u.User)
+		// The grant before the token: an account whose token was handed
+		// out can write where its project_uuid says.
+		if project != "" {
+			l := keepclient.Link{Common: common(s.uuid("o0j2j"), s.systemUserUUID(), now), LinkClass: "permission",
+				Name: "can_write", TailUUID: u.UUID, HeadUUID: project, Properties: map[string]any{}}
+			l.ModifiedByUserUUID = sess.user.UUID
+			if err := s.store.Put("links", l.UUID, l); err != nil {
+				return nil, err
+			}
+			s.perms.putLink(l)
 		}
 		t, err := s.newToken(u.UUID, admin.UploaderScopes, exp)
 		if err != nil {
@@ -86,4 +106,25 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 		return accountOut(u), s.store.Put("users", u.UUID, u)
 	}
 	return nil, errorf(http.StatusNotFound, "no such route")
+}
+
+// checkUploadProject refuses a project_uuid for a new uploader account
+// that is not a project the caller may manage (giving the account
+// can_write there is sharing the project, which takes can_manage).
+func (s *Server) checkUploadProject(sess *session, project string) error {
+	a := s.access(sess)
+	n, ok := a.st.nodes[project]
+	if !ok || !n.group || !a.canNode(project, permRead) {
+		return errorf(http.StatusUnprocessableEntity, "project_uuid '%s' not found", project)
+	}
+	if n.class != "project" {
+		return errorf(http.StatusUnprocessableEntity, "project_uuid %s is a %s group, not a project", project, n.class)
+	}
+	if !a.canNode(project, permManage) {
+		return errorf(http.StatusForbidden, "Forbidden: giving an uploader account can_write on project %s needs can_manage there", project)
+	}
+	if trashedAt(n.trashAt, time.Now()) || a.st.inTrash(n.owner) {
+		return errorf(http.StatusUnprocessableEntity, "project %s is in the trash; untrash it (groups/%s/untrash) or choose another project", project, project)
+	}
+	return nil
 }

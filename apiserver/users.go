@@ -12,8 +12,8 @@ import (
 func (s *Server) userOut(sess *session, u user) keepclient.User {
 	out := u.User
 	out.Kind = "arvados#user"
-	out.CanWrite = s.canRead(sess, u.UUID)
-	out.CanManage = out.CanWrite
+	l := s.access(sess).level(u.UUID, u.OwnerUUID)
+	out.CanWrite, out.CanManage = l >= permWrite, l >= permManage
 	if out.Prefs == nil {
 		out.Prefs = map[string]any{}
 	}
@@ -24,18 +24,19 @@ func (s *Server) users(sess *session, method, id string, params map[string]any) 
 	switch {
 	case method == http.MethodGet && id == "":
 		var items []keepclient.User
+		a := s.access(sess)
 		err := s.store.Each("users", func(_ string, raw []byte) bool {
 			var u user
-			if json.Unmarshal(raw, &u) == nil && (sess.user.IsAdmin || u.UUID == sess.user.UUID || s.ownedBy(u.UUID, sess.user.UUID)) {
+			if json.Unmarshal(raw, &u) == nil && a.can(u.UUID, u.OwnerUUID, permRead) {
 				items = append(items, s.userOut(sess, u))
 			}
 			return true
 		})
 		return list("arvados#userList", items), err
 	case method == http.MethodGet:
-		var u user
-		if err := s.store.Get("users", id, &u); err != nil || !(sess.user.IsAdmin || s.ownedBy(id, sess.user.UUID)) {
-			return nil, errorf(http.StatusNotFound, "user %s not found", id)
+		u, err := s.getUser(sess, id)
+		if err != nil {
+			return nil, err
 		}
 		return s.userOut(sess, u), nil
 	case method == http.MethodPost && id == "":
@@ -53,16 +54,24 @@ func (s *Server) users(sess *session, method, id string, params map[string]any) 
 		owner := nu.OwnerUUID
 		if owner == "" {
 			owner = s.systemUserUUID()
-		} else if err := s.checkOwner(sess, owner); err != nil {
+		} else if err := s.checkOwner(sess, owner, false); err != nil {
 			return nil, err
 		}
 		nu.Common = common(s.uuid("tpzed"), owner, time.Now().UTC())
 		nu.Kind = "arvados#user"
-		return s.userOut(sess, user{User: nu}), s.store.Put("users", nu.UUID, user{User: nu})
+		if err := s.store.Put("users", nu.UUID, user{User: nu}); err != nil {
+			return nil, err
+		}
+		s.perms.putUser(nu)
+		return s.userOut(sess, user{User: nu}), nil
 	case method == http.MethodPatch && id != "":
-		var u user
-		if err := s.store.Get("users", id, &u); err != nil || !(sess.user.IsAdmin || s.ownedBy(id, sess.user.UUID)) {
-			return nil, errorf(http.StatusNotFound, "user %s not found", id)
+		u, err := s.getUser(sess, id)
+		if err != nil {
+			return nil, err
+		}
+		acc := s.access(sess)
+		if !acc.can(u.UUID, u.OwnerUUID, permWrite) {
+			return nil, errorf(http.StatusForbidden, "Forbidden: user %s is not writable by %s", id, sess.user.UUID)
 		}
 		a, err := attrs(params, "user", "email", "username", "full_name", "first_name", "last_name", "is_active", "is_admin", "prefs")
 		if err != nil {
@@ -73,7 +82,9 @@ func (s *Server) users(sess *session, method, id string, params map[string]any) 
 			delete(a, "is_admin")
 			delete(a, "username")
 			delete(a, "email")
-			if id == sess.user.UUID {
+			// Deactivating a user (an uploader account, say) takes
+			// can_manage on it, as owning it gives.
+			if id == sess.user.UUID || !acc.can(u.UUID, u.OwnerUUID, permManage) {
 				delete(a, "is_active")
 			}
 		}
@@ -90,6 +101,15 @@ func (s *Server) users(sess *session, method, id string, params map[string]any) 
 		return s.userOut(sess, u), s.store.Put("users", id, u)
 	}
 	return nil, errorf(http.StatusNotFound, "no such route")
+}
+
+// getUser finds a user the caller may read, else 404.
+func (s *Server) getUser(sess *session, id string) (user, error) {
+	var u user
+	if err := s.store.Get("users", id, &u); err != nil || !s.access(sess).can(u.UUID, u.OwnerUUID, permRead) {
+		return u, errorf(http.StatusNotFound, "user %s not found", id)
+	}
+	return u, nil
 }
 
 func (s *Server) revokeTokens(userUUID string) error {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/arv-upload/arv-upload/keepclient"
@@ -69,19 +70,29 @@ func checkCollectionAttrs(a map[string]any, c keepclient.Collection) error {
 	return nil
 }
 
-// checkOwner refuses an owner_uuid that is not a user the caller may write
-// to: one that is not a UUID at all with 403, as upstream ("must be set to
-// User or Group"), one that the caller may not write to with 403, and one
-// that names no user here with 422 "'<uuid>' not found", as upstream.
-func (s *Server) checkOwner(sess *session, owner string) error {
+// checkOwner refuses an owner_uuid the caller may not put an object in:
+// one that is not a UUID at all with 403, as upstream ("must be set to
+// User or Group"); one the caller may not write to with 403; one that
+// names no user here (nor, with projects, a group) with 422 "'<uuid>' not
+// found", as upstream; a group that is not a project with 403, as
+// upstream ("must be a project"); and a project in the trash with 422.
+func (s *Server) checkOwner(sess *session, owner string, projects bool) error {
 	if !uuidRe.MatchString(owner) {
 		return errorf(http.StatusForbidden, "Forbidden: owner_uuid %q is not a user or project UUID", owner)
 	}
-	if !s.canRead(sess, owner) {
-		return errorf(http.StatusForbidden, "Forbidden: cannot write to owner %s", owner)
+	a := s.access(sess)
+	if !a.canNode(owner, permWrite) {
+		return errorf(http.StatusForbidden, "Forbidden: cannot write to owner %s: %s has no can_write there (a permission link from someone who can manage it gives it)", owner, sess.user.UUID)
 	}
-	if _, res := s.objectOwner(owner); res != "users" {
+	n, ok := a.st.nodes[owner]
+	if !ok || (n.group && !projects) {
 		return errorf(http.StatusUnprocessableEntity, "owner_uuid '%s' not found", owner)
+	}
+	if n.group && n.class != "project" {
+		return errorf(http.StatusForbidden, "Forbidden: owner_uuid %s is a %s group; objects can be owned by users and projects only", owner, n.class)
+	}
+	if n.group && (trashedAt(n.trashAt, time.Now()) || a.st.inTrash(n.owner)) {
+		return errorf(http.StatusUnprocessableEntity, "project %s is in the trash; untrash it (groups/%s/untrash) or choose another owner", owner, owner)
 	}
 	return nil
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"encoding/json"
 	"fmt"
 	"math/rand"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // sdkDir is the real Python SDK, beside the repository (shared/).
@@ -147,3 +150,59 @@ func sameTree(t *testing.T, want, got string) {
 }
 
 func md5sum(b []byte) [16]byte { return md5.Sum(b) }
+
+// arv-put --project-uuid puts the collection in a project (it reads the
+// project with groups().get first); the arv CLI's `group list` and
+// `group contents` show the project and what it holds, and a project
+// shared with another user by a permission link shows to that user.
+func TestPythonSDK_projects(t *testing.T) {
+	cl, env := pyCluster(t)
+	ctx := context.Background()
+	owner := cl.Client(cl.UserToken)
+	var p keepclient.Group
+	require.NoError(t, owner.Call(ctx, http.MethodPost, "arvados/v1/groups", nil,
+		map[string]any{"group": map[string]any{"name": "sequencing runs", "group_class": "project"}}, &p))
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "reads.fastq"), []byte("@r1\nACGT\n+\nIIII\n"), 0o644))
+
+	uuid := strings.TrimSpace(run(t, env, "arv-put", "--no-cache", "--no-progress", "--project-uuid", p.UUID, "--name", "run 9", src+"/"))
+	require.Regexp(t, `^zzzzz-4zz18-[0-9a-z]{15}$`, uuid)
+	got, err := owner.GetCollection(ctx, uuid)
+	require.NoError(t, err)
+	assert.Equal(t, p.UUID, got.OwnerUUID)
+
+	arv := func(env []string, args ...string) map[string]any {
+		t.Helper()
+		out := run(t, env, "arvados-python", append([]string{"-m", "arvados.commands.arvcli"}, args...)...)
+		var v map[string]any
+		require.NoError(t, json.Unmarshal([]byte(out), &v), out)
+		return v
+	}
+	uuids := func(l map[string]any) []string {
+		var out []string
+		for _, it := range l["items"].([]any) {
+			out = append(out, it.(map[string]any)["uuid"].(string))
+		}
+		return out
+	}
+	list := arv(env, "group", "list")
+	assert.Equal(t, "arvados#groupList", list["kind"])
+	assert.Equal(t, []string{p.UUID}, uuids(list))
+	assert.Equal(t, "sequencing runs", list["items"].([]any)[0].(map[string]any)["name"])
+	contents := arv(env, "group", "contents", "--uuid", p.UUID)
+	assert.Equal(t, []string{uuid}, uuids(contents))
+
+	// Shared with another user, who sees it with `group list` and reads the
+	// collection with arv-get.
+	other, otherTok, err := cl.API.CreateUser(ctx, keepclient.User{FullName: "Other", IsActive: true})
+	require.NoError(t, err)
+	otherEnv := append(append([]string{}, env...), "ARVADOS_API_TOKEN="+otherTok)
+	assert.Empty(t, uuids(arv(otherEnv, "group", "list")))
+	_, err = owner.CreateLink(ctx, map[string]any{"link_class": "permission", "name": "can_read", "tail_uuid": other.UUID, "head_uuid": p.UUID})
+	require.NoError(t, err)
+	assert.Equal(t, []string{p.UUID}, uuids(arv(otherEnv, "group", "list")))
+	out := filepath.Join(t.TempDir(), "out")
+	require.NoError(t, os.Mkdir(out, 0o755))
+	run(t, otherEnv, "arv-get", "-r", "--no-progress", uuid+"/", out+"/")
+	sameTree(t, src, out)
+}

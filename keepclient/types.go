@@ -56,6 +56,8 @@ type Collection struct {
 	CurrentVersionUUID      string         `json:"current_version_uuid"`
 	FileCount               int64          `json:"file_count"`
 	FileSizeTotal           int64          `json:"file_size_total"`
+	CanWrite                bool           `json:"can_write"`
+	CanManage               bool           `json:"can_manage"`
 }
 
 // Link is an Arvados link, e.g. a tag on a collection (PROTOCOL 9.5).

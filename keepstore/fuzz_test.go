@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -61,11 +62,11 @@ func FuzzRequestHeaders(f *testing.F) {
 		if !ok {
 			require.Empty(t, got)
 		}
-		if validRequestID(reqID) {
+		if httpx.ValidRequestID(reqID) {
 			require.NotContains(t, reqID, "\n")
 			require.LessOrEqual(t, len(reqID), 64)
 		}
-		logged := logPath(path)
+		logged := httpx.LogPath(path)
 		require.NotRegexp(t, `\+[AR][^+/]`, logged, "a signature hint reaches the log: %q", path)
 	})
 }

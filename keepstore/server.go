@@ -1,7 +1,6 @@
 package keepstore
 
 import (
-	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -9,13 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -125,8 +124,8 @@ func (s *Server) BuffersInUse() int { return int(s.pool.inUse.Load()) }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	reqID := r.Header.Get("X-Request-Id")
-	if !validRequestID(reqID) {
-		reqID = newRequestID()
+	if !httpx.ValidRequestID(reqID) {
+		reqID = httpx.NewRequestID()
 	}
 	h := w.Header()
 	h.Set("X-Request-Id", reqID)
@@ -144,49 +143,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.status = http.StatusOK
 	}
 	d := time.Since(start)
-	s.metrics.requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(rw.status)).Inc()
+	s.metrics.requests.WithLabelValues(httpx.MethodLabel(r.Method), strconv.Itoa(rw.status)).Inc()
 	s.metrics.bytesIn.Add(float64(body.n))
 	s.metrics.bytesOut.Add(float64(rw.n))
 	if r.Method == http.MethodPut {
 		s.metrics.putDuration.Observe(d.Seconds())
 	}
-	s.log.LogAttrs(r.Context(), requestLevel(rw.status), "request",
+	s.log.LogAttrs(r.Context(), httpx.RequestLevel(rw.status), "request",
 		slog.String("request_id", reqID),
 		slog.String("remote_addr", r.RemoteAddr),
 		slog.String("method", r.Method),
-		slog.String("path", logPath(r.URL.Path)),
+		slog.String("path", httpx.LogPath(r.URL.Path)),
 		slog.Int("status", rw.status),
 		slog.Int64("bytes_in", body.n),
 		slog.Int64("bytes_out", rw.n),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 	)
-}
-
-// methodLabel bounds the method label to the methods HTTP defines: any
-// token is a valid method, and a label value per invented method would
-// grow the metrics without bound (and one that is not UTF-8 panics).
-func methodLabel(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
-		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace, "TOUCH":
-		return m
-	}
-	return "other"
-}
-
-// requestLevel is the level of a request's log line, the same in every
-// daemon: refused credentials (401, 403) are worth an operator's look,
-// server faults more so; a busy server (503) is expected under load.
-func requestLevel(status int) slog.Level {
-	switch {
-	case status == http.StatusServiceUnavailable:
-		return slog.LevelWarn
-	case status >= 500:
-		return slog.LevelError
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return slog.LevelWarn
-	}
-	return slog.LevelInfo
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
@@ -274,29 +246,6 @@ func httpError(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	io.WriteString(w, msg+"\n")
 }
-
-var requestIDRE = regexp.MustCompile(`^[-0-9A-Za-z_.]{1,64}$`)
-
-// validRequestID accepts a client's request ID when it is short and plain,
-// so that it cannot forge log content.
-func validRequestID(s string) bool { return requestIDRE.MatchString(s) }
-
-// newRequestID returns "req-" and 20 characters of [0-9a-z] (PROTOCOL 1.3).
-func newRequestID() string {
-	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-	var b [20]byte
-	rand.Read(b[:])
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return "req-" + string(b[:])
-}
-
-// signHintRE matches permission hints in a path, which are bearer secrets
-// for the block and stay out of logs.
-var signHintRE = regexp.MustCompile(`\+[AR][^+/]*`)
-
-func logPath(p string) string { return signHintRE.ReplaceAllString(p, "") }
 
 // recorder remembers the status and counts body bytes.
 type recorder struct {

@@ -216,3 +216,54 @@ func testutilCounter(c prometheus.Collector) float64 {
 	}
 	return mfs[0].GetMetric()[0].GetCounter().GetValue()
 }
+
+// TestAuthCache_check_expiry: an accepted token is trusted for the TTL but
+// never past its (or its account's) expires_at, to the nanosecond.
+func TestAuthCache_check_expiry(t *testing.T) {
+	const ttl = 30 * time.Second
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name    string
+		expires time.Duration // from t0; 0 = never
+		at      time.Duration // second check, from t0
+		hit     bool          // served from the cache, without an API call
+		err     error
+	}{
+		{"no expiry, within TTL", 0, ttl - time.Nanosecond, true, nil},
+		{"no expiry, TTL over", 0, ttl, false, nil},
+		{"expiry before TTL, just before it", 5 * time.Second, 5*time.Second - time.Nanosecond, true, nil},
+		{"expiry before TTL, at it", 5 * time.Second, 5 * time.Second, false, ErrTokenExpired},
+		{"expiry after TTL, TTL over", time.Minute, ttl, false, nil},
+		{"expiry after TTL, at it", time.Minute, time.Minute, false, ErrTokenExpired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newFakeAuth()
+			if tt.expires != 0 {
+				a.expires = map[string]time.Time{"tok-active": t0.Add(tt.expires)}
+			}
+			c := newAuthCache(a, ttl, 2*time.Second, 100)
+			now := t0
+			c.now = func() time.Time { return now }
+			_, err := c.check(context.Background(), "tok-active", "")
+			require.NoError(t, err)
+			now = t0.Add(tt.at)
+			_, err = c.check(context.Background(), "tok-active", "")
+			if tt.err != nil {
+				assert.ErrorIs(t, err, tt.err)
+			} else {
+				assert.NoError(t, err)
+			}
+			assert.Equal(t, map[bool]int{true: 1, false: 2}[tt.hit], a.calls, "API calls")
+		})
+	}
+
+	t.Run("already expired when checked", func(t *testing.T) {
+		a := newFakeAuth()
+		a.expires = map[string]time.Time{"tok-active": t0}
+		c := newAuthCache(a, ttl, 2*time.Second, 100)
+		c.now = func() time.Time { return t0 }
+		_, err := c.check(context.Background(), "tok-active", "")
+		assert.ErrorIs(t, err, ErrTokenExpired)
+	})
+}

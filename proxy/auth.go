@@ -22,25 +22,38 @@ var ErrTokenRejected = errors.New("token rejected by the API server")
 // may not write.
 var ErrInactiveUser = errors.New("user is not active")
 
+// ErrTokenExpired means the token, or the account it belongs to, has
+// passed its expires_at. The proxy answers 403.
+var ErrTokenExpired = errors.New("token or account has expired")
+
+// Identity is what an accepted token check learned.
+type Identity struct {
+	User keepclient.User
+	// ExpiresAt is when the token stops being valid: the earlier of the
+	// token's and its account's expires_at. Zero when neither expires.
+	ExpiresAt time.Time
+}
+
 // Authorizer checks a client's token against the API server.
 //
-// CurrentUser returns the token's user. It returns an error wrapping
-// ErrTokenRejected when the API server refused the token (401/403); any
-// other error is an outage (5xx, transport) and is not cached. It must be
-// safe for concurrent use.
+// Authorize returns the token's user and expiry. It returns an error
+// wrapping ErrTokenRejected when the API server refused the token
+// (401/403); any other error is an outage (5xx, transport) and is not
+// cached. It must be safe for concurrent use.
 type Authorizer interface {
-	CurrentUser(ctx context.Context, token, requestID string) (keepclient.User, error)
+	Authorize(ctx context.Context, token, requestID string) (Identity, error)
 }
 
 // authEntry is one cached token check result.
 type authEntry struct {
-	user    keepclient.User
-	err     error // nil or wraps ErrTokenRejected/ErrInactiveUser
+	id      Identity
+	err     error // nil or wraps ErrTokenRejected/ErrInactiveUser/ErrTokenExpired
 	expires time.Time
 }
 
 // authCache caches token checks, keyed by the SHA-256 of the token so the
-// token itself is never kept in memory longer than the request. It is
+// token itself is never kept in memory longer than the request. An accepted
+// token is trusted for ttl, but never past its Identity.ExpiresAt. It is
 // bounded: when full, expired entries are dropped first, then arbitrary ones.
 type authCache struct {
 	auth       Authorizer
@@ -64,10 +77,10 @@ func newAuthCache(a Authorizer, ttl, failTTL time.Duration, maxEntries int) *aut
 	}
 }
 
-// check returns the active user behind token. Errors wrap ErrTokenRejected
-// or ErrInactiveUser for a refusal (403 to the client); anything else is an
-// API outage (502 to the client).
-func (c *authCache) check(ctx context.Context, token, requestID string) (keepclient.User, error) {
+// check returns the identity of an active user behind token. Errors wrap
+// ErrTokenRejected, ErrInactiveUser or ErrTokenExpired for a refusal (403 to
+// the client); anything else is an API outage (502 to the client).
+func (c *authCache) check(ctx context.Context, token, requestID string) (Identity, error) {
 	key := sha256.Sum256([]byte(token))
 	now := c.now()
 	c.mu.Lock()
@@ -75,37 +88,49 @@ func (c *authCache) check(ctx context.Context, token, requestID string) (keepcli
 	c.mu.Unlock()
 	if ok && now.Before(e.expires) {
 		c.hit()
-		return e.user, e.err
+		return e.id, e.err
 	}
 	// Concurrent misses for one token share one API call. The call is
 	// detached from this request's cancellation (the others may still
 	// want it); the Authorizer bounds its duration.
 	ch := c.flight.DoChan(string(key[:]), func() (any, error) {
-		return c.auth.CurrentUser(context.WithoutCancel(ctx), token, requestID)
+		return c.auth.Authorize(context.WithoutCancel(ctx), token, requestID)
 	})
 	c.miss() // after DoChan, so a test can tell this caller has joined the flight
-	var user keepclient.User
+	var id Identity
 	var err error
 	select {
 	case <-ctx.Done():
-		return keepclient.User{}, fmt.Errorf("check token: %w", ctx.Err())
+		return Identity{}, fmt.Errorf("check token: %w", ctx.Err())
 	case res := <-ch:
-		user, _ = res.Val.(keepclient.User)
+		id, _ = res.Val.(Identity)
 		err = res.Err
 	}
+	// now is from before the API call, so the entry cannot outlive what
+	// the API said by the call's duration.
 	switch {
 	case errors.Is(err, ErrTokenRejected):
 		c.store(key, authEntry{err: err, expires: now.Add(c.failTTL)})
-		return keepclient.User{}, err
+		return Identity{}, err
 	case err != nil:
-		return keepclient.User{}, fmt.Errorf("check token: %w", err)
-	case !user.IsActive:
-		err := fmt.Errorf("check token of %s: %w", user.UUID, ErrInactiveUser)
-		c.store(key, authEntry{user: user, err: err, expires: now.Add(c.failTTL)})
-		return user, err
+		return Identity{}, fmt.Errorf("check token: %w", err)
+	case !id.User.IsActive:
+		err := fmt.Errorf("check token of %s: %w", id.User.UUID, ErrInactiveUser)
+		c.store(key, authEntry{id: id, err: err, expires: now.Add(c.failTTL)})
+		return id, err
+	case !id.ExpiresAt.IsZero() && !c.now().Before(id.ExpiresAt):
+		// The API accepted it a moment before it expired (or the clocks
+		// differ): refuse rather than cache.
+		err := fmt.Errorf("check token of %s: expired at %s: %w", id.User.UUID, id.ExpiresAt.UTC().Format(time.RFC3339Nano), ErrTokenExpired)
+		c.store(key, authEntry{id: id, err: err, expires: now.Add(c.failTTL)})
+		return id, err
 	}
-	c.store(key, authEntry{user: user, expires: now.Add(c.ttl)})
-	return user, nil
+	expires := now.Add(c.ttl)
+	if !id.ExpiresAt.IsZero() && id.ExpiresAt.Before(expires) {
+		expires = id.ExpiresAt // expiry is exact; only revocation waits for the TTL
+	}
+	c.store(key, authEntry{id: id, expires: expires})
+	return id, nil
 }
 
 func (c *authCache) store(key [32]byte, e authEntry) {

@@ -13,16 +13,21 @@
 //	  4. a size hint > 0 must equal Content-Length (400)
 //	  5. token check (403; 502 if the API server cannot answer)
 //	  6. X-Keep-Desired-Replicas (< 1 or junk: the default)
-//	  7. admission: take one of MaxConcurrent slots, or 503 + Retry-After: 1
-//	  8. read the body into the slot's buffer (a pause longer than
-//	     BodyIdleTimeout -> 408; a short body -> 400; nothing is stored)
-//	  9. md5 check against the path hash (hints stripped) -> 422 on mismatch
+//	  7. admission: a slot of MaxConcurrent, within the user's share, at
+//	     once or after waiting in the queue (see Admission); else 503 +
+//	     Retry-After: 1
+//	  8. read the body into the slot's block buffer while hashing it (no
+//	     byte for BodyIdleTimeout, or a window below MinBodyRate -> 408;
+//	     a short body -> 400; nothing is stored)
+//	  9. md5 check against the path hash (hints stripped) -> 422 on
+//	     mismatch; a token that expired meanwhile -> 403
 //	 10. BlockWriter.PutBlock (keepclient.Keep.Put) with the client's token
 //	     as Bearer, so the keepstores sign for the client
 //	 11. audit record appended to the spool (fsynced) when any replica was
 //	     stored, then the response: 200 + signed locator without newline,
 //	     or 503 "Could not write sufficient replicas: ..." with the partial
-//	     X-Keep-Replicas-Stored.
+//	     X-Keep-Replicas-Stored. The response has its own write deadline
+//	     (1 min), since a slow body may outlast the server's WriteTimeout.
 //
 // Deliberate difference from Arvados keepproxy: a body whose md5 differs
 // from the hash in the path gets 422 "content hash <actual> did not match
@@ -32,22 +37,64 @@
 // and a client does not retry it. "PUT /<md5>+<size>" is reliable here (all
 // hints are stripped before comparing), unlike in keepproxy (PROTOCOL 7.3).
 //
-// GET and HEAD of blocks answer 405 unless Options.EnableReads, in which
-// case they are passed to the keepstores in probe order; the keepstores
-// check the signatures.
+// GET of blocks answers 405 unless Options.EnableReads, in which case GET
+// and HEAD are passed to the keepstores in probe order; the keepstores
+// check the signatures. Without EnableReads, HEAD of a locator signed
+// (+A) for the caller's token is still served, after the same token check
+// as a PUT (arv-put checks its resume cache with HEAD): it reveals nothing
+// the signature does not.
 //
 // # Authentication
 //
 // "Authorization: Bearer|OAuth2 <token>" is checked with GET
-// /arvados/v1/users/current using that token; only an active user may
-// write. Results are cached, keyed by SHA-256 of the token (the token itself
-// is never stored or logged): successes for AuthCacheTTL (30s by default, so
-// a deactivated uploader account stops within 30s), refusals (401/403 or an
-// inactive user) for AuthFailCacheTTL (2s). Concurrent checks of one
-// uncached token share a single API call. An API outage is never cached
-// and answers 502, not 403, so clients retry instead of giving up. The
-// cache holds at most AuthCacheSize entries (expired ones are evicted
-// first, then random ones).
+// /arvados/v1/users/current (the user, who must be active) and GET
+// /arvados/v1/api_client_authorizations/current (the token's expires_at;
+// allowed whatever the token's scopes), both with that token, in parallel.
+// Results are cached, keyed by SHA-256 of the token (the token itself is
+// never stored or logged): successes for AuthCacheTTL (30s by default), but
+// never past the earlier of the token's expires_at and the account's
+// (users/current's expires_at, which our API server reports for uploader
+// accounts): expiry is exact, and a PUT whose token expires while its body
+// arrives stores nothing. A deactivated or revoked account is seen at the
+// next check, so within AuthCacheTTL (a PUT already past its check
+// completes). Refusals (401/403, an inactive user,
+// an expired token) are cached for AuthFailCacheTTL (2s). Concurrent checks
+// of one uncached token share one pair of API calls. An API outage is
+// never cached and answers 502, not 403, so clients retry instead of giving
+// up. The cache holds at most AuthCacheSize entries (expired ones are
+// evicted first, then random ones). Expiry is compared with the proxy's
+// clock: keep it in sync with the API server's.
+//
+// /_health/ping and /metrics need "Authorization: Bearer <ManagementToken>"
+// (401 without, 403 with another token); without a ManagementToken both
+// answer 404: the proxy faces the internet, so its metrics are never open.
+//
+// # Admission
+//
+// A PUT in progress holds one of MaxConcurrent slots, and with it a block
+// buffer. The slots are shared among users, a user being the owner of the
+// token (its UUID, after the token check): a user holds at most
+// MaxConcurrentPerUser (default a quarter of MaxConcurrent), so one
+// identity that opens many slow connections, even with a valid uploader
+// token, leaves the rest to the others, who are served at once. A PUT that
+// finds no slot it may take waits in a queue (at most MaxQueuedPerUser per
+// user, MaxQueued in all, each for at most QueueTimeout, 20s by default:
+// well inside the Keep client's 2-minute stall timeout, since a waiting
+// body does not move); freed slots go to the waiting users in turn (round
+// robin). Beyond the queue, after QueueTimeout and during shutdown the
+// answer is 503 with Retry-After: 1 and says which limit was hit
+// (arvupload_proxy_puts_refused_total{reason}). A waiting PUT holds a
+// connection and a goroutine, not a buffer.
+//
+// The body then has to keep moving, not to be fast: a client is cut (408,
+// nothing stored, slot freed) after BodyIdleTimeout (30s) without a byte,
+// and, when MinBodyRate is set, when a window of MinBodyRateWindow (1 min)
+// brings fewer than MinBodyRate x window bytes. Both are enforced with the
+// connection's read deadline, re-armed after every read to the earliest
+// moment the client would be cut, so an instrument on a 20 KB/s uplink
+// stores its 64 MiB blocks however long they take. The deadlines replace
+// http.Server's ReadTimeout for the body, and its WriteTimeout is lifted
+// until the response (over HTTP/2 it would reset the stream mid-body).
 //
 // # What is durable when
 //
@@ -74,19 +121,33 @@
 //
 // # What bounds memory
 //
-// At most MaxConcurrent (default 16) PUTs are in progress; each holds one
-// block buffer of exactly the block's size (at most 64 MiB). Freed buffers
-// are reused most-recently-freed first and at most MaxConcurrent exist, so
-// block buffers never exceed MaxConcurrent x 64 MiB (1 GiB by default). The
-// md5 is computed while the body arrives. Requests beyond that get 503 and Retry-After: 1 at once:
-// there is no queue. Oversized bodies are refused before being read. The
-// token cache is bounded by AuthCacheSize. The audit spool is on disk.
+// Block data lives only in the block buffer pool: at most MaxConcurrent
+// (default 16) buffers, each a full 64 MiB block buffer whatever the size
+// of the block it holds, made on first use, reused (most recently freed
+// first) and never dropped, so block buffers never exceed MaxConcurrent x
+// 64 MiB (1 GiB by default) whatever the mix of block sizes. (Replacing a
+// too small pooled buffer by a bigger one, as an earlier version did, left
+// the old one to the garbage collector, and the heap outgrew the bound.)
+// A buffer's pages are resident only once a block has used them. Only a
+// PUT holding an admission slot takes a buffer; waiting PUTs hold none.
+// The md5 is computed while the body arrives. Oversized bodies are refused
+// before being read. The token cache is bounded by AuthCacheSize; the audit
+// spool is on disk. What is not bounded by the proxy is the number of
+// connections (a few KiB each): put a connection limit in front of it.
+//
+// Measured (BenchmarkProxyMemory2x, make bench): the proxy in its own
+// process, at twice its concurrency (32 PUTs at once from 8 users, default
+// limits), peaks at 1052 MiB RSS with 64 MiB blocks and 956 MiB with
+// blocks of 1-64 MiB, against the 1024 MiB buffer bound (the rest is the
+// runtime, the binary and the connections); the earlier pool reached
+// 1670 MiB on the latter. arvupload_proxy_block_buffers and
+// arvupload_proxy_block_buffer_bytes show the buffers made.
 //
 // # Shutdown
 //
 // The command calls http.Server.Shutdown (no new connections; waits for
-// handlers) and then Close, which refuses new PUTs with 503, waits for the
-// PUTs in flight (a PUT whose client went away still completes upstream and
+// handlers) and then Close, which refuses new and waiting PUTs with 503,
+// waits for the PUTs in flight (a PUT whose client went away still completes upstream and
 // is audited), gives the deliverer up to CloseDrainTimeout (5s) to empty
 // the spool, stops it and closes the spool. Undelivered records wait in the
 // spool for the next start.

@@ -86,6 +86,13 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		u.Kind = "arvados#user"
 		json.NewEncoder(w).Encode(u)
+	case r.URL.Path == "/arvados/v1/api_client_authorizations/current":
+		if _, ok := f.users[tok]; !ok {
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"errors":["Not logged in"]}`)
+			return
+		}
+		json.NewEncoder(w).Encode(keepclient.APIClientAuthorization{Common: keepclient.Common{Kind: "arvados#apiClientAuthorization"}})
 	case r.URL.Path == "/arvados/v1/logs" && r.Method == http.MethodPost:
 		if _, ok := f.users[tok]; !ok {
 			w.WriteHeader(http.StatusUnauthorized)

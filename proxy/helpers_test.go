@@ -10,40 +10,44 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
-// fakeAuth is an Authorizer injecting API faults: tokens map to users; an
-// outage makes every check fail as a transport error would.
+// fakeAuth is an Authorizer injecting API faults: tokens map to users (and
+// optionally to an expiry); an outage makes every check fail as a transport
+// error would.
 type fakeAuth struct {
-	mu     sync.Mutex
-	users  map[string]keepclient.User
-	outage bool
-	calls  int
+	mu      sync.Mutex
+	users   map[string]keepclient.User
+	expires map[string]time.Time
+	outage  bool
+	calls   int
 }
 
 func newFakeAuth() *fakeAuth {
 	return &fakeAuth{users: map[string]keepclient.User{
 		"tok-active":   {Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000001"}, IsActive: true},
 		"tok-inactive": {Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000002"}, IsActive: false},
+		"tok-other":    {Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000005"}, IsActive: true},
 	}}
 }
 
-func (a *fakeAuth) CurrentUser(ctx context.Context, token, requestID string) (keepclient.User, error) {
+func (a *fakeAuth) Authorize(ctx context.Context, token, requestID string) (Identity, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls++
 	if a.outage {
-		return keepclient.User{}, errors.New("GET users/current: 502 Bad Gateway")
+		return Identity{}, errors.New("GET users/current: 502 Bad Gateway")
 	}
 	u, ok := a.users[token]
 	if !ok {
-		return keepclient.User{}, fmt.Errorf("GET users/current: 401: %w", ErrTokenRejected)
+		return Identity{}, fmt.Errorf("GET users/current: 401: %w", ErrTokenRejected)
 	}
-	return u, nil
+	return Identity{User: u, ExpiresAt: a.expires[token]}, nil
 }
 
 func (a *fakeAuth) set(f func(a *fakeAuth)) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -30,7 +32,7 @@ func (s *Server) wireKeepclient(authz *Authorizer) error {
 	if s.writer == nil && s.opts.Keep != nil {
 		s.writer = keepWriter{keep: s.opts.Keep, api: s.opts.API}
 	}
-	if s.reader == nil && s.opts.EnableReads && len(s.opts.Services) > 0 {
+	if s.reader == nil && len(s.opts.Services) > 0 { // GET only with EnableReads; HEAD always
 		hc := s.opts.HTTPClient
 		if hc == nil {
 			hc = &http.Client{Transport: ViaTransport(nil), Timeout: 300 * time.Second}
@@ -40,24 +42,56 @@ func (s *Server) wireKeepclient(authz *Authorizer) error {
 	return nil
 }
 
-// apiAuthorizer checks tokens with GET /arvados/v1/users/current.
+// apiAuthorizer checks tokens with GET /arvados/v1/users/current (is the
+// user active?) and GET /arvados/v1/api_client_authorizations/current
+// (when does the token expire? always allowed, whatever the token's scopes:
+// PROTOCOL 9.8), in parallel.
 type apiAuthorizer struct{ api *keepclient.Client }
 
-func (a apiAuthorizer) CurrentUser(ctx context.Context, token, requestID string) (keepclient.User, error) {
+// currentUser is users/current as the API answers it. ExpiresAt is the
+// account's own expiry: our API server reports it for uploader accounts;
+// upstream users have none, so it is absent there.
+type currentUser struct {
+	keepclient.User
+	ExpiresAt *time.Time `json:"expires_at"`
+}
+
+func (a apiAuthorizer) Authorize(ctx context.Context, token, requestID string) (Identity, error) {
 	ctx, cancel := context.WithTimeout(ctx, authCheckTimeout)
 	defer cancel()
 	if requestID != "" {
 		ctx = keepclient.ContextWithRequestID(ctx, requestID)
 	}
-	u, err := a.api.WithToken(token).CurrentUser(ctx)
-	if err != nil {
+	c := a.api.WithToken(token)
+	var u currentUser
+	var t keepclient.APIClientAuthorization
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := c.Call(gctx, http.MethodGet, "arvados/v1/users/current", nil, nil, &u); err != nil {
+			return fmt.Errorf("users/current: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := c.Call(gctx, http.MethodGet, "arvados/v1/api_client_authorizations/current", nil, nil, &t); err != nil {
+			return fmt.Errorf("api_client_authorizations/current: %w", err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
 		var ae *keepclient.APIError
 		if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
-			return keepclient.User{}, fmt.Errorf("users/current: status %d: %w", ae.Status, ErrTokenRejected)
+			return Identity{}, fmt.Errorf("%w: %w", ErrTokenRejected, err)
 		}
-		return keepclient.User{}, fmt.Errorf("users/current: %w", err)
+		return Identity{}, err
 	}
-	return *u, nil
+	id := Identity{User: u.User}
+	for _, exp := range []*time.Time{t.ExpiresAt, u.ExpiresAt} {
+		if exp != nil && !exp.IsZero() && (id.ExpiresAt.IsZero() || exp.Before(id.ExpiresAt)) {
+			id.ExpiresAt = *exp
+		}
+	}
+	return id, nil
 }
 
 // apiAudit posts audit records as logs with the service token.

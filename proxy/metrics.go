@@ -14,6 +14,10 @@ type metrics struct {
 	upstreamErrors prometheus.Counter
 	tokenCache     *prometheus.CounterVec
 	inFlight       prometheus.Gauge
+	queued         prometheus.Gauge
+	refused        *prometheus.CounterVec
+	buffers        prometheus.Gauge
+	bufferBytes    prometheus.Gauge
 	spoolDepth     prometheus.Gauge
 	auditDelivered prometheus.Counter
 	auditFailed    prometheus.Counter
@@ -46,6 +50,22 @@ func newMetrics() *metrics {
 			Namespace: "arvupload", Subsystem: "proxy", Name: "puts_in_flight",
 			Help: "Block writes in progress.",
 		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "puts_queued",
+			Help: "Block writes waiting for an upload slot.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "puts_refused_total",
+			Help: "Block writes refused with 503 by admission, by reason (busy, user_limit, queue_timeout, shutdown, client_gone).",
+		}, []string{"reason"}),
+		buffers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "block_buffers",
+			Help: "Block buffers the proxy has made (never more than its MaxConcurrent; they are reused, not freed).",
+		}),
+		bufferBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "block_buffer_bytes",
+			Help: "Bytes of the block buffers made (64 MiB each; pages count in RSS once a block has used them).",
+		}),
 		spoolDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "arvupload", Subsystem: "proxy", Name: "audit_spool_depth",
 			Help: "Audit records waiting for delivery to the API server.",
@@ -60,6 +80,6 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.bytesIn, m.replicasStored, m.upstreamErrors, m.tokenCache,
-		m.inFlight, m.spoolDepth, m.auditDelivered, m.auditFailed)
+		m.inFlight, m.queued, m.refused, m.buffers, m.bufferBytes, m.spoolDepth, m.auditDelivered, m.auditFailed)
 	return m
 }

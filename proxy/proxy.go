@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -61,6 +61,28 @@ type ReadError struct {
 
 func (e *ReadError) Error() string { return fmt.Sprintf("read block: %d %s", e.Status, e.Msg) }
 
+const (
+	// DefaultMaxConcurrent: each PUT in progress holds a 64 MiB block
+	// buffer, so 16 bound block buffers to 1 GiB.
+	DefaultMaxConcurrent = 16
+	// DefaultQueueTimeout: a waiting client's body does not move, so the
+	// wait must end well inside the Keep client's 2-minute stall timeout;
+	// 20s is time enough for the blocks ahead to finish on a fast link.
+	DefaultQueueTimeout = 20 * time.Second
+	// DefaultBodyIdleTimeout: a client that sends no byte for this long
+	// is gone (a dead link, a stalled attacker) and gives its buffer back.
+	// Long enough for a congested uplink's pauses; how slowly bytes come
+	// otherwise does not matter.
+	DefaultBodyIdleTimeout = 30 * time.Second
+	// DefaultMinBodyRateWindow: over a minute, a link's bursts and
+	// pauses average out, so the rate check measures the link, not its
+	// jitter.
+	DefaultMinBodyRateWindow = time.Minute
+	// responseWriteTimeout: the response is a few hundred bytes; a
+	// client that cannot take them in this long is gone.
+	responseWriteTimeout = time.Minute
+)
+
 // Options configure a Server. The zero value of each field means its
 // default.
 type Options struct {
@@ -79,15 +101,40 @@ type Options struct {
 	Services   []keepclient.KeepService
 	HTTPClient *http.Client
 
-	AuthCacheTTL     time.Duration // successful token checks; default 30s, so a deactivated account stops within that
+	AuthCacheTTL     time.Duration // successful token checks; default 30s, so a deactivated account stops within that (expiry is exact)
 	AuthFailCacheTTL time.Duration // refused tokens; default 2s, short so a newly created token works almost at once
 	AuthCacheSize    int           // default 10000 entries (~100 bytes each): bounded memory
-	MaxConcurrent    int           // PUTs in progress (= 64 MiB buffers); default 16, i.e. at most 1 GiB of block buffers
-	BodyIdleTimeout  time.Duration // longest pause while reading a body; default 30s against stalled clients
-	SpoolDir         string        // durable audit spool; required
-	EnableReads      bool
-	ManagementToken  string
-	Logger           *slog.Logger
+	BodyIdleTimeout  time.Duration // longest pause while reading a body; default DefaultBodyIdleTimeout
+
+	// Admission. MaxConcurrent PUTs are in progress at once (each holds a
+	// 64 MiB block buffer); default DefaultMaxConcurrent. A user (the
+	// token's owner) holds at most MaxConcurrentPerUser of them; default
+	// MaxConcurrent/4 (at least 1), so one identity, whatever it sends
+	// and however slowly, leaves three quarters of the proxy to the
+	// others (4 by default: twice arv-upload's default --threads). PUTs
+	// beyond that wait, at most MaxQueuedPerUser per user (default
+	// MaxConcurrentPerUser, so a client's next blocks are ready as its
+	// current ones finish) and MaxQueued in all (default 4 x MaxConcurrent:
+	// a waiting PUT holds a connection, not a buffer), each for at most
+	// QueueTimeout (default DefaultQueueTimeout); a negative MaxQueued or
+	// MaxQueuedPerUser means no waiting. The rest get 503 + Retry-After.
+	MaxConcurrent        int
+	MaxConcurrentPerUser int
+	MaxQueued            int
+	MaxQueuedPerUser     int
+	QueueTimeout         time.Duration
+
+	// MinBodyRate, when > 0, cuts (408) a client whose body brings fewer
+	// than MinBodyRate bytes/s over a window of MinBodyRateWindow (default
+	// DefaultMinBodyRateWindow); windows follow each other from the
+	// start of the body. 0 (the default) checks pauses only.
+	MinBodyRate       int64
+	MinBodyRateWindow time.Duration
+
+	SpoolDir        string // durable audit spool; required
+	EnableReads     bool
+	ManagementToken string // /_health/ping and /metrics; "" = both disabled (404)
+	Logger          *slog.Logger
 
 	// CloseDrainTimeout is how long Close waits for the deliverer to
 	// empty the spool; default 5s. Undelivered records stay in the spool.
@@ -110,10 +157,8 @@ type Server struct {
 	metrics *metrics
 	mux     http.Handler
 
-	slots chan struct{} // one token per allowed concurrent PUT
-
-	bufMu sync.Mutex
-	bufs  [][]byte // free block buffers, most recently used last; at most MaxConcurrent exist
+	adm  *admission  // MaxConcurrent slots, shared fairly among users
+	bufs *bufferPool // MaxConcurrent block buffers
 
 	mu       sync.Mutex
 	closed   bool
@@ -135,10 +180,25 @@ func New(opts Options) (*Server, error) {
 		opts.AuthCacheSize = 10000
 	}
 	if opts.MaxConcurrent <= 0 {
-		opts.MaxConcurrent = 16
+		opts.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if opts.MaxConcurrentPerUser <= 0 {
+		opts.MaxConcurrentPerUser = max(1, opts.MaxConcurrent/4)
+	}
+	if opts.MaxQueued == 0 {
+		opts.MaxQueued = 4 * opts.MaxConcurrent
+	}
+	if opts.MaxQueuedPerUser == 0 {
+		opts.MaxQueuedPerUser = opts.MaxConcurrentPerUser
+	}
+	if opts.QueueTimeout <= 0 {
+		opts.QueueTimeout = DefaultQueueTimeout
 	}
 	if opts.BodyIdleTimeout <= 0 {
-		opts.BodyIdleTimeout = 30 * time.Second
+		opts.BodyIdleTimeout = DefaultBodyIdleTimeout
+	}
+	if opts.MinBodyRateWindow <= 0 {
+		opts.MinBodyRateWindow = DefaultMinBodyRateWindow
 	}
 	if opts.AuditMinBackoff <= 0 {
 		opts.AuditMinBackoff = time.Second
@@ -167,7 +227,16 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuthCache(authz, opts.AuthCacheTTL, opts.AuthFailCacheTTL, opts.AuthCacheSize)
 	s.auth.hit = s.metrics.tokenCache.WithLabelValues("hit").Inc
 	s.auth.miss = s.metrics.tokenCache.WithLabelValues("miss").Inc
-	s.slots = make(chan struct{}, opts.MaxConcurrent)
+	s.adm = newAdmission(opts.MaxConcurrent, opts.MaxConcurrentPerUser, opts.MaxQueued, opts.MaxQueuedPerUser, opts.QueueTimeout)
+	s.adm.changed = func(running, queued int) {
+		s.metrics.inFlight.Set(float64(running))
+		s.metrics.queued.Set(float64(queued))
+	}
+	s.bufs = newBufferPool(opts.MaxConcurrent, keepclient.BlockSize)
+	s.bufs.onMake = func(made int) {
+		s.metrics.buffers.Set(float64(made))
+		s.metrics.bufferBytes.Set(float64(made) * keepclient.BlockSize)
+	}
 	sp, err := OpenSpool(opts.SpoolDir)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -176,7 +245,7 @@ func New(opts Options) (*Server, error) {
 	sp.depthF = func(n int) { s.metrics.spoolDepth.Set(float64(n)) }
 	s.metrics.spoolDepth.Set(float64(sp.Depth()))
 
-	metricsH := s.requireManagement(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	metricsH := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 	// Routing by hand: http.ServeMux would clean "//<hash>" into a valid
 	// path, which keepproxy answers with 400.
 	s.mux = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -184,7 +253,11 @@ func New(opts Options) (*Server, error) {
 		case strings.HasPrefix(p, "/_health/"):
 			s.handleHealth(w, r, strings.TrimPrefix(p, "/_health/"))
 		case p == "/metrics":
-			metricsH.ServeHTTP(w, r)
+			// The proxy faces the internet: its metrics (users' activity,
+			// load) are for the operator only, as /_health is.
+			if s.managementOK(w, r) {
+				metricsH.ServeHTTP(w, r)
+			}
 		default:
 			s.handleBlock(w, r)
 		}
@@ -228,6 +301,7 @@ func (s *Server) Close() error {
 	s.closed = true
 	cancel := s.cancel
 	s.mu.Unlock()
+	s.adm.close() // waiting PUTs get 503 at once
 	s.inflight.Wait()
 	if cancel != nil {
 		s.drain(s.opts.CloseDrainTimeout)
@@ -235,31 +309,6 @@ func (s *Server) Close() error {
 		<-s.done
 	}
 	return s.spool.Close()
-}
-
-// getBuffer returns a buffer of length n, reusing the most recently freed
-// one so that a lightly loaded proxy keeps few buffers warm. The caller
-// holds a slot, so at most MaxConcurrent buffers exist.
-func (s *Server) getBuffer(n int64) []byte {
-	s.bufMu.Lock()
-	var b []byte
-	if k := len(s.bufs); k > 0 {
-		b, s.bufs = s.bufs[k-1], s.bufs[:k-1]
-	}
-	s.bufMu.Unlock()
-	if int64(cap(b)) < n {
-		b = make([]byte, n)
-	}
-	return b[:n]
-}
-
-func (s *Server) putBuffer(b []byte) {
-	if cap(b) == 0 {
-		return
-	}
-	s.bufMu.Lock()
-	s.bufs = append(s.bufs, b)
-	s.bufMu.Unlock()
 }
 
 // drain gives the running deliverer up to d to empty the spool, so that a
@@ -290,8 +339,8 @@ func (s *Server) SpoolDepth() int { return s.spool.Depth() }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	reqID := r.Header.Get("X-Request-Id")
-	if reqID == "" {
-		reqID = newRequestID()
+	if !httpx.ValidRequestID(reqID) {
+		reqID = httpx.NewRequestID()
 		r.Header.Set("X-Request-Id", reqID)
 	}
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
@@ -301,11 +350,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setCORS(rec.Header())
 	s.mux.ServeHTTP(rec, r)
 	code := rec.status
-	s.metrics.requests.WithLabelValues(r.Method, fmt.Sprint(code)).Inc()
+	s.metrics.requests.WithLabelValues(httpx.MethodLabel(r.Method), fmt.Sprint(code)).Inc()
 	attrs := []any{
 		"request_id", reqID, "remote_addr", r.RemoteAddr, "method", r.Method,
-		"path", strings.TrimPrefix(r.URL.Path, "/"), "status", code,
-		"bytes_in", info.bytes, "duration", time.Since(start).Seconds(),
+		"path", httpx.LogPath(r.URL.Path), "status", code,
+		"bytes_in", info.bytes, "bytes_out", rec.n,
+		"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
 	}
 	if info.user != "" {
 		attrs = append(attrs, "user_uuid", info.user)
@@ -313,10 +363,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if info.locator != "" {
 		attrs = append(attrs, "locator", info.locator, "want_replicas", info.want, "replicas", info.replicas)
 	}
+	if info.queued >= time.Millisecond {
+		attrs = append(attrs, "queued_ms", float64(info.queued.Microseconds())/1000)
+	}
 	if info.err != "" {
 		attrs = append(attrs, "err", info.err)
 	}
-	s.log.Info("request", attrs...)
+	s.log.Log(r.Context(), httpx.RequestLevel(code), "request", attrs...)
 }
 
 // reqInfo collects the per-request facts for the log line.
@@ -324,6 +377,7 @@ type reqInfo struct {
 	user, locator, err string
 	bytes              int64
 	want, replicas     int
+	queued             time.Duration // waited for an upload slot
 }
 
 type reqInfoKey struct{}
@@ -341,6 +395,7 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	n      int64 // bytes written
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -352,7 +407,9 @@ func (r *recorder) WriteHeader(code int) {
 
 func (r *recorder) Write(b []byte) (int, error) {
 	r.wrote = true
-	return r.ResponseWriter.Write(b)
+	n, err := r.ResponseWriter.Write(b)
+	r.n += int64(n)
+	return n, err
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
@@ -364,17 +421,6 @@ func setCORS(h http.Header) {
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Length, Content-Type, X-Keep-Desired-Replicas, X-Keep-Signature, X-Keep-Storage-Classes")
 	h.Set("Access-Control-Expose-Headers", "X-Keep-Locator, X-Keep-Replicas-Stored, X-Keep-Storage-Classes-Confirmed")
 	h.Set("Access-Control-Max-Age", "86486400")
-}
-
-// newRequestID returns "req-" and 20 characters of [0-9a-z] (PROTOCOL 1.3).
-func newRequestID() string {
-	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-	var b [20]byte
-	_, _ = rand.Read(b[:])
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return "req-" + string(b[:])
 }
 
 // textError writes msg and a newline with the given status.
@@ -417,14 +463,4 @@ func (s *Server) managementOK(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
-}
-
-// requireManagement guards /metrics; it is open without a ManagementToken.
-func (s *Server) requireManagement(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.opts.ManagementToken != "" && !s.managementOK(w, r) {
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }

@@ -178,38 +178,68 @@ func TestServer_put_stalledClient(t *testing.T) {
 }
 
 func TestServer_put_saturation(t *testing.T) {
-	e := newTestEnv(t, func(o *Options) { o.MaxConcurrent = 2 })
-	e.w.started = make(chan struct{})
-	e.w.release = make(chan struct{})
-	type result struct {
-		code int
-		body string
+	tests := []struct {
+		name               string
+		perUser, maxQueued int
+		token              string // of the third PUT
+		status             int
+		body               string
+	}{
+		{"no queue, another user", 2, -1, "tok-other", 503, "proxy busy: too many concurrent uploads; retry later\n"},
+		{"no queue, same user", 2, -1, "tok-active", 503, "too many uploads in progress for this user (2 running, 0 waiting); retry later\n"},
+		{"queued until a slot frees", 2, 0, "tok-other", 200, fooHash + "+3+Afake@00000000"},
 	}
-	results := make(chan result, 2)
-	for range 2 {
-		go func() {
-			req, _ := http.NewRequest("PUT", e.ts.URL+"/"+fooHash, strings.NewReader("foo"))
-			req.Header.Set("Authorization", "Bearer tok-active")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				results <- result{0, err.Error()}
-				return
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t, func(o *Options) { o.MaxConcurrent, o.MaxConcurrentPerUser, o.MaxQueued = 2, tt.perUser, tt.maxQueued })
+			e.w.started = make(chan struct{})
+			e.w.release = make(chan struct{})
+			type result struct {
+				code int
+				hdr  http.Header
+				body string
 			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			results <- result{resp.StatusCode, string(b)}
-		}()
-	}
-	<-e.w.started
-	<-e.w.started
-	code, h, body := do(t, "PUT", e.ts.URL+"/"+fooHash, strings.NewReader("foo"), map[string]string{"Authorization": "Bearer tok-active"})
-	assert.Equal(t, 503, code)
-	assert.Equal(t, "1", h.Get("Retry-After"))
-	assert.Contains(t, body, "too many concurrent uploads")
-	close(e.w.release)
-	for range 2 {
-		r := <-results
-		assert.Equal(t, 200, r.code, r.body)
+			put := func(token string, results chan<- result) {
+				req, _ := http.NewRequest("PUT", e.ts.URL+"/"+fooHash, strings.NewReader("foo"))
+				req.Header.Set("Authorization", "Bearer "+token)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					results <- result{0, nil, err.Error()}
+					return
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				results <- result{resp.StatusCode, resp.Header, string(b)}
+			}
+			first := make(chan result, 2)
+			for range 2 {
+				go put("tok-active", first)
+			}
+			<-e.w.started
+			<-e.w.started
+			third := make(chan result, 1)
+			go put(tt.token, third)
+			if tt.status == 200 {
+				require.Eventually(t, func() bool { _, q := e.srv.adm.stats(); return q == 1 }, 10*time.Second, time.Millisecond)
+				close(e.w.release) // the first two finish; the third gets a slot
+				<-e.w.started
+			} else {
+				r := <-third
+				assert.Equal(t, tt.status, r.code)
+				assert.Equal(t, "1", r.hdr.Get("Retry-After"))
+				assert.Equal(t, tt.body, r.body)
+				close(e.w.release)
+			}
+			for range 2 {
+				r := <-first
+				assert.Equal(t, 200, r.code, r.body)
+			}
+			if tt.status == 200 {
+				r := <-third
+				assert.Equal(t, 200, r.code)
+				assert.Equal(t, tt.body, r.body)
+			}
+		})
 	}
 }
 
@@ -225,8 +255,12 @@ func TestServer_ServeHTTP_management(t *testing.T) {
 		{"health OAuth2", "m", "/_health/ping", "OAuth2 m", 200, "{\"health\":\"OK\"}\n"},
 		{"health other check", "m", "/_health/other", "Bearer m", 400, "Bad Request\n"},
 		{"health ok", "m", "/_health/ping", "Bearer m", 200, "{\"health\":\"OK\"}\n"},
-		{"metrics open without token", "", "/metrics", "", 200, ""},
-		{"metrics needs token", "m", "/metrics", "", 401, ""},
+		// The proxy is public: /metrics is never open to anyone.
+		{"metrics disabled without token", "", "/metrics", "", 404, "disabled\n"},
+		{"metrics disabled, any auth", "", "/metrics", "Bearer anything", 404, "disabled\n"},
+		{"metrics needs token", "m", "/metrics", "", 401, "Unauthorized\n"},
+		{"metrics wrong token", "m", "/metrics", "Bearer x", 403, "Forbidden\n"},
+		{"metrics client token", "m", "/metrics", "Bearer tok-active", 403, "Forbidden\n"},
 		{"metrics ok", "m", "/metrics", "Bearer m", 200, ""},
 	}
 	for _, tt := range tests {
@@ -305,3 +339,25 @@ func TestServer_Close_finishesInFlight(t *testing.T) {
 }
 
 var _ = context.Background
+
+// TestServer_put_tokenExpiresDuringBody: a token that expires while its body
+// arrives stores nothing.
+func TestServer_put_tokenExpiresDuringBody(t *testing.T) {
+	e := newTestEnv(t, nil)
+	expires := time.Now().Add(time.Second)
+	e.auth.set(func(a *fakeAuth) { a.expires = map[string]time.Time{"tok-active": expires} })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "PUT /%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-active\r\nContent-Length: 3\r\n\r\nfo", fooHash)
+	require.NoError(t, err)
+	time.Sleep(time.Until(expires) + 50*time.Millisecond)
+	_, err = io.WriteString(conn, "o")
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(20*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, 403, resp.StatusCode)
+	assert.Equal(t, 0, e.w.stored())
+}

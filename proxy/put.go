@@ -6,11 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -100,9 +98,9 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		return
 	}
 	reqID := r.Header.Get("X-Request-Id")
-	user, err := s.auth.check(r.Context(), token, reqID)
+	id, err := s.auth.check(r.Context(), token, reqID)
 	switch {
-	case errors.Is(err, ErrTokenRejected), errors.Is(err, ErrInactiveUser):
+	case errors.Is(err, ErrTokenRejected), errors.Is(err, ErrInactiveUser), errors.Is(err, ErrTokenExpired):
 		info.err = err.Error()
 		textError(w, "Missing or invalid Authorization header, or method not allowed", http.StatusForbidden)
 		return
@@ -111,14 +109,15 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		textError(w, "API server unavailable for the token check; retry later", http.StatusBadGateway)
 		return
 	}
-	info.user = user.UUID
+	info.user = id.User.UUID
 	want := 0 // the writer's default: discovery defaultCollectionReplication, else 2
 	if n, err := strconv.Atoi(strings.TrimSpace(r.Header.Get("X-Keep-Desired-Replicas"))); err == nil && n >= 1 {
 		want = n
 	}
 	info.want = want
 
-	// Admission: one slot per concurrent PUT, no queue.
+	// Admission: a slot (and so a buffer) per PUT in progress, shared
+	// fairly among users; a PUT may wait for one.
 	s.mu.Lock()
 	closed := s.closed
 	if !closed {
@@ -127,31 +126,47 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 	s.mu.Unlock()
 	if closed {
 		w.Header().Set("Retry-After", "1")
-		textError(w, "proxy is shutting down", http.StatusServiceUnavailable)
+		textError(w, errClosed.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	defer s.inflight.Done()
-	select {
-	case s.slots <- struct{}{}:
-	default:
+	queuedAt := time.Now()
+	if err := s.adm.acquire(r.Context(), id.User.UUID); err != nil {
+		info.err = err.Error()
+		reason := "busy"
+		switch {
+		case errors.Is(err, errUserBusy):
+			reason = "user_limit"
+		case errors.Is(err, errQueueTimeout):
+			reason = "queue_timeout"
+		case errors.Is(err, errClosed):
+			reason = "shutdown"
+		case r.Context().Err() != nil:
+			reason = "client_gone"
+		}
+		s.metrics.refused.WithLabelValues(reason).Inc()
 		w.Header().Set("Retry-After", "1")
-		textError(w, "proxy busy: too many concurrent uploads; retry later", http.StatusServiceUnavailable)
+		textError(w, err.Error()+"; retry later", http.StatusServiceUnavailable)
 		return
 	}
-	s.metrics.inFlight.Inc()
-	data := s.getBuffer(length)
-	defer func() {
-		s.putBuffer(data)
-		s.metrics.inFlight.Dec()
-		<-s.slots
-	}()
-	hasher := md5.New()
-	if err := s.readBody(w, r, data, hasher); err != nil {
+	defer s.adm.release(id.User.UUID)
+	info.queued = time.Since(queuedAt)
+	data, err := s.bufs.get(r.Context(), int(length)) // never waits: we hold one of MaxConcurrent slots
+	if err != nil {
 		info.err = err.Error()
-		var ne net.Error
-		if errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		w.Header().Set("Retry-After", "1")
+		textError(w, "proxy busy: no block buffer; retry later", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.bufs.put(data)
+	hasher := md5.New()
+	err = s.readBody(w, r, data, hasher)
+	extendWriteDeadline(w)
+	if err != nil {
+		info.err = err.Error()
+		if errors.Is(err, errBodyIdle) || errors.Is(err, errBodyTooSlow) {
 			w.Header().Set("Connection", "close")
-			textError(w, "timeout reading request body", http.StatusRequestTimeout)
+			textError(w, "timeout reading request body: "+err.Error(), http.StatusRequestTimeout)
 			return
 		}
 		textError(w, fmt.Sprintf("read request body: expected %d bytes: %v", length, err), http.StatusBadRequest)
@@ -167,6 +182,12 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		return
 	}
 	info.locator = fmt.Sprintf("%s+%d", hash, length)
+	if !id.ExpiresAt.IsZero() && !s.auth.now().Before(id.ExpiresAt) {
+		// The token expired while its body arrived: store nothing for it.
+		info.err = fmt.Sprintf("token of %s expired at %s during the upload", id.User.UUID, id.ExpiresAt.UTC().Format(time.RFC3339Nano))
+		textError(w, "Missing or invalid Authorization header, or method not allowed", http.StatusForbidden)
+		return
+	}
 
 	// The write continues even if the client goes away: the audit record
 	// must follow any stored block. Shutdown waits for it (inflight).
@@ -174,13 +195,14 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 	res, err := s.writer.PutBlock(ctx, data, PutRequest{
 		Hash: hash, Token: token, Replicas: want, StorageClasses: classes, RequestID: reqID,
 	})
+	extendWriteDeadline(w) // the upstream write may have taken a while too
 	info.replicas = res.Replicas
 	s.metrics.upstreamErrors.Add(float64(len(res.Failures)))
 	if res.Replicas > 0 {
 		s.metrics.replicasStored.Add(float64(res.Replicas))
 		// Even a short write stored something: audit it too.
 		if aerr := s.spool.Append(ctx, AuditRecord{
-			Locator: info.locator, UserUUID: user.UUID, Replicas: res.Replicas,
+			Locator: info.locator, UserUUID: id.User.UUID, Replicas: res.Replicas,
 			ClientAddr: clientAddr(r), RequestID: reqID, Time: time.Now().UTC(),
 		}); aerr != nil {
 			info.err = aerr.Error()
@@ -216,29 +238,6 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 	io.WriteString(w, strings.TrimSpace(res.Locator))
 }
 
-// readBody fills data from r.Body, allowing at most BodyIdleTimeout between
-// chunks so that a stalled client cannot hold a buffer forever.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, data []byte, h hash.Hash) error {
-	rc := http.NewResponseController(w)
-	const chunk = 1 << 20
-	for off := 0; off < len(data); {
-		if err := rc.SetReadDeadline(time.Now().Add(s.opts.BodyIdleTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			return fmt.Errorf("set read deadline: %w", err)
-		}
-		n, err := io.ReadFull(r.Body, data[off:min(off+chunk, len(data))])
-		h.Write(data[off : off+n]) // hashing overlaps with the network
-		off += n
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
-		}
-	}
-	_ = rc.SetReadDeadline(time.Time{})
-	return nil
-}
-
 // clientAddr is the client's IP: the connection's peer address (the proxy
 // is the public edge; X-Forwarded-For is not trusted).
 func clientAddr(r *http.Request) string {
@@ -248,9 +247,36 @@ func clientAddr(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-// handleRead serves GET/HEAD of a block: a clear 405 unless EnableReads.
+// handleRead serves GET and HEAD of a block. GET is a clear 405 unless
+// EnableReads. HEAD is always served for a locator signed for the
+// caller's (valid) token, as arv-put's resume check needs: it tells no
+// more than the signature already does (that the block is stored); the
+// keepstores verify the signature against the token.
 func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, locator string) {
-	if !s.opts.EnableReads || s.reader == nil {
+	if r.Method == http.MethodHead && !s.opts.EnableReads && s.reader != nil {
+		l, err := keepclient.ParseLocator(locator)
+		if _, _, signed := l.SignatureHint(); err != nil || !signed {
+			textError(w, "HEAD needs a locator signed for your token (+A...)", http.StatusForbidden)
+			return
+		}
+		token := tokenFrom(r.Header.Get("Authorization"))
+		if token == "" {
+			textError(w, "Missing or invalid Authorization header", http.StatusForbidden)
+			return
+		}
+		id, err := s.auth.check(r.Context(), token, r.Header.Get("X-Request-Id"))
+		switch {
+		case errors.Is(err, ErrTokenRejected), errors.Is(err, ErrInactiveUser), errors.Is(err, ErrTokenExpired):
+			infoFrom(r).err = err.Error()
+			textError(w, "Missing or invalid Authorization header", http.StatusForbidden)
+			return
+		case err != nil:
+			infoFrom(r).err = err.Error()
+			textError(w, "API server unavailable for the token check; retry later", http.StatusBadGateway)
+			return
+		}
+		infoFrom(r).user = id.User.UUID
+	} else if !s.opts.EnableReads || s.reader == nil {
 		textError(w, "this proxy is write-only; reads are disabled (start it with --enable-reads)", http.StatusMethodNotAllowed)
 		return
 	}

@@ -11,8 +11,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 func TestViaTransport_RoundTrip(t *testing.T) {
@@ -48,12 +46,12 @@ type gatedAuth struct {
 	release chan struct{}
 }
 
-func (g *gatedAuth) CurrentUser(ctx context.Context, token, requestID string) (keepclient.User, error) {
+func (g *gatedAuth) Authorize(ctx context.Context, token, requestID string) (Identity, error) {
 	g.mu.Lock()
 	g.calls++
 	g.mu.Unlock()
 	<-g.release
-	return activeUser("zzzzz-tpzed-000000000000001"), nil
+	return Identity{User: activeUser("zzzzz-tpzed-000000000000001")}, nil
 }
 
 func TestAuthCache_check_concurrentMissesShareOneCall(t *testing.T) {

@@ -29,6 +29,13 @@ type proxyFlags struct {
 	keepstores          []string
 	authCacheTTL        time.Duration
 	maxConcurrent       int
+	maxPerUser          int
+	maxQueued           int
+	maxQueuedPerUser    int
+	queueTimeout        time.Duration
+	bodyIdleTimeout     time.Duration
+	minBodyRate         int64
+	minBodyRateWindow   time.Duration
 	spoolDir            string
 	enableReads         bool
 	managementTokenFile string
@@ -57,11 +64,18 @@ API server (through a durable spool in --spool-dir).`,
 	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the API server and keepstores")
 	fl.StringVar(&f.serviceTokenFile, "service-token-file", "", "file holding the proxy's own API token for audit logs: on arv-server api the system root token or a user named by its --audit-user; required")
 	fl.StringArrayVar(&f.keepstores, "keepstore", nil, "internal keepstore URL (repeatable); default: the API's keep_services of type disk (needs an admin service token)")
-	fl.DurationVar(&f.authCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an accepted token is trusted before it is checked again")
-	fl.IntVar(&f.maxConcurrent, "max-concurrent", 16, "block writes in progress (each holds up to 64 MiB); more get 503 + Retry-After")
+	fl.DurationVar(&f.authCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an accepted token is trusted before it is checked again: a deactivated account stops within this (an expiring token or account stops at its expires_at)")
+	fl.IntVar(&f.maxConcurrent, "max-concurrent", proxy.DefaultMaxConcurrent, "block writes in progress, each holding a 64 MiB buffer: the memory bound")
+	fl.IntVar(&f.maxPerUser, "max-concurrent-per-user", 0, "block writes in progress per user (token owner); 0 = a quarter of --max-concurrent, so no one identity can take the proxy")
+	fl.IntVar(&f.maxQueued, "max-queued", 0, "block writes waiting for a slot, in all; 0 = 4 x --max-concurrent, -1 = none (beyond: 503 + Retry-After)")
+	fl.IntVar(&f.maxQueuedPerUser, "max-queued-per-user", 0, "block writes waiting per user; 0 = --max-concurrent-per-user, -1 = none")
+	fl.DurationVar(&f.queueTimeout, "queue-timeout", proxy.DefaultQueueTimeout, "longest wait for a slot before 503 + Retry-After")
+	fl.DurationVar(&f.bodyIdleTimeout, "body-idle-timeout", proxy.DefaultBodyIdleTimeout, "a client that sends no byte of its block for this long is cut (408); a slow client that keeps sending is not")
+	fl.Int64Var(&f.minBodyRate, "min-body-rate", 0, "bytes/s a block body must average over each --min-body-rate-window, else 408; 0 = no rate check, only --body-idle-timeout")
+	fl.DurationVar(&f.minBodyRateWindow, "min-body-rate-window", proxy.DefaultMinBodyRateWindow, "window of --min-body-rate")
 	fl.StringVar(&f.spoolDir, "spool-dir", "", "directory of the durable audit spool; required")
 	fl.BoolVar(&f.enableReads, "enable-reads", false, "also serve GET/HEAD of blocks (signatures are checked by the keepstores)")
-	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: health disabled, metrics open)")
+	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: both disabled; the proxy is public, so they are never open)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long to wait for in-flight writes on SIGTERM")
 	return cmd
 }
@@ -151,7 +165,11 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 
 	px, err := proxy.New(proxy.Options{
 		API: api, Keep: keep, Services: services, HTTPClient: keepHTTP,
-		AuthCacheTTL: f.authCacheTTL, MaxConcurrent: f.maxConcurrent, SpoolDir: f.spoolDir,
+		AuthCacheTTL:  f.authCacheTTL,
+		MaxConcurrent: f.maxConcurrent, MaxConcurrentPerUser: f.maxPerUser,
+		MaxQueued: f.maxQueued, MaxQueuedPerUser: f.maxQueuedPerUser, QueueTimeout: f.queueTimeout,
+		BodyIdleTimeout: f.bodyIdleTimeout, MinBodyRate: f.minBodyRate, MinBodyRateWindow: f.minBodyRateWindow,
+		SpoolDir:    f.spoolDir,
 		EnableReads: f.enableReads, ManagementToken: mgmt, Logger: log,
 	})
 	if err != nil {
@@ -166,11 +184,15 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	srv := &http.Server{
 		Handler:           px,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       5 * time.Minute, // the body itself also has a per-chunk idle deadline
-		WriteTimeout:      10 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		TLSConfig:         tlsConf,
+		// ReadTimeout covers the headers and the wait for a slot; a block
+		// body then has its own deadlines (--body-idle-timeout,
+		// --min-body-rate), however long a slow link takes. The proxy
+		// also gives each PUT's response a fresh write deadline.
+		ReadTimeout:  5 * time.Minute,
+		WriteTimeout: 10 * time.Minute,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:    tlsConf,
 	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {

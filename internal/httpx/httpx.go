@@ -1,0 +1,62 @@
+// Package httpx holds the HTTP plumbing the daemons (keepstore, proxy,
+// API server) share, so that each rule exists once: which request IDs a
+// client may choose, how request log lines are levelled, which method
+// names become metric labels, how signatures are kept out of logs.
+package httpx
+
+import (
+	"crypto/rand"
+	"log/slog"
+	"net/http"
+	"regexp"
+)
+
+var requestIDRE = regexp.MustCompile(`^[-0-9A-Za-z_.]{1,64}$`)
+
+// ValidRequestID reports whether a client's X-Request-Id may be used (and
+// logged) as it is: short, and of characters that cannot forge a log line.
+func ValidRequestID(s string) bool { return requestIDRE.MatchString(s) }
+
+// NewRequestID returns "req-" and 20 characters of [0-9a-z] (PROTOCOL 1.3).
+func NewRequestID() string {
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+	var b [20]byte
+	rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return "req-" + string(b[:])
+}
+
+// RequestLevel is the level of a request's log line: refusals (401, 403)
+// and overload (503) are warnings, other server errors errors.
+func RequestLevel(status int) slog.Level {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		return slog.LevelWarn
+	case status >= 500:
+		return slog.LevelError
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
+}
+
+// MethodLabel bounds a method metric label to the methods HTTP defines
+// (and Keep's TOUCH): any token is a valid method, and a label per
+// invented method would grow the metrics without bound (one that is not
+// UTF-8 makes the Prometheus client panic).
+func MethodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace, "TOUCH":
+		return m
+	}
+	return "other"
+}
+
+var signHintRE = regexp.MustCompile(`\+[AR][^+/]*`)
+
+// LogPath is a request path fit for a log: signature hints (+A..., +R...)
+// removed, since a signed locator is a capability.
+func LogPath(p string) string { return signHintRE.ReplaceAllString(p, "") }

@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+// errBodyIdle and errBodyTooSlow end a body read that was too slow; the
+// client gets 408.
+var (
+	errBodyIdle    = errors.New("no data from the client")
+	errBodyTooSlow = errors.New("request body below the minimum rate")
+)
+
+// bodyPacer decides when a client sending a body is too slow: no byte for
+// idle, or, with a quota, a window that brought fewer than quota bytes
+// (windows of length window follow each other from the start of the body).
+// A client that keeps sending, however slowly, is never cut by idle alone.
+type bodyPacer struct {
+	idle     time.Duration
+	window   time.Duration
+	quota    int64     // bytes each window must bring; 0 = no rate check
+	last     time.Time // last byte (or the start)
+	winEnd   time.Time // end of the current window
+	winBytes int64     // bytes in the current window
+}
+
+func newBodyPacer(start time.Time, idle time.Duration, rate int64, window time.Duration) *bodyPacer {
+	p := &bodyPacer{idle: idle, last: start}
+	if rate > 0 {
+		p.window, p.winEnd = window, start.Add(window)
+		p.quota = max(1, int64(float64(rate)*window.Seconds()))
+	}
+	return p
+}
+
+// deadline is the moment the client will be cut if nothing more arrives.
+func (p *bodyPacer) deadline() time.Time {
+	d := p.last.Add(p.idle)
+	if p.quota > 0 {
+		end := p.winEnd
+		if p.winBytes >= p.quota {
+			end = end.Add(p.window) // this window is met; the next one must be too
+		}
+		if end.Before(d) {
+			d = end
+		}
+	}
+	return d
+}
+
+// progress records that a read returned n bytes at now. It returns an error
+// wrapping errBodyTooSlow when a window ended short of its quota. Bytes
+// count for the window in which their read returned, except that a window
+// still short at its end takes the bytes of a read returning at that moment
+// (they were arriving when the deadline came).
+func (p *bodyPacer) progress(now time.Time, n int) error {
+	if n > 0 {
+		p.last = now
+	}
+	if p.quota == 0 {
+		return nil
+	}
+	late := int64(n)
+	for !now.Before(p.winEnd) {
+		if p.winBytes < p.quota {
+			p.winBytes, late = p.winBytes+late, 0
+			if p.winBytes < p.quota {
+				return fmt.Errorf("%w: %d bytes in %v, need %d (%d bytes/s)", errBodyTooSlow,
+					p.winBytes, p.window, p.quota, int64(float64(p.quota)/p.window.Seconds()))
+			}
+		}
+		p.winEnd, p.winBytes = p.winEnd.Add(p.window), 0
+	}
+	p.winBytes += late
+	return nil
+}
+
+// readBody fills data from r.Body while hashing it. Before each read the
+// connection's read deadline is set to the pacer's deadline, so a client is
+// cut (an error wrapping errBodyIdle or errBodyTooSlow) after BodyIdleTimeout
+// without a byte, or when a MinBodyRateWindow brought less than MinBodyRate;
+// a slow client that keeps sending finishes, however long it takes.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, data []byte, h hash.Hash) error {
+	rc := http.NewResponseController(w)
+	// http.Server's WriteTimeout counts from the request's headers, and
+	// over HTTP/2 it resets the stream when it fires even if nothing is
+	// being written: lift it while the body comes (the response gets its
+	// own, extendWriteDeadline).
+	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return fmt.Errorf("clear write deadline: %w", err)
+	}
+	p := newBodyPacer(time.Now(), s.opts.BodyIdleTimeout, s.opts.MinBodyRate, s.opts.MinBodyRateWindow)
+	for off := 0; off < len(data); {
+		if err := rc.SetReadDeadline(p.deadline()); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return fmt.Errorf("set read deadline: %w", err)
+		}
+		n, err := r.Body.Read(data[off:])
+		h.Write(data[off : off+n]) // hashing overlaps with the network
+		off += n
+		if off == len(data) {
+			break
+		}
+		if perr := p.progress(time.Now(), n); perr != nil {
+			return perr
+		}
+		var ne net.Error
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+			return fmt.Errorf("%w for %v", errBodyIdle, s.opts.BodyIdleTimeout)
+		case errors.Is(err, io.EOF):
+			return io.ErrUnexpectedEOF
+		default:
+			return err
+		}
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	return nil
+}
+
+// extendWriteDeadline gives the response its own deadline: http.Server's
+// WriteTimeout counts from the request's headers, and a slow client's body
+// may have taken longer than that.
+func extendWriteDeadline(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(responseWriteTimeout))
+}
