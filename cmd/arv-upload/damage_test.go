@@ -67,9 +67,14 @@ func runUntil(t *testing.T, bin string, env []string, sig syscall.Signal, stop f
 func runUntilDo(t *testing.T, bin string, env []string, act func(*exec.Cmd), stop func(status) bool, args ...string) (int, string) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
-	stderr, err := cmd.StderrPipe()
+	// stdout (the NDJSON records of --progress json) and stderr (the
+	// messages) in one stream, in order.
+	stderr, w, err := os.Pipe()
 	require.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = w, w
 	require.NoError(t, cmd.Start())
+	w.Close()
+	defer stderr.Close()
 	deadline := time.AfterFunc(2*time.Minute, func() { cmd.Process.Kill() })
 	defer deadline.Stop()
 	var lines []string

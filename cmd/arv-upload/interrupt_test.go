@@ -36,9 +36,14 @@ func TestCLI_interruptStatusAbort(t *testing.T) {
 	// --bwlimit keeps the upload slow enough to interrupt half-way.
 	cmd := exec.Command(bin, "start", "--progress", "json", "--job", "intr", "--threads", "1", "--bwlimit", "20M", src)
 	cmd.Env = env
-	stderr, err := cmd.StderrPipe()
+	// stdout (the NDJSON records of --progress json) and stderr (the
+	// messages) in one stream, in order.
+	stderr, w, err := os.Pipe()
 	require.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = w, w
 	require.NoError(t, cmd.Start())
+	w.Close()
+	defer stderr.Close()
 	var lines []string
 	sc := bufio.NewScanner(stderr)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)

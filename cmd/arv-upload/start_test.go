@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,4 +88,55 @@ func TestCLI_startChecksAndInputs(t *testing.T) {
 	r = runCLI(ctx, t, bin, env, "start", "--progress", "none", "--job", "one-dir", filepath.Join(base, "run1"))
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, map[string]string{"a.txt": "a", "sub/b.txt": "bb"}, files(r.stdout))
+}
+
+// Issue 13.4: --progress json is pure NDJSON on stdout (every line parses,
+// the last has the outcome and the collection), and --progress-file gets
+// the same records whatever the display.
+func TestCLI_progressNDJSON(t *testing.T) {
+	bin := arvUploadBinary(t)
+	ctx := context.Background()
+	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), TLS: true})
+	require.NoError(t, err)
+	defer cl.Close()
+	src := t.TempDir()
+	writeTree(t, src, 7)
+	env := append(os.Environ(), "ARVADOS_API_HOST="+cl.APIHost, "ARVADOS_API_TOKEN="+cl.UserToken,
+		"ARVADOS_API_HOST_INSECURE=1", "XDG_STATE_HOME="+t.TempDir(), "HOME="+t.TempDir())
+	records := func(text string) []map[string]any {
+		t.Helper()
+		var out []map[string]any
+		for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+			var m map[string]any
+			require.NoError(t, json.Unmarshal([]byte(line), &m), "not JSON: %q", line)
+			out = append(out, m)
+		}
+		require.NotEmpty(t, out)
+		return out
+	}
+	r := runCLI(ctx, t, bin, env, "start", "--progress", "json", "--progress-interval", "100ms", "--job", "nd", src)
+	require.Equal(t, 0, r.code, r.stderr)
+	recs := records(r.stdout)
+	last := recs[len(recs)-1]
+	assert.Equal(t, "done", last["outcome"])
+	assert.Regexp(t, `^zzzzz-4zz18-`, last["collection_uuid"])
+	for _, rec := range recs[:len(recs)-1] {
+		assert.NotContains(t, rec, "outcome")
+	}
+	assert.NotContains(t, r.stderr, `{"job"`, "no JSON on stderr")
+
+	file := filepath.Join(t.TempDir(), "progress.ndjson")
+	r = runCLI(ctx, t, bin, env, "start", "--progress", "none", "--progress-file", file, "--job", "nd2", src)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Regexp(t, `^zzzzz-4zz18-[0-9a-z]{15}\n$`, r.stdout, "the UUID alone on stdout")
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	recs = records(string(b))
+	assert.Equal(t, "done", recs[len(recs)-1]["outcome"])
+
+	r = runCLI(ctx, t, bin, append(env, "ARVADOS_API_TOKEN=v2/zzzzz-gj3su-000000000000000/nope"), "start", "--progress", "json", "--job", "nd3", src)
+	assert.Equal(t, 1, r.code)
+	recs = records(r.stdout)
+	assert.Equal(t, "failed", recs[len(recs)-1]["outcome"])
+	assert.NotEmpty(t, recs[len(recs)-1]["error"])
 }

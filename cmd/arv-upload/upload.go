@@ -21,6 +21,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/arv-upload/arv-upload/agent"
@@ -169,8 +170,8 @@ up to 3 minutes, for --retry-for (default 24h; 0 fails at once): an outage
 of the network or the cluster does not end the job.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.progress != "auto" && f.progress != "bar" && f.progress != "json" && f.progress != "none" {
-				return usageError{fmt.Errorf("--progress %q: use auto, bar, json or none", f.progress)}
+			if err := checkProgress(f.progress); err != nil {
+				return err
 			}
 			for _, l := range f.links {
 				spec, err := parseLink(l)
@@ -288,7 +289,8 @@ of the network or the cluster does not end the job.`,
 	fl.BoolVar(&f.opts.FollowLinks, "follow-links", false, "upload what symlinks to files point to (default: skip symlinks)")
 	fl.IntVar(&f.opts.Threads, "threads", 2, "blocks hashed and uploaded at once (each holds a 64 MiB buffer)")
 	fl.StringVar(&f.job, "job", "", "job name (default: generated)")
-	fl.StringVar(&f.progress, "progress", "auto", "progress display: auto, bar, json or none")
+	fl.StringVar(&f.progress, "progress", "auto", progressHelp)
+	addProgressFlags(fl)
 	fl.BoolVar(&f.dryRun, "dry-run", false, "plan and report counts, upload nothing")
 	fl.DurationVar(&f.retryFor, "retry-for", defaultRetryFor, "keep retrying network and server errors this long (0: fail at once)")
 	fl.StringVar(&f.bwlimit, "bwlimit", "", "bandwidth limit in bytes/s on the wire (every replica PUT counts), e.g. 10M; K, M, G suffixes")
@@ -325,6 +327,9 @@ holds every block stored up to the last checkpoint. Every file is read
 again; only the blocks that collection does not hold are sent.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkProgress(progress); err != nil {
+				return err
+			}
 			if err := checkExcludes(excludes); err != nil {
 				return err
 			}
@@ -422,7 +427,8 @@ again; only the blocks that collection does not hold are sent.`,
 			return runJob(cmd, c, j, sd, job, progress)
 		},
 	}
-	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, bar, json or none")
+	cmd.Flags().StringVar(&progress, "progress", "auto", progressHelp)
+	addProgressFlags(cmd.Flags())
 	cmd.Flags().StringArrayVar(&excludes, "exclude", nil, "also skip files or directories matching this glob (repeatable)")
 	cmd.Flags().StringVar(&bwlimit, "bwlimit", "", "new bandwidth limit for the job, e.g. 10M (0 for none)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "new number of blocks hashed and uploaded at once")
@@ -446,11 +452,30 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	errw := cmd.ErrOrStderr()
 	var bar *progressbar.ProgressBar
 	if progress == "auto" {
-		progress = "none"
+		progress = "summary" // a line a minute, for nohup, systemd and logs
 		if f, ok := errw.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			progress = "bar"
 		}
 	}
+	interval, _ := cmd.Flags().GetDuration("progress-interval")
+	if interval <= 0 {
+		interval = time.Second
+	}
+	// NDJSON records: on stdout with --progress json (then stdout holds
+	// nothing else), and to --progress-file whatever the display.
+	var records []io.Writer
+	if progress == "json" {
+		records = append(records, cmd.OutOrStdout())
+	}
+	if path, _ := cmd.Flags().GetString("progress-file"); path != "" {
+		pf, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("open --progress-file %s: %w", path, err)
+		}
+		defer pf.Close()
+		records = append(records, pf)
+	}
+	lastSummary := time.Now()
 	statusPath := filepath.Join(sd, job+".status.json")
 	start := time.Now()
 	var last status
@@ -481,7 +506,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 			}
 		}
 	}
-	publish := func(p agent.Progress, final bool) {
+	publish := func(p agent.Progress, final bool, outcome error) {
 		out.Lock()
 		defer out.Unlock()
 		if p.State == agent.StateDone {
@@ -500,10 +525,32 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 		}
 		last = st
 		writeStatusFile(statusPath, st)
+		if len(records) > 0 {
+			rec := progressRecord{status: st}
+			if final {
+				rec.Outcome = outcomeOf(p, outcome, cmd.Context().Err() != nil)
+				if outcome != nil {
+					rec.Error = outcome.Error()
+				}
+			}
+			b, _ := json.Marshal(rec)
+			for _, w := range records {
+				fmt.Fprintln(w, string(b))
+			}
+		}
 		switch progress {
-		case "json":
-			b, _ := json.Marshal(st)
-			fmt.Fprintln(errw, string(b))
+		case "summary":
+			if final || time.Since(lastSummary) < time.Minute {
+				break
+			}
+			lastSummary = time.Now()
+			line := fmt.Sprintf("arv-upload: job %s: %s of %s, %d of %d files", job, humanBytes(p.BytesDone), humanBytes(p.BytesTotal), p.FilesDone, p.FilesTotal)
+			if p.Retrying {
+				line += fmt.Sprintf(", retrying at %s (%s)", p.RetryAt.Local().Format("15:04:05"), p.LastError)
+			} else if st.RateBPS > 0 {
+				line += fmt.Sprintf(", %s/s", humanBytes(int64(st.RateBPS)))
+			}
+			fmt.Fprintln(errw, line)
 		case "bar":
 			if bar == nil && p.BytesTotal > 0 {
 				bar = progressbar.NewOptions64(p.BytesTotal,
@@ -521,7 +568,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 			}
 		}
 	}
-	ticker := time.NewTicker(time.Second)
+	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	up, err := agent.New(agent.Config{
 		Journal: j,
@@ -540,7 +587,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 		for {
 			select {
 			case <-ticker.C:
-				publish(up.Progress(), false)
+				publish(up.Progress(), false, nil)
 			case <-done:
 				return
 			}
@@ -549,7 +596,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	result, runErr := up.Run(cmd.Context())
 	close(done)
 	<-stopped // publish is not safe for concurrent use
-	publish(up.Progress(), true)
+	publish(up.Progress(), true, runErr)
 	if bar != nil {
 		if runErr == nil {
 			bar.Finish()
@@ -578,8 +625,42 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 		job, p.FilesTotal, humanBytes(p.BytesTotal), p.BlocksTotal, humanBytes(p.BytesSent), el.Round(time.Millisecond),
 		humanBytes(int64(float64(p.BytesSent)/max(el.Seconds(), 0.001))))
 	fmt.Fprintf(errw, "arv-upload: collection %s, portable data hash %s\n", result.CollectionUUID, result.PDH)
-	fmt.Fprintln(cmd.OutOrStdout(), result.CollectionUUID)
+	if progress != "json" { // there stdout is NDJSON; the final record has the UUID
+		fmt.Fprintln(cmd.OutOrStdout(), result.CollectionUUID)
+	}
 	return nil
+}
+
+const progressHelp = `progress display: auto (a bar on a terminal, else a summary line a minute), bar, json (NDJSON records on stdout, the last with the outcome), summary or none`
+
+func addProgressFlags(fl *pflag.FlagSet) {
+	fl.String("progress-file", "", "also append NDJSON progress records to this file (the last one has the outcome)")
+	fl.Duration("progress-interval", time.Second, "how often progress is published (status, bar, JSON records)")
+}
+
+// progressRecord is one NDJSON progress line: the status, and in the last
+// line of a run its outcome (done, failed, interrupted) and error.
+type progressRecord struct {
+	status
+	Outcome string `json:"outcome,omitempty"`
+}
+
+func checkProgress(mode string) error {
+	switch mode {
+	case "auto", "bar", "json", "summary", "none":
+		return nil
+	}
+	return usageError{fmt.Errorf("--progress %q: use auto, bar, json, summary or none", mode)}
+}
+
+func outcomeOf(p agent.Progress, err error, interrupted bool) string {
+	switch {
+	case err == nil:
+		return "done"
+	case interrupted:
+		return "interrupted"
+	}
+	return "failed"
 }
 
 func dryRun(cmd *cobra.Command, dir string, inputs []agent.Input, opts agent.Options) error {
