@@ -19,7 +19,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -450,12 +449,16 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	}
 	keep := keepclient.NewKeep(c, keepOpts)
 	errw := cmd.ErrOrStderr()
-	var bar *progressbar.ProgressBar
+	var bar *barPrinter
 	if progress == "auto" {
 		progress = "summary" // a line a minute, for nohup, systemd and logs
 		if f, ok := errw.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			progress = "bar"
 		}
+	}
+	if progress == "bar" {
+		bar = newBarPrinter(errw, job)
+		defer bar.stop()
 	}
 	interval, _ := cmd.Flags().GetDuration("progress-interval")
 	if interval <= 0 {
@@ -486,7 +489,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 		out.Lock()
 		defer out.Unlock()
 		if bar != nil {
-			bar.Clear()
+			bar.clear()
 		}
 		fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg)
 	}
@@ -552,19 +555,8 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 			}
 			fmt.Fprintln(errw, line)
 		case "bar":
-			if bar == nil && p.BytesTotal > 0 {
-				bar = progressbar.NewOptions64(p.BytesTotal,
-					progressbar.OptionSetWriter(errw), progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true),
-					progressbar.OptionSetWidth(30), progressbar.OptionThrottle(200*time.Millisecond),
-					progressbar.OptionShowCount(), progressbar.OptionFullWidth(),
-					progressbar.OptionSetPredictTime(true), progressbar.OptionSetDescription(job))
-			}
-			if bar != nil {
-				if bar.GetMax64() != p.BytesTotal && p.BytesTotal > 0 {
-					bar.ChangeMax64(p.BytesTotal) // planned again
-				}
-				bar.Describe(fmt.Sprintf("%s %d/%d files", job, p.FilesDone, p.FilesTotal))
-				bar.Set64(p.BytesDone)
+			if !final {
+				bar.update(p)
 			}
 		}
 	}
@@ -599,11 +591,9 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	publish(up.Progress(), true, runErr)
 	if bar != nil {
 		if runErr == nil {
-			bar.Finish()
-		} else {
-			bar.Exit() // leave it where the job stopped, not at 100%
+			bar.update(up.Progress())
 		}
-		fmt.Fprintln(errw)
+		bar.finish(runErr == nil)
 	}
 	if runErr != nil {
 		if cmd.Context().Err() != nil {
