@@ -54,6 +54,17 @@ func TestCLI_startChecksAndInputs(t *testing.T) {
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "HTTPS")
 	noJob()
+	// A refused token and an owner that does not exist fail before a job.
+	r = runCLI(ctx, t, bin, append(env, "ARVADOS_API_TOKEN=v2/zzzzz-gj3su-000000000000000/nope"), "start", filepath.Join(base, "run1"))
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "refused the token")
+	noJob()
+	for _, o := range []string{"foo", "zzzzz-j7d0g-000000000000000"} {
+		r = runCLI(ctx, t, bin, env, "start", "--project-uuid", o, filepath.Join(base, "run1"))
+		assert.Equal(t, 2, r.code, r.stderr)
+		assert.Contains(t, r.stderr, o)
+		noJob()
+	}
 
 	c := cl.Client(cl.UserToken)
 	files := func(uuid string) map[string]string {

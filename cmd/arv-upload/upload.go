@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -233,6 +234,13 @@ of the network or the cluster does not end the job.`,
 			}
 			if f.job == "" {
 				f.job = newJobName(filepath.Base(dir))
+				// Two starts in one second: never the same name.
+				for i := 2; ; i++ {
+					if _, err := os.Stat(filepath.Join(sd, f.job+".db")); err != nil {
+						break
+					}
+					f.job = fmt.Sprintf("%s-%d", strings.TrimSuffix(f.job, fmt.Sprintf("-%d", i-1)), i)
+				}
 			}
 			if !validJobName(f.job) {
 				return usageError{fmt.Errorf("--job %q: use letters, digits, '.', '_' and '-'", f.job)}
@@ -256,6 +264,11 @@ of the network or the cluster does not end the job.`,
 			}
 			c, err := connect(cmd)
 			if err != nil {
+				return err
+			}
+			// What can be checked before a job exists is checked here, so
+			// that a failed start leaves no job behind.
+			if err := preflight(cmd.Context(), c, f.opts); err != nil {
 				return err
 			}
 			// The job record first: whatever becomes of the journal from
@@ -1046,4 +1059,40 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// preflight checks, before a job exists, what the cluster would refuse
+// only later: the token, and that the owner asked for exists and is
+// writable (a project or a user).
+func preflight(ctx context.Context, c *keepclient.Client, opts agent.Options) error {
+	if _, err := c.CurrentUser(ctx); err != nil {
+		if errors.Is(err, keepclient.ErrTokenRefused) {
+			return fmt.Errorf("the API server refused the token (revoked, expired, or its account deactivated): %w", err)
+		}
+		return fmt.Errorf("check the token with the API server: %w", err)
+	}
+	if o := opts.ProjectUUID; o != "" {
+		res := ""
+		switch {
+		case strings.Contains(o, "-j7d0g-"):
+			res = "groups"
+		case strings.Contains(o, "-tpzed-"):
+			res = "users"
+		default:
+			return usageError{fmt.Errorf("--project-uuid %q is not a project (xxxxx-j7d0g-...) or user (xxxxx-tpzed-...) UUID", o)}
+		}
+		var owner struct {
+			CanWrite *bool `json:"can_write"`
+		}
+		err := c.Call(ctx, http.MethodGet, "arvados/v1/"+res+"/"+url.PathEscape(o), url.Values{"select": {`["uuid","can_write"]`}}, nil, &owner)
+		switch {
+		case keepclient.IsStatus(err, http.StatusNotFound):
+			return usageError{fmt.Errorf("--project-uuid %s: no such project or user, or it is not shared with you", o)}
+		case err != nil:
+			return fmt.Errorf("check --project-uuid %s: %w", o, err)
+		case owner.CanWrite != nil && !*owner.CanWrite:
+			return usageError{fmt.Errorf("--project-uuid %s: you may read it but not write to it; ask its owner for can_write, or choose another", o)}
+		}
+	}
+	return nil
 }
