@@ -64,7 +64,7 @@ func newRootCommand() *cobra.Command {
 	pf.String("api-host", "", "API server host:port (default $ARVADOS_API_HOST)")
 	pf.String("token", "", "API token (default $ARVADOS_API_TOKEN)")
 	pf.Bool("insecure", false, "skip TLS verification (default $ARVADOS_API_HOST_INSECURE)")
-	root.AddCommand(newStartCommand(), newResumeCommand(), newStatusCommand(), newAbortCommand(), newListCommand(),
+	root.AddCommand(newStartCommand(), newResumeCommand(), newStatusCommand(), newAbortCommand(), newListCommand(), newPruneCommand(),
 		newAccountCommand(connect))
 	return root
 }

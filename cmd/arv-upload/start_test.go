@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -150,4 +151,47 @@ func TestCLI_progressNDJSON(t *testing.T) {
 	recs = records(r.stdout)
 	assert.Equal(t, "failed", recs[len(recs)-1]["outcome"])
 	assert.NotEmpty(t, recs[len(recs)-1]["error"])
+}
+
+// Issue 13.5: list shows the most recently active job first; prune
+// removes finished jobs' journals (--older-than: those idle that long);
+// the collections stay.
+func TestCLI_listAndPrune(t *testing.T) {
+	bin := arvUploadBinary(t)
+	ctx := context.Background()
+	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), TLS: true})
+	require.NoError(t, err)
+	defer cl.Close()
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644))
+	state := t.TempDir()
+	env := append(os.Environ(), "ARVADOS_API_HOST="+cl.APIHost, "ARVADOS_API_TOKEN="+cl.UserToken,
+		"ARVADOS_API_HOST_INSECURE=1", "XDG_STATE_HOME="+state, "HOME="+t.TempDir())
+	for _, job := range []string{"old", "new"} {
+		r := runCLI(ctx, t, bin, env, "start", "--progress", "none", "--job", job, src)
+		require.Equal(t, 0, r.code, r.stderr)
+	}
+	sd := filepath.Join(state, "arv-upload")
+	past := time.Now().Add(-48 * time.Hour)
+	for _, suffix := range []string{".db", ".status.json", ".job.json"} {
+		os.Chtimes(filepath.Join(sd, "old"+suffix), past, past)
+	}
+	r := runCLI(ctx, t, bin, env, "list")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 3, r.stdout)
+	assert.True(t, strings.HasPrefix(lines[1], "new "), "most recent first: %q", r.stdout)
+	assert.True(t, strings.HasPrefix(lines[2], "old "), r.stdout)
+
+	r = runCLI(ctx, t, bin, env, "prune", "--older-than", "24h")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "1 finished job(s) removed")
+	_, err = os.Stat(filepath.Join(sd, "old.db"))
+	assert.True(t, os.IsNotExist(err), "old pruned")
+	_, err = os.Stat(filepath.Join(sd, "new.db"))
+	assert.NoError(t, err, "new kept: not idle for 24h")
+	r = runCLI(ctx, t, bin, env, "prune")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runCLI(ctx, t, bin, env, "list")
+	assert.Contains(t, r.stderr, "No jobs")
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -829,13 +830,17 @@ func newListCommand() *cobra.Command {
 				return err
 			}
 			var all []status
+			active := map[string]time.Time{}
 			for _, job := range jobs {
 				st, err := jobStatus(sd, job)
 				if err != nil {
 					st = status{Progress: agent.Progress{Job: job, State: "unknown", Error: err.Error()}}
 				}
 				all = append(all, st)
+				active[job] = lastActivity(sd, job)
 			}
+			// Most recently active first: the job you are after is on top.
+			sort.SliceStable(all, func(i, k int) bool { return active[all[i].Job].After(active[all[k].Job]) })
 			if asJSON {
 				if all == nil {
 					all = []status{}
@@ -847,9 +852,10 @@ func newListCommand() *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tSTATE\tDONE\tDIR\tCOLLECTION")
+			fmt.Fprintln(tw, "JOB\tSTATE\tDONE\tACTIVE\tDIR\tCOLLECTION")
 			for _, st := range all {
-				fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\n", st.Job, st.State, humanBytes(st.BytesDone), humanBytes(st.BytesTotal), st.Dir, st.CollectionUUID)
+				fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s ago\t%s\t%s\n", st.Job, st.State, humanBytes(st.BytesDone), humanBytes(st.BytesTotal),
+					shortDuration(time.Since(active[st.Job])), st.Dir, st.CollectionUUID)
 			}
 			return tw.Flush()
 		},
@@ -1095,4 +1101,77 @@ func preflight(ctx context.Context, c *keepclient.Client, opts agent.Options) er
 		}
 	}
 	return nil
+}
+
+// lastActivity is when a job last changed: its newest file in the state
+// directory (journal, status, record).
+func lastActivity(sd, job string) time.Time {
+	var t time.Time
+	for _, suffix := range []string{".db", ".status.json", ".job.json"} {
+		if fi, err := os.Stat(filepath.Join(sd, job+suffix)); err == nil && fi.ModTime().After(t) {
+			t = fi.ModTime()
+		}
+	}
+	return t
+}
+
+func newPruneCommand() *cobra.Command {
+	var olderThan time.Duration
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Remove the journals of finished jobs",
+		Long: `prune removes the journal, status and record of every finished job
+(its collection stays; only the local bookkeeping goes), with --older-than
+only those finished that long ago. Unfinished, running and damaged jobs
+are left alone: use 'arv-upload abort JOB' for those.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sd, err := stateDir()
+			if err != nil {
+				return err
+			}
+			jobs, err := listJobs(sd)
+			if err != nil {
+				return err
+			}
+			var freed int64
+			n := 0
+			for _, job := range jobs {
+				st, err := jobStatus(sd, job)
+				if err != nil || st.State != agent.StateDone || time.Since(lastActivity(sd, job)) < olderThan {
+					continue
+				}
+				j, err := store.Open(filepath.Join(sd, job+".db"), 100*time.Millisecond)
+				if err != nil {
+					continue // in use (a status, a resume): leave it
+				}
+				j.Close()
+				for _, suffix := range []string{".db", ".status.json", ".job.json"} {
+					p := filepath.Join(sd, job+suffix)
+					fi, err := os.Stat(p)
+					if err != nil {
+						continue
+					}
+					if !dryRun {
+						if err := os.Remove(p); err != nil {
+							return err
+						}
+					}
+					freed += fi.Size()
+				}
+				n++
+				fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: job %s (collection %s): journal removed\n", job, st.CollectionUUID)
+			}
+			verb := "removed"
+			if dryRun {
+				verb = "would be removed"
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "arv-upload: %d finished job(s) %s, %s freed\n", n, verb, humanBytes(freed))
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "only jobs inactive this long, e.g. 720h")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say what would be removed, remove nothing")
+	return cmd
 }
