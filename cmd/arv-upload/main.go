@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -55,8 +56,22 @@ func main() {
 
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "arv-upload",
-		Short:         "Resumable bulk upload of a directory to an Arvados collection",
+		Use:   "arv-upload",
+		Short: "Resumable bulk upload of a directory to an Arvados collection",
+		Long: `arv-upload pushes directories and files into an Arvados collection over
+days if need be: interrupt it at any time (Ctrl-C, kill -9, a reboot) and
+'arv-upload resume' goes on where it stopped; network and server outages are
+ridden out (--retry-for). Jobs are kept in $XDG_STATE_HOME/arv-upload
+(default ~/.local/state/arv-upload).
+
+Credentials: --api-host/--token, else ARVADOS_API_HOST, ARVADOS_API_TOKEN and
+ARVADOS_API_HOST_INSECURE, else ~/.config/arvados/settings.conf (as the
+Arvados tools read it).
+
+Exit codes: 0 done; 1 failed (the message says why; a job stays resumable);
+2 a mistake on the command line (nothing was started); 130 interrupted
+(resumable).`,
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -66,7 +81,40 @@ func newRootCommand() *cobra.Command {
 	pf.Bool("insecure", false, "skip TLS verification (default $ARVADOS_API_HOST_INSECURE)")
 	root.AddCommand(newStartCommand(), newResumeCommand(), newStatusCommand(), newAbortCommand(), newListCommand(), newPruneCommand(),
 		newAccountCommand(connect))
+	// Shell completion (arv-upload completion bash|zsh|fish): job names
+	// and flag values.
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "resume", "status", "abort":
+			c.ValidArgsFunction = completeJobs
+		}
+		if c.Flags().Lookup("progress") != nil {
+			c.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions([]string{"auto", "bar", "json", "summary", "none"}, cobra.ShellCompDirectiveNoFileComp))
+		}
+		if c.Flags().Lookup("job") != nil && c.Name() == "start" {
+			c.RegisterFlagCompletionFunc("job", completeJobs)
+		}
+	}
 	return root
+}
+
+// completeJobs completes the names of the jobs in the state directory.
+func completeJobs(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	sd, err := stateDir()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
+	}
+	jobs, _ := listJobs(sd)
+	var out []string
+	for _, j := range jobs {
+		if strings.HasPrefix(j, toComplete) {
+			out = append(out, j)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
 // connect builds an API client from flags, then the environment.
@@ -108,4 +156,32 @@ func connect(cmd *cobra.Command) (*keepclient.Client, error) {
 		return nil, fmt.Errorf("create API client: %w", err)
 	}
 	return c, nil
+}
+
+// version is the module version and VCS revision the binary was built
+// from (go build records them).
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		return fmt.Sprintf("%s (%s%s, %s)", v, rev, dirty, bi.GoVersion)
+	}
+	return fmt.Sprintf("%s (%s)", v, bi.GoVersion)
 }

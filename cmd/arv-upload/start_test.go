@@ -195,3 +195,30 @@ func TestCLI_listAndPrune(t *testing.T) {
 	r = runCLI(ctx, t, bin, env, "list")
 	assert.Contains(t, r.stderr, "No jobs")
 }
+
+// Issue 13.7: --version, exit codes in --help, completion of job names and
+// of --progress values.
+func TestCLI_versionHelpCompletion(t *testing.T) {
+	bin := arvUploadBinary(t)
+	ctx := context.Background()
+	state := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(state, "arv-upload"), 0o700))
+	for _, j := range []string{"run-a", "run-b", "other"} {
+		require.NoError(t, os.WriteFile(filepath.Join(state, "arv-upload", j+".db"), nil, 0o600))
+	}
+	env := append(os.Environ(), "XDG_STATE_HOME="+state, "HOME="+t.TempDir())
+	r := runCLI(ctx, t, bin, env, "--version")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Regexp(t, `^arv-upload version \S+`, r.stdout)
+	r = runCLI(ctx, t, bin, env, "--help")
+	assert.Contains(t, r.stdout, "Exit codes: 0 done")
+	assert.Contains(t, r.stdout, "settings.conf")
+	assert.Contains(t, r.stdout, "XDG_STATE_HOME")
+	r = runCLI(ctx, t, bin, env, "__complete", "resume", "run")
+	assert.Equal(t, []string{"run-a", "run-b"}, strings.Split(strings.TrimSpace(r.stdout), "\n")[:2])
+	assert.NotContains(t, r.stdout, "other")
+	r = runCLI(ctx, t, bin, env, "__complete", "start", "--progress", "")
+	for _, v := range []string{"auto", "bar", "json", "summary", "none"} {
+		assert.Contains(t, r.stdout, v+"\n")
+	}
+}
