@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -221,4 +222,30 @@ func TestCLI_versionHelpCompletion(t *testing.T) {
 	for _, v := range []string{"auto", "bar", "json", "summary", "none"} {
 		assert.Contains(t, r.stdout, v+"\n")
 	}
+}
+
+// Issue 13.5: `abort` from another window: the running side says it was
+// aborted (not "interrupted; resume"), and the job is gone.
+func TestCLI_abortFromAnotherProcess(t *testing.T) {
+	bin := arvUploadBinary(t)
+	ctx := context.Background()
+	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), TLS: true})
+	require.NoError(t, err)
+	defer cl.Close()
+	src := t.TempDir()
+	writeTree(t, src, 9)
+	state := t.TempDir()
+	env := append(os.Environ(), "ARVADOS_API_HOST="+cl.APIHost, "ARVADOS_API_TOKEN="+cl.UserToken,
+		"ARVADOS_API_HOST_INSECURE=1", "XDG_STATE_HOME="+state, "HOME="+t.TempDir())
+	aborted := make(chan runResult, 1)
+	code, out := runUntilDo(t, bin, env, func(*exec.Cmd) { go func() { aborted <- runCLI(ctx, t, bin, env, "abort", "gone") }() },
+		func(st status) bool { return st.BlocksStored >= 1 },
+		"start", "--progress", "json", "--job", "gone", "--threads", "1", "--bwlimit", "10M", src)
+	assert.Equal(t, 130, code, out)
+	assert.Contains(t, out, "aborted by `arv-upload abort`")
+	assert.NotContains(t, out, "continue with `arv-upload resume gone`")
+	abort := <-aborted
+	require.Equal(t, 0, abort.code, abort.stderr)
+	left, _ := filepath.Glob(filepath.Join(state, "arv-upload", "gone.*"))
+	assert.Empty(t, left)
 }

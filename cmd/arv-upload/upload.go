@@ -611,6 +611,10 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	}
 	if runErr != nil {
 		if cmd.Context().Err() != nil {
+			if _, err := os.Stat(filepath.Join(sd, job+".aborting")); err == nil {
+				fmt.Fprintf(errw, "arv-upload: job %s was aborted by `arv-upload abort` in another process; its journal is being removed\n", job)
+				return runErr
+			}
 			fmt.Fprintf(errw, "arv-upload: job %s interrupted; continue with `arv-upload resume %s`\n", job, job)
 			return runErr
 		}
@@ -879,6 +883,8 @@ func newAbortCommand() *cobra.Command {
 				return err
 			}
 			if st, err := readStatusFile(filepath.Join(sd, job+".status.json")); err == nil && st.State == agent.StateRunning && pidAlive(st.PID) {
+				// The running side tells its user why it stopped.
+				os.WriteFile(filepath.Join(sd, job+".aborting"), []byte(strconv.Itoa(os.Getpid())), 0o600)
 				syscall.Kill(st.PID, syscall.SIGTERM)
 				for i := 0; i < 300 && pidAlive(st.PID); i++ {
 					time.Sleep(100 * time.Millisecond)
@@ -923,7 +929,7 @@ func newAbortCommand() *cobra.Command {
 				fmt.Fprintf(errw, "arv-upload: unfinished collection %s %s\n", meta.FinishingUUID, trashPartial(cmd, job, meta.FinishingUUID, false))
 			}
 			kept, _ := filepath.Glob(filepath.Join(sd, job+".db.damaged-*"))
-			for _, p := range append([]string{job + ".db", job + ".status.json", job + ".job.json", job + ".db.rebuild"}, kept...) {
+			for _, p := range append([]string{job + ".db", job + ".status.json", job + ".job.json", job + ".db.rebuild", job + ".aborting"}, kept...) {
 				if err := os.Remove(filepath.Join(sd, filepath.Base(p))); err != nil && !os.IsNotExist(err) {
 					return err
 				}
