@@ -26,3 +26,6 @@ func SetBlockSize(n int64) (restore func()) {
 // SetBeforeSend makes f run between measuring a manifest and sending it
 // (tests); nil removes it.
 func SetBeforeSend(f func()) { beforeSend = f }
+
+// Retryable is retryable (tests).
+func Retryable(err error) bool { return retryable(err) }

@@ -2,8 +2,12 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,4 +123,26 @@ func TestUpload_outage_noRetryFailsAtOnce(t *testing.T) {
 	assert.True(t, keepclient.IsTemporary(err), "%v", err)
 	assert.Equal(t, agent.StateFailed, meta.State)
 	assert.NotContains(t, w.String(), "retrying in")
+}
+
+// What retrying cannot fix is not retried: an unreadable file, a full
+// disk, a refused token, an invalid request (syscall.Errno satisfies
+// net.Error, so a file's permission error once looked like an outage).
+func TestRetryable(t *testing.T) {
+	_, perm := os.Open(filepath.Join(t.TempDir(), "missing"))
+	require.Error(t, perm)
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("read x: %w", perm), false},
+		{fmt.Errorf("write journal: %w", syscall.ENOSPC), false},
+		{fmt.Errorf("put: %w", syscall.ECONNREFUSED), true},
+		{&keepclient.APIError{Status: 503}, true},
+		{&keepclient.APIError{Status: 422}, false},
+		{&keepclient.APIError{Status: 401}, false},
+		{fmt.Errorf("x: %w", context.Canceled), false},
+	} {
+		assert.Equal(t, c.want, agent.Retryable(c.err), "%v", c.err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"syscall"
 	"time"
@@ -36,6 +37,10 @@ func retryable(err error) bool {
 	switch {
 	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, keepclient.ErrTokenRefused),
 		errors.Is(err, ErrFileChanged), errors.Is(err, ErrInvalidName):
+		return false
+	}
+	var pe *fs.PathError // a local file: unreadable, or the journal's disk full
+	if errors.As(err, &pe) || errors.Is(err, syscall.ENOSPC) {
 		return false
 	}
 	return keepclient.IsTemporary(err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"strings"
@@ -87,6 +88,12 @@ func IsTemporary(err error) bool {
 	var ae *APIError
 	if errors.As(err, &ae) {
 		return ae.Temporary()
+	}
+	// A local file error (permission denied, disk full) is not the
+	// network's: syscall.Errno satisfies net.Error, so check first.
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return false
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {
