@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,5 +206,81 @@ func TestPythonSDK_projects(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	require.NoError(t, os.Mkdir(out, 0o755))
 	run(t, otherEnv, "arv-get", "-r", "--no-progress", uuid+"/", out+"/")
+	sameTree(t, src, out)
+}
+
+// arv-put interrupted with SIGINT and run again resumes through our proxy:
+// its cache's signed locators pass the HEAD check (PROTOCOL 11.4), and the
+// blocks it recorded are not sent again.
+func TestPythonSDK_arvPutResumesThroughProxy(t *testing.T) {
+	var mu sync.Mutex
+	puts := map[string]int{} // block hash -> PUTs on keepstore 0
+	cl, err := devcluster.Start(context.Background(), devcluster.Options{Dir: t.TempDir(), TLS: true, Proxy: true,
+		WrapKeepstore: func(i int, h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if i == 0 && r.Method == http.MethodPut && len(r.URL.Path) > 32 {
+					mu.Lock()
+					puts[r.URL.Path[1:33]]++
+					mu.Unlock()
+				}
+				h.ServeHTTP(w, r)
+			})
+		}})
+	require.NoError(t, err)
+	t.Cleanup(func() { cl.Close() })
+	env := append(os.Environ(), "HOME="+t.TempDir(), "ARVADOS_API_HOST="+cl.APIHost,
+		"ARVADOS_API_TOKEN="+cl.UserToken, "ARVADOS_API_HOST_INSECURE=1", "ARV_PUT_CHECKPOINT_SECONDS=1")
+	stored := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string]int{}
+		for h, n := range puts {
+			out[h] = n
+		}
+		return out
+	}
+	src := t.TempDir()
+	rnd := rand.New(rand.NewSource(3))
+	for i := 0; i < 3; i++ {
+		b := make([]byte, 64<<20)
+		rnd.Read(b)
+		require.NoError(t, os.WriteFile(filepath.Join(src, fmt.Sprintf("part%d.bin", i)), b, 0o644))
+	}
+
+	first := exec.Command(filepath.Join(sdkDir(t), "bin", "arv-put"), "--no-progress", "--name", "resumed", src+"/")
+	first.Env = env
+	var errb bytes.Buffer
+	first.Stderr = &errb
+	require.NoError(t, first.Start())
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(stored()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.GreaterOrEqual(t, len(stored()), 2, "arv-put stored two blocks; stderr:\n%s", errb.String())
+	time.Sleep(3 * time.Second) // its cache is saved every second
+	require.NoError(t, first.Process.Signal(syscall.SIGINT))
+	first.Wait()
+	before := stored()
+
+	uuid := strings.TrimSpace(run(t, env, "arv-put", "--no-progress", "--name", "resumed", src+"/"))
+	require.Regexp(t, `^zzzzz-4zz18-[0-9a-z]{15}$`, uuid)
+	after := stored()
+	resent := 0
+	for h, n := range before {
+		if after[h] > n {
+			resent++
+		}
+	}
+	// Blocks arv-put had recorded in its cache are not sent again; those
+	// in flight at the interrupt (after its last save) are, as upstream.
+	// Had the HEAD check failed ("Resume cache contains invalid
+	// signature"), it would have started over and sent them all.
+	t.Logf("blocks stored before the interrupt: %d, sent again: %d", len(before), resent)
+	assert.Less(t, resent, len(before), "the resume skipped the blocks in its cache")
+	assert.LessOrEqual(t, resent, 2, "at most the blocks in flight (arv-put's threads)")
+
+	out := filepath.Join(t.TempDir(), "out")
+	require.NoError(t, os.Mkdir(out, 0o755))
+	run(t, env, "arv-get", "-r", "--no-progress", uuid+"/", out+"/")
 	sameTree(t, src, out)
 }
