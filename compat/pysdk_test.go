@@ -256,7 +256,11 @@ func TestPythonSDK_arvPutResumesThroughProxy(t *testing.T) {
 	for len(stored()) < 2 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	require.GreaterOrEqual(t, len(stored()), 2, "arv-put stored two blocks; stderr:\n%s", errb.String())
+	if len(stored()) < 2 {
+		first.Process.Kill()
+		first.Wait() // errb is written until then
+		t.Fatalf("arv-put stored no two blocks in 2 minutes; stderr:\n%s", errb.String())
+	}
 	time.Sleep(3 * time.Second) // its cache is saved every second
 	require.NoError(t, first.Process.Signal(syscall.SIGINT))
 	first.Wait()

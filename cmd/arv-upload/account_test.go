@@ -59,7 +59,7 @@ func TestAccountCreateThenUploadWithLink(t *testing.T) {
 	r = runCLI(ctx, t, bin, append(base, "ARVADOS_API_TOKEN="+acct.APIToken), "start", "--progress", "none", "--job", "after", src)
 	assert.Equal(t, 1, r.code)
 	assert.Contains(t, r.stderr, "401")
-	assert.Contains(t, r.stderr, "arv-upload resume after", "the job stays resumable")
+	assert.Contains(t, r.stderr, "refused the token", "checked before a job exists (issue 13.2)")
 
 	r = runCLI(ctx, t, bin, append(base, "ARVADOS_API_TOKEN="+cl.UserToken), "start", "--link", "nocolon", src)
 	assert.Equal(t, 2, r.code, "bad flag is a usage error")

@@ -467,10 +467,16 @@ func TestFault_API(t *testing.T) {
 					time.Sleep(2500 * time.Millisecond)
 				}
 			}
-			coll, first, resumed := fc.uploadThroughFault(t, "revoked", src, heal)
-			require.True(t, resumed, "a refused token cannot succeed; stdout %q", first.stdout)
+			// Refused before a job exists (issue 13.2): nothing to
+			// resume; the same start works once the token is good.
+			first := fc.run(t, "start", "--progress", "none", "--retry-for", "0", "--job", "revoked", src)
+			require.Equal(t, 1, first.code, first.stderr)
 			assert.Regexp(t, `\b401\b|(?i)\btoken\b`, first.stderr, "the error says the token was refused")
-			assert.Contains(t, first.stderr, "resumable", "the error says the job can be resumed")
+			assert.NotContains(t, first.stderr, "arv-upload resume", "there is no job to resume")
+			heal()
+			res := fc.run(t, "start", "--progress", "none", "--job", "revoked", src)
+			require.Equal(t, 0, res.code, res.stderr)
+			coll := fc.collection(t, res)
 			assert.Equal(t, wantPDH, coll.PortableDataHash)
 			fc.checkStored(t, coll)
 		}})

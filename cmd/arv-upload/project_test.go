@@ -65,9 +65,11 @@ func TestStart_projectUUIDWithUploaderAccount(t *testing.T) {
 	assert.Equal(t, "run", links.Items[0].Name)
 
 	r = runCLI(ctx, t, bin, env, "start", "--progress", "none", "--job", "elsewhere", "--project-uuid", private, src)
-	assert.Equal(t, 1, r.code, r.stderr)
-	assert.Contains(t, r.stderr, "403")
-	assert.Contains(t, r.stderr, "arv-upload resume elsewhere", "the job stays resumable")
+	// Refused before a job exists (issue 13.2): the project is not shared
+	// with the uploader, so it cannot even see it.
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, private)
+	assert.Contains(t, r.stderr, "not shared with you")
 	require.NoError(t, owner.Call(ctx, http.MethodGet, "arvados/v1/groups/"+private+"/contents",
 		url.Values{"include_trash": {"true"}}, nil, &contents))
 	assert.Empty(t, contents.Items, "nothing landed in the project it was not given")

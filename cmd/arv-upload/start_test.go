@@ -147,7 +147,10 @@ func TestCLI_progressNDJSON(t *testing.T) {
 	recs = records(string(b))
 	assert.Equal(t, "done", recs[len(recs)-1]["outcome"])
 
-	r = runCLI(ctx, t, bin, append(env, "ARVADOS_API_TOKEN=v2/zzzzz-gj3su-000000000000000/nope"), "start", "--progress", "json", "--job", "nd3", src)
+	// A run that fails inside the job (a name Arvados would change)
+	// ends with a failed record.
+	require.NoError(t, os.WriteFile(filepath.Join(src, "bad\xff"), []byte("x"), 0o644))
+	r = runCLI(ctx, t, bin, env, "start", "--progress", "json", "--job", "nd3", src)
 	assert.Equal(t, 1, r.code)
 	recs = records(r.stdout)
 	assert.Equal(t, "failed", recs[len(recs)-1]["outcome"])
