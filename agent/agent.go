@@ -187,6 +187,8 @@ type Uploader struct {
 	replanning bool
 	// margin is the signature margin for this cluster (signatureMargin).
 	margin time.Duration
+	// excludeUsed: the --exclude patterns that matched in the last walk.
+	excludeUsed map[string]bool
 }
 
 // New returns an Uploader for the job recorded in cfg.Journal.

@@ -302,3 +302,43 @@ func TestPlan_invalidUTF8Name(t *testing.T) {
 		})
 	}
 }
+
+// Issue 13.6: an --exclude pattern that matches nothing is warned about
+// (a typo would otherwise upload what was meant to be skipped).
+func TestPlan_excludeMatchingNothingIsWarned(t *testing.T) {
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "a.log"), []byte("x"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "b.txt"), []byte("y"), 0o644))
+	var w warnings
+	up, err := agent.New(agent.Config{Journal: newJob(t, src, agent.Options{Excludes: []string{"*.log", "*.lgo"}}).j,
+		Keep: &keepWriter{puts: map[string]int{}}, Warn: w.add})
+	require.NoError(t, err)
+	meta, err := up.Plan(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), meta.FilesTotal)
+	assert.Contains(t, w.String(), `--exclude "*.lgo" matched nothing`)
+	assert.NotContains(t, w.String(), `"*.log"`)
+}
+
+// Issue 13.6: a file of several blocks that vanishes while the upload
+// runs is named once, not once per block.
+func TestUpload_vanishedFileNamedOnce(t *testing.T) {
+	t.Cleanup(agent.SetBlockSize(testBlockSize))
+	c, keep := cluster(t)
+	src := t.TempDir()
+	write, _ := treeWriter(t, src, 51)
+	write("big.bin", 3*testBlockSize)
+	write("small.txt", 10)
+	var once sync.Once
+	agent.SetReadHook(func(p string) {
+		if p == "big.bin" {
+			once.Do(func() { os.Remove(filepath.Join(src, "big.bin")) })
+		}
+	})
+	t.Cleanup(func() { agent.SetReadHook(nil) })
+	var w warnings
+	_, err := uploader(t, newJob(t, src, agent.Options{Threads: 1}).j, newKW(keep), c, "t", &w, -1).Run(context.Background())
+	require.NoError(t, err, "planned again without it")
+	assert.Contains(t, w.String(), "1 file(s)")
+	assert.Equal(t, 1, strings.Count(w.String(), filepath.Join(src, "big.bin")), w.String())
+}

@@ -65,6 +65,7 @@ func identity(info fs.FileInfo) (mtime, ctime int64, ino uint64) {
 // each input directory) and the symlink rule. A scanEntry's rel is its
 // path in the collection.
 func (u *Uploader) walk(ctx context.Context, visit func(scanEntry) error) error {
+	u.excludeUsed = map[string]bool{}
 	for i, in := range u.inputs() {
 		if in.File {
 			info, err := os.Stat(in.Path)
@@ -103,7 +104,8 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 		}
 		if rel == "." {
 			rel = ""
-		} else if excluded(opts.Excludes, rel) {
+		} else if pat := excludedBy(opts.Excludes, rel); pat != "" {
+			u.excludeUsed[pat] = true
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -173,12 +175,16 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 // excluded applies arv-put's --exclude rules (PROTOCOL 11.1): a pattern
 // without "/" matches a name at any depth; one with "/" matches the whole
 // relative path component by component.
-func excluded(patterns []string, rel string) bool {
+func excluded(patterns []string, rel string) bool { return excludedBy(patterns, rel) != "" }
+
+// excludedBy returns the first pattern that excludes rel, or "".
+func excludedBy(patterns []string, rel string) string {
 	base := path.Base(rel)
-	for _, pat := range patterns {
+	for _, orig := range patterns {
+		pat := orig
 		if !strings.Contains(pat, "/") {
 			if ok, _ := path.Match(pat, base); ok {
-				return true
+				return orig
 			}
 			continue
 		}
@@ -187,16 +193,34 @@ func excluded(patterns []string, rel string) bool {
 			continue
 		}
 		if ok, _ := path.Match(pat, rel); ok {
-			return true
+			return orig
 		}
 	}
-	return false
+	return ""
+}
+
+// warnUnusedExcludes says which --exclude patterns matched nothing in the
+// walk just made (a typo would otherwise upload what it meant to skip).
+func (u *Uploader) warnUnusedExcludes() {
+	for _, pat := range u.meta.Options.Excludes {
+		if !u.excludeUsed[pat] {
+			u.cfg.Warn(fmt.Sprintf("--exclude %q matched nothing", pat))
+		}
+	}
 }
 
 // scan walks the tree. If what it sees matches the recorded plan, the plan
 // (and every block already stored) is kept as it is; otherwise the tree is
 // planned again (see plan). A new job is planned in one walk.
 func (u *Uploader) scan(ctx context.Context) error {
+	if err := u.scanTree(ctx); err != nil {
+		return err
+	}
+	u.warnUnusedExcludes()
+	return nil
+}
+
+func (u *Uploader) scanTree(ctx context.Context) error {
 	u.report(func(p *Progress) { p.Phase = "scanning" })
 	if u.meta.PlanFingerprint != "" {
 		fp := newFingerprint()

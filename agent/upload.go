@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -224,6 +225,9 @@ loop:
 		return err
 	}
 	if len(changed) > 0 {
+		// A file of several blocks is met once per block: name it once.
+		slices.Sort(changed)
+		changed = slices.Compact(changed)
 		list := changed
 		if len(list) > 5 {
 			list = append(list[:5:5], fmt.Sprintf("and %d more", len(changed)-5))

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,4 +252,34 @@ func TestCLI_abortFromAnotherProcess(t *testing.T) {
 	require.Equal(t, 0, abort.code, abort.stderr)
 	left, _ := filepath.Glob(filepath.Join(state, "arv-upload", "gone.*"))
 	assert.Empty(t, left)
+}
+
+// Issue 13.5: a directory being uploaded is not started a second time;
+// the message names the running job.
+func TestCLI_secondStartOfARunningTree(t *testing.T) {
+	bin := arvUploadBinary(t)
+	ctx := context.Background()
+	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), TLS: true})
+	require.NoError(t, err)
+	defer cl.Close()
+	src := t.TempDir()
+	writeTree(t, src, 10)
+	state := t.TempDir()
+	env := append(os.Environ(), "ARVADOS_API_HOST="+cl.APIHost, "ARVADOS_API_TOKEN="+cl.UserToken,
+		"ARVADOS_API_HOST_INSECURE=1", "XDG_STATE_HOME="+state, "HOME="+t.TempDir())
+	second := make(chan runResult, 1)
+	code, out := runUntilDo(t, bin, env, func(c *exec.Cmd) {
+		go func() {
+			r := runCLI(ctx, t, bin, env, "start", "--progress", "none", filepath.Join(src, "."))
+			c.Process.Signal(syscall.SIGINT)
+			second <- r
+		}()
+	}, func(st status) bool { return st.BlocksStored >= 1 },
+		"start", "--progress", "json", "--job", "first", "--threads", "1", "--bwlimit", "10M", src)
+	assert.Equal(t, 130, code, out)
+	r := <-second
+	assert.Equal(t, 2, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "is being uploaded by job first")
+	jobs, _ := filepath.Glob(filepath.Join(state, "arv-upload", "*.db"))
+	assert.Len(t, jobs, 1, "no second job")
 }

@@ -267,6 +267,11 @@ of the network or the cluster does not end the job.`,
 			if err != nil {
 				return err
 			}
+			// A tree being uploaded is not started twice.
+			if other, st := runningJobOn(sd, dir, inputs); other != "" {
+				return usageError{fmt.Errorf("%s is being uploaded by job %s (running, pid %d); follow it with `arv-upload status %s`, or stop it with `arv-upload abort %s`",
+					dir, other, st.PID, other, other)}
+			}
 			// What can be checked before a job exists is checked here, so
 			// that a failed start leaves no job behind.
 			if err := preflight(cmd.Context(), c, f.opts); err != nil {
@@ -1180,4 +1185,37 @@ are left alone: use 'arv-upload abort JOB' for those.`,
 	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "only jobs inactive this long, e.g. 720h")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say what would be removed, remove nothing")
 	return cmd
+}
+
+// runningJobOn returns a running job that uploads dir (or one of inputs),
+// or one whose paths contain them or lie inside them.
+func runningJobOn(sd, dir string, inputs []agent.Input) (string, status) {
+	paths := []string{dir}
+	for _, in := range inputs {
+		paths = append(paths, in.Path)
+	}
+	overlap := func(a, b string) bool {
+		return a == b || strings.HasPrefix(a, b+string(filepath.Separator)) || strings.HasPrefix(b, a+string(filepath.Separator))
+	}
+	jobs, _ := listJobs(sd)
+	for _, job := range jobs {
+		st, err := jobStatus(sd, job)
+		if err != nil || st.State != agent.StateRunning {
+			continue
+		}
+		theirs := []string{st.Dir}
+		if rec, err := readJobRecord(sd, job); err == nil {
+			for _, in := range rec.Inputs {
+				theirs = append(theirs, in.Path)
+			}
+		}
+		for _, p := range paths {
+			for _, q := range theirs {
+				if q != "" && overlap(p, q) {
+					return job, st
+				}
+			}
+		}
+	}
+	return "", status{}
 }
