@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,4 +283,36 @@ func TestCLI_secondStartOfARunningTree(t *testing.T) {
 	assert.Contains(t, r.stderr, "is being uploaded by job first")
 	jobs, _ := filepath.Glob(filepath.Join(state, "arv-upload", "*.db"))
 	assert.Len(t, jobs, 1, "no second job")
+}
+
+// Issue 13.2: resume may change what applies when the collection is made:
+// the name, the project, the properties.
+func TestCLI_resumeChangesFinishOptions(t *testing.T) {
+	bin := arvUploadBinary(t)
+	ctx := context.Background()
+	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), TLS: true})
+	require.NoError(t, err)
+	defer cl.Close()
+	c := cl.Client(cl.UserToken)
+	var project keepclient.Group
+	require.NoError(t, c.Call(ctx, http.MethodPost, "arvados/v1/groups", nil,
+		map[string]any{"group": map[string]any{"name": "runs", "group_class": "project"}}, &project))
+	src := t.TempDir()
+	writeTree(t, src, 11)
+	env := append(os.Environ(), "ARVADOS_API_HOST="+cl.APIHost, "ARVADOS_API_TOKEN="+cl.UserToken,
+		"ARVADOS_API_HOST_INSECURE=1", "XDG_STATE_HOME="+t.TempDir(), "HOME="+t.TempDir())
+	code, out := runUntil(t, bin, env, syscall.SIGINT, func(st status) bool { return st.BlocksStored >= 1 },
+		"start", "--progress", "json", "--job", "change", "--name", "old name", "--threads", "1", "--bwlimit", "10M", src)
+	require.Equal(t, 130, code, out)
+	r := runCLI(ctx, t, bin, env, "resume", "--progress", "none", "--name", "new name", "--project-uuid", project.UUID,
+		"--property", "run=9", "change")
+	require.Equal(t, 0, r.code, r.stderr)
+	coll, err := c.GetCollection(ctx, strings.TrimSpace(r.stdout))
+	require.NoError(t, err)
+	assert.Equal(t, "new name", coll.Name)
+	assert.Equal(t, project.UUID, coll.OwnerUUID)
+	assert.Equal(t, map[string]any{"run": "9"}, coll.Properties)
+
+	r = runCLI(ctx, t, bin, env, "resume", "--name", "too late", "change")
+	assert.Equal(t, 0, r.code, "a finished job: nothing to do")
 }

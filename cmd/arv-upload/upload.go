@@ -331,13 +331,17 @@ func newResumeCommand() *cobra.Command {
 	var threads int
 	var rebuild bool
 	var retryFor time.Duration
+	var change uploadFlags // what resume may change: applied at finish
 	cmd := &cobra.Command{
 		Use:   "resume [JOB]",
 		Short: "Continue an interrupted job with the options it started with",
 		Long: `resume continues a job with the options recorded at start. Files changed
 since are planned again; files stored and unchanged are not read again.
 --exclude adds patterns to the job's (e.g. to leave out an unreadable file);
---bwlimit, --threads and --retry-for replace the job's.
+--bwlimit, --threads and --retry-for replace the job's. --name,
+--project-uuid, --replication, --storage-classes, --link and --property
+replace the job's too: they apply when the collection is made at the end
+(--link and --property replace the whole list when given).
 
 --rebuild is for a job whose journal is damaged: it makes a new journal
 from the job's record (JOB.job.json) and its partial collection, which
@@ -428,6 +432,23 @@ again; only the blocks that collection does not hold are sent.`,
 					return err
 				}
 			}
+			if changed, err := applyFinishOptions(cmd, &meta.Options, change); err != nil {
+				j.Close()
+				return err
+			} else if changed {
+				if meta.CollectionUUID != "" {
+					j.Close()
+					return usageError{errors.New("the collection is made already; change it with the Arvados tools (arv collection update)")}
+				}
+				if err := preflight(cmd.Context(), c, meta.Options); err != nil {
+					j.Close()
+					return err
+				}
+				if err := j.SetMeta(meta); err != nil {
+					j.Close()
+					return err
+				}
+			}
 			if len(excludes) > 0 || rate >= 0 || threads > 0 {
 				meta.Options.Excludes = append(meta.Options.Excludes, excludes...)
 				if rate >= 0 {
@@ -451,6 +472,13 @@ again; only the blocks that collection does not hold are sent.`,
 	cmd.Flags().StringVar(&bwlimit, "bwlimit", "", "new bandwidth limit for the job, e.g. 10M (0 for none)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "new number of blocks hashed and uploaded at once")
 	cmd.Flags().DurationVar(&retryFor, "retry-for", defaultRetryFor, "keep retrying network and server errors this long (0: fail at once)")
+	rf := cmd.Flags()
+	rf.StringVar(&change.opts.Name, "name", "", "new collection name")
+	rf.StringVar(&change.opts.ProjectUUID, "project-uuid", "", "new owner of the collection (user or project UUID)")
+	rf.IntVar(&change.opts.Replication, "replication", 0, "new replicas per block")
+	rf.StringSliceVar(&change.opts.StorageClasses, "storage-classes", nil, "new storage classes, comma-separated")
+	rf.StringArrayVar(&change.links, "link", nil, "metadata links CLASS:NAME[=VALUE] instead of the job's (repeatable)")
+	rf.StringArrayVar(&change.props, "property", nil, "collection properties KEY=VALUE instead of the job's (repeatable)")
 	cmd.Flags().BoolVar(&rebuild, "rebuild", false, "make a new journal for a job whose journal is damaged (see above)")
 	return cmd
 }
@@ -1218,4 +1246,47 @@ func runningJobOn(sd, dir string, inputs []agent.Input) (string, status) {
 		}
 	}
 	return "", status{}
+}
+
+// applyFinishOptions applies to opts what resume was told to change (the
+// options used when the collection is made), and reports whether any was.
+func applyFinishOptions(cmd *cobra.Command, opts *agent.Options, change uploadFlags) (bool, error) {
+	fl := cmd.Flags()
+	changed := false
+	if fl.Changed("name") {
+		opts.Name, changed = change.opts.Name, true
+	}
+	if fl.Changed("project-uuid") {
+		opts.ProjectUUID, changed = change.opts.ProjectUUID, true
+	}
+	if fl.Changed("replication") {
+		if change.opts.Replication < 1 {
+			return false, usageError{fmt.Errorf("--replication %d: use 1 or more", change.opts.Replication)}
+		}
+		opts.Replication, changed = change.opts.Replication, true
+	}
+	if fl.Changed("storage-classes") {
+		opts.StorageClasses, changed = change.opts.StorageClasses, true
+	}
+	if fl.Changed("link") {
+		opts.Links, changed = nil, true
+		for _, l := range change.links {
+			spec, err := parseLink(l)
+			if err != nil {
+				return false, usageError{err}
+			}
+			opts.Links = append(opts.Links, spec)
+		}
+	}
+	if fl.Changed("property") {
+		opts.Properties, changed = map[string]string{}, true
+		for _, p := range change.props {
+			k, v, ok := strings.Cut(p, "=")
+			if !ok || k == "" {
+				return false, usageError{fmt.Errorf("--property %q: use KEY=VALUE", p)}
+			}
+			opts.Properties[k] = v
+		}
+	}
+	return changed, nil
 }
