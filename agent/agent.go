@@ -189,6 +189,8 @@ type Uploader struct {
 	margin time.Duration
 	// excludeUsed: the --exclude patterns that matched in the last walk.
 	excludeUsed map[string]bool
+	// survey, during a dry run (Survey), collects what a walk skips.
+	survey *Survey
 }
 
 // New returns an Uploader for the job recorded in cfg.Journal.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -341,4 +342,25 @@ func TestUpload_vanishedFileNamedOnce(t *testing.T) {
 	require.NoError(t, err, "planned again without it")
 	assert.Contains(t, w.String(), "1 file(s)")
 	assert.Equal(t, 1, strings.Count(w.String(), filepath.Join(src, "big.bin")), w.String())
+}
+
+// Issue 13.6: a dry run (Survey) lists in one pass what the upload would
+// skip and what --exclude leaves out, without a warning per path.
+func TestSurvey_listsSkippedAndExcluded(t *testing.T) {
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "a.txt"), []byte("x"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "b.log"), []byte("y"), 0o644))
+	require.NoError(t, os.Symlink("a.txt", filepath.Join(src, "link")))
+	require.NoError(t, syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644))
+	var w warnings
+	up, err := agent.New(agent.Config{Journal: newJob(t, src, agent.Options{Excludes: []string{"*.log"}}).j,
+		Keep: &keepWriter{puts: map[string]int{}}, Warn: w.add})
+	require.NoError(t, err)
+	meta, sv, err := up.Survey(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), meta.FilesTotal)
+	assert.ElementsMatch(t, []string{"fifo (p---------)", "link (symlink)"}, sv.Skipped)
+	assert.Equal(t, []string{"b.log"}, sv.Excluded)
+	assert.Empty(t, sv.Unreadable)
+	assert.Empty(t, w.String(), "listed, not warned one by one")
 }

@@ -100,12 +100,22 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 		rel, _ := filepath.Rel(root, p)
 		rel = filepath.ToSlash(rel)
 		if err != nil {
-			return fmt.Errorf("read %s: %w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", p, err)
+			if u.survey != nil {
+				u.survey.add(&u.survey.Unreadable, err.Error())
+				if d != nil && d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			return fmt.Errorf("%w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", err)
 		}
 		if rel == "." {
 			rel = ""
 		} else if pat := excludedBy(opts.Excludes, rel); pat != "" {
 			u.excludeUsed[pat] = true
+			if u.survey != nil {
+				u.survey.add(&u.survey.Excluded, path.Join(in.As, rel))
+			}
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -124,16 +134,16 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 		}
 		if info.Mode()&fs.ModeSymlink != 0 {
 			if !opts.FollowLinks {
-				u.cfg.Warn(fmt.Sprintf("skipping symlink %s (use --follow-links to upload what it points to)", rel))
+				u.skip(fmt.Sprintf("skipping symlink %s (use --follow-links to upload what it points to)", rel), rel+" (symlink)")
 				return nil
 			}
 			info, err = os.Stat(p)
 			if err != nil {
-				u.cfg.Warn(fmt.Sprintf("skipping broken symlink %s: %v", rel, err))
+				u.skip(fmt.Sprintf("skipping broken symlink %s: %v", rel, err), rel+" (broken symlink)")
 				return nil
 			}
 			if info.IsDir() {
-				u.cfg.Warn(fmt.Sprintf("skipping symlink to directory %s (directory links are not followed, to avoid loops)", rel))
+				u.skip(fmt.Sprintf("skipping symlink to directory %s (directory links are not followed, to avoid loops)", rel), rel+" (symlink to a directory)")
 				return nil
 			}
 		}
@@ -142,7 +152,11 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 			if rel != "" {
 				ents, err := os.ReadDir(p)
 				if err != nil {
-					return fmt.Errorf("read directory %s: %w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", p, err)
+					if u.survey != nil {
+						u.survey.add(&u.survey.Unreadable, err.Error())
+						return filepath.SkipDir
+					}
+					return fmt.Errorf("%w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", err)
 				}
 				empty := true
 				for _, e := range ents {
@@ -159,14 +173,18 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 		case info.Mode().IsRegular():
 			f, err := os.Open(p)
 			if err != nil {
-				return fmt.Errorf("open %s: %w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", p, err)
+				if u.survey != nil {
+					u.survey.add(&u.survey.Unreadable, err.Error())
+					return nil
+				}
+				return fmt.Errorf("%w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", err)
 			}
 			f.Close()
 			e := scanEntry{rel: rel, input: input, size: info.Size(), mode: uint32(info.Mode())}
 			e.mtime, e.ctime, e.ino = identity(info)
 			return visit(e)
 		default:
-			u.cfg.Warn(fmt.Sprintf("skipping special file %s (%s)", rel, info.Mode().Type()))
+			u.skip(fmt.Sprintf("skipping special file %s (%s)", rel, info.Mode().Type()), fmt.Sprintf("%s (%s)", rel, info.Mode().Type()))
 			return nil
 		}
 	})
@@ -420,4 +438,43 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 	}
 	u.meta.PlanGen, u.meta.BlocksTotal, u.meta.BytesTotal = gen, nblocks, nbytes
 	return fp, nil
+}
+
+// Survey is what a dry run reports, found in one pass: every file it
+// could not read, every path it skipped (symlinks, special files) and
+// every path an --exclude left out. Each list keeps its first
+// maxSurveyed entries; the counts are whole.
+type Survey struct {
+	Unreadable, Skipped, Excluded []string
+	Counts                        map[string]int // by list: "unreadable", "skipped", "excluded"
+}
+
+// maxSurveyed bounds each Survey list (a dry run of a million excluded
+// files must not hold them all).
+const maxSurveyed = 1000
+
+func (s *Survey) add(list *[]string, entry string) {
+	name := map[*[]string]string{&s.Unreadable: "unreadable", &s.Skipped: "skipped", &s.Excluded: "excluded"}[list]
+	s.Counts[name]++
+	if len(*list) < maxSurveyed {
+		*list = append(*list, entry)
+	}
+}
+
+// skip reports a skipped path: a warning, or in a survey an entry.
+func (u *Uploader) skip(warning, entry string) {
+	if u.survey != nil {
+		u.survey.add(&u.survey.Skipped, entry)
+		return
+	}
+	u.cfg.Warn(warning)
+}
+
+// Survey plans the tree as a dry run: nothing stops at an unreadable file;
+// everything the upload would skip or fail on is listed (see Survey).
+func (u *Uploader) Survey(ctx context.Context) (JobMeta, *Survey, error) {
+	u.survey = &Survey{Counts: map[string]int{}}
+	defer func() { u.survey = nil }()
+	meta, err := u.Plan(ctx)
+	return meta, u.survey, err
 }

@@ -160,10 +160,20 @@ func TestCLI_unreadableFile(t *testing.T) {
 		}
 		return runResult{out.String(), errb.String(), code}
 	}
-	r := run("start", "--progress", "none", "--job", "locked", "--bwlimit", "1M", src)
+	// A dry run lists every problem in one pass, and says what to do.
+	require.NoError(t, os.WriteFile(filepath.Join(src, "secret2"), []byte("locked"), 0o000))
+	r := run("start", "--dry-run", src)
+	assert.Equal(t, 1, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "2 cannot be read")
+	assert.Contains(t, r.stdout, filepath.Join(src, "secret")+": permission denied")
+	assert.Contains(t, r.stdout, filepath.Join(src, "secret2")+": permission denied")
+	require.NoError(t, os.Remove(filepath.Join(src, "secret2")))
+
+	r = run("start", "--progress", "none", "--job", "locked", "--bwlimit", "1M", src)
 	assert.Equal(t, 1, r.code, r.stderr)
 	assert.Contains(t, r.stderr, filepath.Join(src, "secret"))
 	assert.Contains(t, r.stderr, "permission denied")
+	assert.NotContains(t, r.stderr, "open "+filepath.Join(src, "secret")+": open", "said once")
 	assert.Contains(t, r.stderr, "--exclude")
 	assert.Contains(t, r.stderr, "arv-upload resume locked")
 	assert.Zero(t, counter.total(), "nothing sent before the tree is readable")

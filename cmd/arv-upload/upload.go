@@ -720,11 +720,33 @@ func dryRun(cmd *cobra.Command, dir string, inputs []agent.Input, opts agent.Opt
 	if err != nil {
 		return err
 	}
-	meta, err := up.Plan(cmd.Context())
+	meta, sv, err := up.Survey(cmd.Context())
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "dry run: %d files, %s, %d blocks; nothing uploaded\n", meta.FilesTotal, humanBytes(meta.BytesTotal), meta.BlocksTotal)
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "dry run: %d files, %s, %d blocks; nothing uploaded\n", meta.FilesTotal, humanBytes(meta.BytesTotal), meta.BlocksTotal)
+	for _, l := range []struct {
+		name, what string
+		list       []string
+	}{
+		{"unreadable", "cannot be read (fix their permissions, or leave them out with --exclude)", sv.Unreadable},
+		{"skipped", "would be skipped", sv.Skipped},
+		{"excluded", "are excluded by --exclude", sv.Excluded},
+	} {
+		if n := sv.Counts[l.name]; n > 0 {
+			fmt.Fprintf(w, "%d %s:\n", n, l.what)
+			for _, e := range l.list {
+				fmt.Fprintf(w, "  %s\n", e)
+			}
+			if n > len(l.list) {
+				fmt.Fprintf(w, "  ... and %d more\n", n-len(l.list))
+			}
+		}
+	}
+	if sv.Counts["unreadable"] > 0 {
+		return fmt.Errorf("%d file(s) cannot be read; an upload would stop at the first", sv.Counts["unreadable"])
+	}
 	return nil
 }
 
