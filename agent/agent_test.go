@@ -364,3 +364,21 @@ func TestSurvey_listsSkippedAndExcluded(t *testing.T) {
 	assert.Empty(t, sv.Unreadable)
 	assert.Empty(t, w.String(), "listed, not warned one by one")
 }
+
+// Issue 13.6: --follow-links follows directory links (arv-put does), and
+// a link back into the tree (a loop) is skipped with a warning.
+func TestUpload_followLinksIntoDirectories(t *testing.T) {
+	ctx := context.Background()
+	c, keep := cluster(t)
+	src := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(src, "real", "sub"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "real", "sub", "x.txt"), []byte("x content"), 0o644))
+	require.NoError(t, os.Symlink("real", filepath.Join(src, "dirlink")))
+	require.NoError(t, os.Symlink("..", filepath.Join(src, "real", "up")))
+	var w warnings
+	meta, err := uploader(t, newJob(t, src, agent.Options{FollowLinks: true}).j, newKW(keep), c, "t", &w, -1).Run(ctx)
+	require.NoError(t, err, w.String())
+	got := readBack(t, ctx, c, keep, meta.CollectionUUID)
+	assert.Equal(t, map[string][]byte{"real/sub/x.txt": []byte("x content"), "dirlink/sub/x.txt": []byte("x content")}, got)
+	assert.Contains(t, w.String(), "real/up: it leads back into the tree (a loop)")
+}

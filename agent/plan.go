@@ -93,7 +93,13 @@ func (u *Uploader) walk(ctx context.Context, visit func(scanEntry) error) error 
 func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(scanEntry) error) error {
 	opts := u.meta.Options
 	root := in.Path
-	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	// Directory links are followed with --follow-links: walked in place
+	// (the OS resolves them again when the files are read), each target
+	// directory once, so a link to an ancestor is a loop, skipped.
+	followed := map[[2]uint64]bool{}
+	var walkFn fs.WalkDirFunc
+	walkFrom := func(start string) error { return filepath.WalkDir(start, walkFn) }
+	walkFn = func(p string, d fs.DirEntry, err error) error {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
 		}
@@ -143,8 +149,13 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 				return nil
 			}
 			if info.IsDir() {
-				u.skip(fmt.Sprintf("skipping symlink to directory %s (directory links are not followed, to avoid loops)", rel), rel+" (symlink to a directory)")
-				return nil
+				key := dirKey(info)
+				if followed[key] || isAncestor(root, p, info) {
+					u.skip(fmt.Sprintf("skipping symlink %s: it leads back into the tree (a loop)", rel), rel+" (symlink loop)")
+					return nil
+				}
+				followed[key] = true
+				return walkFrom(p + string(filepath.Separator))
 			}
 		}
 		switch {
@@ -187,7 +198,31 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 			u.skip(fmt.Sprintf("skipping special file %s (%s)", rel, info.Mode().Type()), fmt.Sprintf("%s (%s)", rel, info.Mode().Type()))
 			return nil
 		}
-	})
+	}
+	return walkFrom(root)
+}
+
+// dirKey identifies a directory (device and inode).
+func dirKey(info fs.FileInfo) [2]uint64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return [2]uint64{uint64(st.Dev), st.Ino}
+	}
+	return [2]uint64{}
+}
+
+// isAncestor reports whether the directory info (a link's target) is the
+// input root or a directory on the way from it to p: following it would
+// walk the tree again, forever.
+func isAncestor(root, p string, info fs.FileInfo) bool {
+	key := dirKey(info)
+	for dir := filepath.Dir(p); ; dir = filepath.Dir(dir) {
+		if di, err := os.Stat(dir); err == nil && dirKey(di) == key {
+			return true
+		}
+		if dir == root || dir == filepath.Dir(dir) || !strings.HasPrefix(dir, root) {
+			return false
+		}
+	}
 }
 
 // excluded applies arv-put's --exclude rules (PROTOCOL 11.1): a pattern

@@ -304,7 +304,7 @@ of the network or the cluster does not end the job.`,
 	fl.StringArrayVar(&f.links, "link", nil, "metadata link CLASS:NAME[=VALUE] on the finished collection (repeatable)")
 	fl.StringArrayVar(&f.props, "property", nil, "collection property KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&f.opts.Excludes, "exclude", nil, "skip files or directories matching this glob (repeatable)")
-	fl.BoolVar(&f.opts.FollowLinks, "follow-links", false, "upload what symlinks to files point to (default: skip symlinks)")
+	fl.BoolVar(&f.opts.FollowLinks, "follow-links", false, "follow symlinks to files and directories, as arv-put does (links back into the tree are skipped); default: skip symlinks")
 	fl.IntVar(&f.opts.Threads, "threads", 2, "blocks hashed and uploaded at once (each holds a 64 MiB buffer)")
 	fl.StringVar(&f.job, "job", "", "job name (default: generated)")
 	fl.StringVar(&f.progress, "progress", "auto", progressHelp)
