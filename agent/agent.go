@@ -97,6 +97,10 @@ type Progress struct {
 	CollectionUUID string `json:"collection_uuid"`
 	PDH            string `json:"portable_data_hash"`
 	Error          string `json:"error"`
+	// Paths the last walk skipped (symlinks, special files), and files
+	// that changed or vanished while read in this run (each counted once).
+	FilesSkipped int64 `json:"files_skipped,omitempty"`
+	FilesChanged int64 `json:"files_changed,omitempty"`
 	// While a run waits to retry after an outage: the error being
 	// retried, the attempt, when the failures began and the next try.
 	Retrying     bool      `json:"retrying,omitempty"`
@@ -191,6 +195,10 @@ type Uploader struct {
 	excludeUsed map[string]bool
 	// survey, during a dry run (Survey), collects what a walk skips.
 	survey *Survey
+	// changedFiles: files that changed or vanished while read this run.
+	changedFiles map[string]bool
+	// skipped counts the paths the current walk skipped.
+	skipped int64
 }
 
 // New returns an Uploader for the job recorded in cfg.Journal.

@@ -338,9 +338,11 @@ func TestUpload_vanishedFileNamedOnce(t *testing.T) {
 	})
 	t.Cleanup(func() { agent.SetReadHook(nil) })
 	var w warnings
-	_, err := uploader(t, newJob(t, src, agent.Options{Threads: 1}).j, newKW(keep), c, "t", &w, -1).Run(context.Background())
+	up := uploader(t, newJob(t, src, agent.Options{Threads: 1}).j, newKW(keep), c, "t", &w, -1)
+	_, err := up.Run(context.Background())
 	require.NoError(t, err, "planned again without it")
 	assert.Contains(t, w.String(), "1 file(s)")
+	assert.Equal(t, int64(1), up.Progress().FilesChanged, "counted once")
 	assert.Equal(t, 1, strings.Count(w.String(), filepath.Join(src, "big.bin")), w.String())
 }
 
@@ -381,4 +383,5 @@ func TestUpload_followLinksIntoDirectories(t *testing.T) {
 	got := readBack(t, ctx, c, keep, meta.CollectionUUID)
 	assert.Equal(t, map[string][]byte{"real/sub/x.txt": []byte("x content"), "dirlink/sub/x.txt": []byte("x content")}, got)
 	assert.Contains(t, w.String(), "real/up: it leads back into the tree (a loop)")
+	assert.Equal(t, int64(2), meta.FilesTotal)
 }

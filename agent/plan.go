@@ -66,6 +66,8 @@ func identity(info fs.FileInfo) (mtime, ctime int64, ino uint64) {
 // path in the collection.
 func (u *Uploader) walk(ctx context.Context, visit func(scanEntry) error) error {
 	u.excludeUsed = map[string]bool{}
+	u.skipped = 0
+	defer func() { n := u.skipped; u.report(func(p *Progress) { p.FilesSkipped = n }) }()
 	for i, in := range u.inputs() {
 		if in.File {
 			info, err := os.Stat(in.Path)
@@ -498,6 +500,7 @@ func (s *Survey) add(list *[]string, entry string) {
 
 // skip reports a skipped path: a warning, or in a survey an entry.
 func (u *Uploader) skip(warning, entry string) {
+	u.skipped++
 	if u.survey != nil {
 		u.survey.add(&u.survey.Skipped, entry)
 		return

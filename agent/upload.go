@@ -228,6 +228,16 @@ loop:
 		// A file of several blocks is met once per block: name it once.
 		slices.Sort(changed)
 		changed = slices.Compact(changed)
+		if u.changedFiles == nil {
+			u.changedFiles = map[string]bool{}
+		}
+		for _, p := range changed {
+			if len(u.changedFiles) < 100000 { // a bound, not a list to keep
+				u.changedFiles[p] = true
+			}
+		}
+		n := int64(len(u.changedFiles))
+		u.report(func(p *Progress) { p.FilesChanged = n })
 		list := changed
 		if len(list) > 5 {
 			list = append(list[:5:5], fmt.Sprintf("and %d more", len(changed)-5))

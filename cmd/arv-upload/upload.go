@@ -665,6 +665,10 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 	fmt.Fprintf(errw, "arv-upload: job %s done: %d files, %s in %d blocks (%s sent this run) in %s, %s/s\n",
 		job, p.FilesTotal, humanBytes(p.BytesTotal), p.BlocksTotal, humanBytes(p.BytesSent), el.Round(time.Millisecond),
 		humanBytes(int64(float64(p.BytesSent)/max(el.Seconds(), 0.001))))
+	if p.FilesSkipped > 0 || p.FilesChanged > 0 {
+		fmt.Fprintf(errw, "arv-upload: %d path(s) skipped (symlinks, special files: see the warnings), %d file(s) changed or vanished while read (planned again)\n",
+			p.FilesSkipped, p.FilesChanged)
+	}
 	fmt.Fprintf(errw, "arv-upload: collection %s, portable data hash %s\n", result.CollectionUUID, result.PDH)
 	if progress != "json" { // there stdout is NDJSON; the final record has the UUID
 		fmt.Fprintln(cmd.OutOrStdout(), result.CollectionUUID)
