@@ -63,6 +63,12 @@ func TestCLI_startChecksAndInputs(t *testing.T) {
 	assert.Equal(t, 1, r.code)
 	assert.Contains(t, r.stderr, "refused the token")
 	noJob()
+	for _, args := range [][]string{{"--storage-classes", "nope"}, {"--replication", "99"}} {
+		r = runCLI(ctx, t, bin, env, append(append([]string{"start"}, args...), filepath.Join(base, "run1"))...)
+		assert.Equal(t, 2, r.code, r.stderr)
+		assert.Contains(t, r.stderr, args[1])
+		noJob()
+	}
 	for _, o := range []string{"foo", "zzzzz-j7d0g-000000000000000"} {
 		r = runCLI(ctx, t, bin, env, "start", "--project-uuid", o, filepath.Join(base, "run1"))
 		assert.Equal(t, 2, r.code, r.stderr)

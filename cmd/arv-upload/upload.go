@@ -1142,6 +1142,11 @@ func preflight(ctx context.Context, c *keepclient.Client, opts agent.Options) er
 		}
 		return fmt.Errorf("check the token with the API server: %w", err)
 	}
+	if len(opts.StorageClasses) > 0 || opts.Replication > 0 {
+		if err := checkClassesAndReplication(ctx, c, opts); err != nil {
+			return err
+		}
+	}
 	if o := opts.ProjectUUID; o != "" {
 		res := ""
 		switch {
@@ -1315,4 +1320,46 @@ func applyFinishOptions(cmd *cobra.Command, opts *agent.Options, change uploadFl
 		}
 	}
 	return changed, nil
+}
+
+// checkClassesAndReplication refuses storage classes the cluster does not
+// define and a replication no set of its keepstores can give, at start
+// rather than as a 507 days later. Through a proxy the keepstores are not
+// known: replication is then the proxy's to refuse.
+func checkClassesAndReplication(ctx context.Context, c *keepclient.Client, opts agent.Options) error {
+	cc, err := c.ClusterConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("read the cluster's configuration: %w", err)
+	}
+	if len(cc.StorageClasses) > 0 {
+		var known []string
+		for name := range cc.StorageClasses {
+			known = append(known, name)
+		}
+		sort.Strings(known)
+		for _, sc := range opts.StorageClasses {
+			if _, ok := cc.StorageClasses[sc]; !ok {
+				return usageError{fmt.Errorf("--storage-classes %s: the cluster has no such class (it has: %s)", sc, strings.Join(known, ", "))}
+			}
+		}
+	}
+	if opts.Replication > 0 {
+		svcs, err := c.KeepServicesAccessible(ctx)
+		if err != nil {
+			return fmt.Errorf("list the cluster's keep services: %w", err)
+		}
+		disks := 0
+		for _, s := range svcs {
+			if s.ServiceType == "proxy" {
+				return nil
+			}
+			if !s.ReadOnly {
+				disks++
+			}
+		}
+		if disks > 0 && opts.Replication > disks {
+			return usageError{fmt.Errorf("--replication %d: the cluster has %d writable keepstore(s); ask for at most %d", opts.Replication, disks, disks)}
+		}
+	}
+	return nil
 }
