@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -521,4 +522,74 @@ func TestFault_outageRetried(t *testing.T) {
 	coll := fc.collection(t, res)
 	assert.Equal(t, wantPDH, coll.PortableDataHash)
 	fc.checkContents(t, coll, want)
+}
+
+// Issue 13.1, as the issue asks it: the whole dev cluster (API server,
+// keepstores, proxy) stops mid-upload and comes back on the same data
+// directory a while later; the one run says it is retrying (status
+// --json), then finishes with exit 0 and the collection a fault-free run
+// makes. (15 s here; the issue's 90 s changes nothing but the wait.)
+func TestFault_clusterStopsAndComesBack(t *testing.T) {
+	t.Parallel()
+	bin := arvUploadBinary(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	writeBlockTree(t, src, 13, 4) // 5 blocks: the outage comes with most still to send
+	wantPDH := referencePDH(t, src)
+	dir := t.TempDir()
+	start := func() *devcluster.Cluster {
+		cl, err := devcluster.Start(ctx, devcluster.Options{Dir: dir, Proxy: true, TLS: true})
+		require.NoError(t, err)
+		return cl
+	}
+	var mu sync.Mutex
+	cl := start()
+	t.Cleanup(func() { mu.Lock(); cl.Close(); mu.Unlock() })
+	env := append(os.Environ(), "ARVADOS_API_HOST="+cl.APIHost, "ARVADOS_API_TOKEN="+cl.UserToken,
+		"ARVADOS_API_HOST_INSECURE=1", "XDG_STATE_HOME="+t.TempDir(), "HOME="+t.TempDir())
+	sawRetry := make(chan status, 1)
+	code, out := runUntilDo(t, bin, env, func(*exec.Cmd) {
+		mu.Lock()
+		require.NoError(t, cl.Close())
+		mu.Unlock()
+		go func() {
+			deadline := time.Now().Add(15 * time.Second)
+			for time.Now().Before(deadline) {
+				r := runCLI(ctx, t, bin, env, "status", "--json", "outage")
+				var st status
+				if json.Unmarshal([]byte(r.stdout), &st) == nil && st.Retrying {
+					select {
+					case sawRetry <- st:
+					default:
+					}
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+			mu.Lock()
+			cl = start()
+			mu.Unlock()
+		}()
+	}, func(st status) bool { return st.BlocksStored >= 1 },
+		"start", "--progress", "json", "--job", "outage", "--threads", "1", "--bwlimit", "8M", src)
+	require.Equal(t, 0, code, out)
+	select {
+	case st := <-sawRetry:
+		assert.Equal(t, "running", st.State)
+		assert.NotEmpty(t, st.LastError)
+	default:
+		t.Errorf("status --json never showed the retry during the outage; output:\n%s", out)
+	}
+	var last status
+	lines := strings.Split(out, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if json.Unmarshal([]byte(lines[i]), &last) == nil && last.CollectionUUID != "" {
+			break
+		}
+	}
+	mu.Lock()
+	c := cl.Client(cl.UserToken)
+	mu.Unlock()
+	coll, err := c.GetCollection(ctx, last.CollectionUUID)
+	require.NoError(t, err)
+	assert.Equal(t, wantPDH, coll.PortableDataHash)
 }
