@@ -80,6 +80,10 @@ const (
 	// pauses average out, so the rate check measures the link, not its
 	// jitter.
 	DefaultMinBodyRateWindow = time.Minute
+	// DefaultCloseDrainTimeout: on shutdown, after the writes in flight,
+	// audit delivery gets this long to empty the spool; a healthy API
+	// server takes milliseconds per record, and what is left is durable.
+	DefaultCloseDrainTimeout = 5 * time.Second
 	// responseWriteTimeout: the response is a few hundred bytes; a
 	// client that cannot take them in this long is gone.
 	responseWriteTimeout = time.Minute
@@ -139,7 +143,7 @@ type Options struct {
 	Logger          *slog.Logger
 
 	// CloseDrainTimeout is how long Close waits for the deliverer to
-	// empty the spool; default 5s. Undelivered records stay in the spool.
+	// empty the spool; default DefaultCloseDrainTimeout. Undelivered records stay in the spool.
 	CloseDrainTimeout time.Duration
 
 	// AuditMinBackoff and AuditMaxBackoff bound the retry delay of audit
@@ -225,7 +229,7 @@ func New(opts Options) (*Server, error) {
 		opts.AuditRefusedLogInterval = time.Minute
 	}
 	if opts.CloseDrainTimeout <= 0 {
-		opts.CloseDrainTimeout = 5 * time.Second
+		opts.CloseDrainTimeout = DefaultCloseDrainTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
