@@ -133,3 +133,27 @@ func TestReloadAuditToken_badFileKeepsToken(t *testing.T) {
 	require.Error(t, reloadAuditToken(px, empty, log))
 	assert.Contains(t, logs.String(), `"level":"ERROR"`)
 }
+
+// Without a service token the proxy cannot list the keepstores: it needs
+// --keepstore, and says so; it needs some token for its audit records.
+func TestRunProxy_tokenFlags(t *testing.T) {
+	tmp := t.TempDir()
+	audit := writeFile(t, tmp, "audit", "v2/zzzzz-gj3su-000000000000000/secret\n")
+	base := proxyFlags{apiHost: "http://127.0.0.1:1", spoolDir: filepath.Join(tmp, "spool"), listen: "127.0.0.1:0"}
+
+	f := base
+	err := runProxy(context.Background(), io.Discard, f)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--audit-token-file")
+
+	f.auditTokenFile = audit
+	err = runProxy(context.Background(), io.Discard, f)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--keepstore is required without --service-token-file")
+
+	f.auditTokenFile = filepath.Join(tmp, "missing")
+	f.keepstores = []string{"http://127.0.0.1:2"}
+	err = runProxy(context.Background(), io.Discard, f)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "read audit token")
+}
