@@ -53,7 +53,10 @@ func newProxyCommand() *cobra.Command {
 		Long: `Run the write-only Keep proxy. It accepts PUT /<md5> and POST / from clients
 with a valid token of an active user, stores each block on the internal
 keepstores, returns the signed locator, and logs every stored block to the
-API server (through a durable spool in --spool-dir).`,
+API server (through a durable spool in --spool-dir) with the token in
+--audit-token-file. SIGHUP re-reads that file: while the API server refuses
+the token (it expired, say), records wait in the spool, /_health/ping
+answers 503 and one error line a minute says so. See docs/DEPLOY.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runProxy(cmd.Context(), cmd.ErrOrStderr(), f)

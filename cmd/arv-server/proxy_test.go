@@ -106,11 +106,12 @@ func TestProxy_auditTokenFile_SIGHUP(t *testing.T) {
 	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP))
 	require.Eventually(t, func() bool {
 		code, _ := get("/_health/ping", "mgmt-token")
-		return code == 200 && blockPuts() == n
+		// A record leaves the spool just after the API server took it.
+		_, metrics := get("/metrics", "mgmt-token")
+		return code == 200 && blockPuts() == n && strings.Contains(metrics, "arvupload_proxy_audit_spool_depth 0")
 	}, 20*time.Second, 20*time.Millisecond)
 	_, metrics := get("/metrics", "mgmt-token")
 	assert.Contains(t, metrics, "arvupload_proxy_audit_token_refused 0")
-	assert.Contains(t, metrics, "arvupload_proxy_audit_spool_depth 0")
 	time.Sleep(200 * time.Millisecond) // a duplicate would show by now
 	assert.Equal(t, n, blockPuts(), "each record once")
 	assert.Contains(t, d.stderr.String(), "reloaded the audit token")
