@@ -37,9 +37,17 @@ type realCluster struct {
 // srv its HTTP server (timeouts) before it starts.
 func newRealCluster(t testing.TB, mod func(*Options), srv func(*http.Server)) *realCluster {
 	t.Helper()
-	c := &realCluster{}
 	api, err := apiserver.Open(apiserver.Options{DataDir: t.TempDir()})
 	require.NoError(t, err)
+	return newRealClusterAPI(t, api, mod, srv)
+}
+
+// newRealClusterAPI is newRealCluster around an API server the caller
+// opened (and that the cluster closes at the test's end).
+func newRealClusterAPI(t testing.TB, api *apiserver.Server, mod func(*Options), srv func(*http.Server)) *realCluster {
+	t.Helper()
+	c := &realCluster{}
+	var err error
 	t.Cleanup(func() { api.Close() })
 	c.api = api
 	for i := range 2 {

@@ -110,9 +110,21 @@
 // A background deliverer (started by Start) posts records in order as
 // `logs` (event_type "block_put", object_uuid = hash+size, properties =
 // record_id, locator, user_uuid, replicas, client_address, request_id,
-// time) with the proxy's own service token, and deletes each record only
-// after the API server accepted it. On failure it retries the same record
-// with exponential backoff (AuditMinBackoff..AuditMaxBackoff, jittered).
+// time) with the audit token (Options.AuditToken: a dedicated non-admin
+// user's token scoped to POST /arvados/v1/logs; else the API client's own
+// token), and deletes each record only after the API server accepted it.
+// On failure it retries the same record with exponential backoff
+// (AuditMinBackoff..AuditMaxBackoff, jittered).
+//
+// A refused audit token (401 or 403: expired, say under the cluster's
+// API.MaxTokenLifetime, revoked, or without the logs scope) is not an
+// outage that passes: the records stay in the spool, one error line per
+// AuditRefusedLogInterval (1 min) says so, the
+// arvupload_proxy_audit_token_refused gauge is 1 and /_health/ping answers
+// 503 "ERROR" with the reason, while block writes go on. SetAuditToken
+// (SIGHUP in arv-server proxy re-reads --audit-token-file) cuts the
+// backoff short; the single deliverer then sends the spool in order, so
+// nothing is lost or sent twice by the change.
 // After a restart the remaining records are delivered. Delivery is
 // at-least-once: a crash between the API's 200 and the delete re-posts that
 // one record; properties.record_id (random 128 bits, fixed when spooled)

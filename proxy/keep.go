@@ -26,7 +26,7 @@ func (s *Server) wireKeepclient(authz *Authorizer) error {
 			*authz = apiAuthorizer{s.opts.API}
 		}
 		if s.sink == nil {
-			s.sink = apiAudit{s.opts.API}
+			s.sink = apiAudit{api: s.opts.API, token: s.currentAuditToken}
 		}
 	}
 	if s.writer == nil && s.opts.Keep != nil {
@@ -94,11 +94,19 @@ func (a apiAuthorizer) Authorize(ctx context.Context, token, requestID string) (
 	return id, nil
 }
 
-// apiAudit posts audit records as logs with the service token.
-type apiAudit struct{ api *keepclient.Client }
+// apiAudit posts audit records as logs with the audit token (token()
+// at the time of each post; "" = the API client's own token).
+type apiAudit struct {
+	api   *keepclient.Client
+	token func() string
+}
 
 func (a apiAudit) CreateLog(ctx context.Context, attrs map[string]any) error {
-	_, err := a.api.CreateLog(ctx, attrs)
+	api := a.api
+	if t := a.token(); t != "" {
+		api = api.WithToken(t)
+	}
+	_, err := api.CreateLog(ctx, attrs)
 	return err
 }
 

@@ -21,6 +21,7 @@ type metrics struct {
 	spoolDepth     prometheus.Gauge
 	auditDelivered prometheus.Counter
 	auditFailed    prometheus.Counter
+	auditRefused   prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -74,12 +75,16 @@ func newMetrics() *metrics {
 			Namespace: "arvupload", Subsystem: "proxy", Name: "audit_delivered_total",
 			Help: "Audit records accepted by the API server.",
 		}),
+		auditRefused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "audit_token_refused",
+			Help: "1 while the API server refuses the audit token (401/403): records wait in the spool until a valid token is configured (SIGHUP re-reads --audit-token-file).",
+		}),
 		auditFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "arvupload", Subsystem: "proxy", Name: "audit_delivery_failures_total",
 			Help: "Failed attempts to deliver an audit record (retried).",
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.bytesIn, m.replicasStored, m.upstreamErrors, m.tokenCache,
-		m.inFlight, m.queued, m.refused, m.buffers, m.bufferBytes, m.spoolDepth, m.auditDelivered, m.auditFailed)
+		m.inFlight, m.queued, m.refused, m.buffers, m.bufferBytes, m.spoolDepth, m.auditDelivered, m.auditFailed, m.auditRefused)
 	return m
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -78,6 +80,10 @@ const (
 	// pauses average out, so the rate check measures the link, not its
 	// jitter.
 	DefaultMinBodyRateWindow = time.Minute
+	// DefaultCloseDrainTimeout: on shutdown, after the writes in flight,
+	// audit delivery gets this long to empty the spool; a healthy API
+	// server takes milliseconds per record, and what is left is durable.
+	DefaultCloseDrainTimeout = 5 * time.Second
 	// responseWriteTimeout: the response is a few hundred bytes; a
 	// client that cannot take them in this long is gone.
 	responseWriteTimeout = time.Minute
@@ -137,12 +143,21 @@ type Options struct {
 	Logger          *slog.Logger
 
 	// CloseDrainTimeout is how long Close waits for the deliverer to
-	// empty the spool; default 5s. Undelivered records stay in the spool.
+	// empty the spool; default DefaultCloseDrainTimeout. Undelivered records stay in the spool.
 	CloseDrainTimeout time.Duration
 
 	// AuditMinBackoff and AuditMaxBackoff bound the retry delay of audit
 	// delivery; defaults 1s and 1m.
 	AuditMinBackoff, AuditMaxBackoff time.Duration
+
+	// AuditToken is the token audit records are posted with (a dedicated
+	// audit user's token scoped to POST /arvados/v1/logs); "" = API's own
+	// token. SetAuditToken replaces it while the proxy runs.
+	AuditToken string
+	// AuditRefusedLogInterval is the least time between two error lines
+	// saying the API server refuses the audit token; default 1m, so a
+	// proxy whose token expired says so without flooding its log.
+	AuditRefusedLogInterval time.Duration
 }
 
 // Server is the write-only Keep proxy.
@@ -159,6 +174,10 @@ type Server struct {
 
 	adm  *admission  // MaxConcurrent slots, shared fairly among users
 	bufs *bufferPool // MaxConcurrent block buffers
+
+	auditToken atomic.Pointer[string]
+	auditKick  chan struct{} // SetAuditToken: retry delivery now
+	refusal    auditRefusal
 
 	mu       sync.Mutex
 	closed   bool
@@ -206,8 +225,11 @@ func New(opts Options) (*Server, error) {
 	if opts.AuditMaxBackoff <= 0 {
 		opts.AuditMaxBackoff = time.Minute
 	}
+	if opts.AuditRefusedLogInterval <= 0 {
+		opts.AuditRefusedLogInterval = time.Minute
+	}
 	if opts.CloseDrainTimeout <= 0 {
-		opts.CloseDrainTimeout = 5 * time.Second
+		opts.CloseDrainTimeout = DefaultCloseDrainTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -215,7 +237,9 @@ func New(opts Options) (*Server, error) {
 	if opts.SpoolDir == "" {
 		return nil, errors.New("proxy: SpoolDir is required (durable audit spool)")
 	}
-	s := &Server{opts: opts, log: opts.Logger, metrics: newMetrics(), done: make(chan struct{})}
+	s := &Server{opts: opts, log: opts.Logger, metrics: newMetrics(), done: make(chan struct{}), auditKick: make(chan struct{}, 1)}
+	s.auditToken.Store(&opts.AuditToken)
+	s.refusal.interval = opts.AuditRefusedLogInterval
 	s.writer, s.reader, s.sink = opts.Writer, opts.Reader, opts.Audit
 	authz := opts.Authorizer
 	if err := s.wireKeepclient(&authz); err != nil {
@@ -280,6 +304,7 @@ func (s *Server) Start(ctx context.Context) error {
 		spool: s.spool, sink: s.sink, log: s.log,
 		minBackoff: s.opts.AuditMinBackoff, maxBackoff: s.opts.AuditMaxBackoff,
 		delivered: s.metrics.auditDelivered.Inc, failed: s.metrics.auditFailed.Inc,
+		kick: s.auditKick, refused: s.auditRefused, accepted: s.auditAccepted,
 	}
 	go func() {
 		defer close(s.done)
@@ -445,6 +470,13 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request, check stri
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if msg := s.auditRefusedHealth(); msg != "" {
+		// Writes still work (records wait in the spool), but the audit
+		// trail does not advance until someone acts: a monitor must see it.
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(map[string]string{"health": "ERROR", "error": msg})
+		return
+	}
 	io.WriteString(w, `{"health":"OK"}`+"\n")
 }
 

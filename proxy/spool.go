@@ -192,6 +192,9 @@ type deliverer struct {
 	maxBackoff time.Duration
 	delivered  func()
 	failed     func()
+	kick       <-chan struct{} // a new audit token: retry at once
+	refused    func(err error) // the sink refused the token (401/403); logs it, rate-limited
+	accepted   func()          // a record was accepted
 }
 
 // run delivers records in order. On a sink error it waits (exponential
@@ -213,10 +216,15 @@ func (d *deliverer) run(ctx context.Context) {
 			cancel()
 			if err != nil {
 				d.failed()
-				d.log.Warn("deliver audit record", "record_id", it.rec.ID, "locator", it.rec.Locator, "err", err, "retry_in", backoff)
+				if tokenRefused(err) {
+					d.refused(err) // logged at most once per interval, not per attempt
+				} else {
+					d.log.Warn("deliver audit record", "record_id", it.rec.ID, "locator", it.rec.Locator, "err", err, "retry_in", backoff)
+				}
 				break
 			}
 			d.delivered()
+			d.accepted()
 			progressed = true
 			if err = d.spool.remove(it.key); err != nil {
 				d.log.Error("remove audit record", "record_id", it.rec.ID, "err", err)
@@ -224,7 +232,8 @@ func (d *deliverer) run(ctx context.Context) {
 			}
 		}
 		if err != nil {
-			// Back off; new appends do not cut the wait short.
+			// Back off; new appends do not cut the wait short, a new
+			// audit token does.
 			t := time.NewTimer(jitter(backoff))
 			backoff = min(backoff*2, d.maxBackoff)
 			select {
@@ -232,6 +241,9 @@ func (d *deliverer) run(ctx context.Context) {
 				t.Stop()
 				return
 			case <-t.C:
+			case <-d.kick:
+				t.Stop()
+				backoff = d.minBackoff
 			}
 			continue
 		}
@@ -243,6 +255,7 @@ func (d *deliverer) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-d.spool.wake:
+		case <-d.kick:
 		}
 	}
 }

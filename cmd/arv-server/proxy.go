@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,6 +28,7 @@ type proxyFlags struct {
 	apiHost             string
 	insecure            bool
 	serviceTokenFile    string
+	auditTokenFile      string
 	keepstores          []string
 	authCacheTTL        time.Duration
 	maxConcurrent       int
@@ -50,7 +53,10 @@ func newProxyCommand() *cobra.Command {
 		Long: `Run the write-only Keep proxy. It accepts PUT /<md5> and POST / from clients
 with a valid token of an active user, stores each block on the internal
 keepstores, returns the signed locator, and logs every stored block to the
-API server (through a durable spool in --spool-dir).`,
+API server (through a durable spool in --spool-dir) with the token in
+--audit-token-file. SIGHUP re-reads that file: while the API server refuses
+the token (it expired, say), records wait in the spool, /_health/ping
+answers 503 and one error line a minute says so. See docs/DEPLOY.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runProxy(cmd.Context(), cmd.ErrOrStderr(), f)
@@ -62,7 +68,8 @@ API server (through a durable spool in --spool-dir).`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
 	fl.StringVar(&f.apiHost, "api-host", os.Getenv("ARVADOS_API_HOST"), "API server host:port for HTTPS, or http://host:port (default $ARVADOS_API_HOST)")
 	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the API server and keepstores")
-	fl.StringVar(&f.serviceTokenFile, "service-token-file", "", "file holding the proxy's own API token for audit logs: on arv-server api the system root token or a user named by its --audit-user; required")
+	fl.StringVar(&f.serviceTokenFile, "service-token-file", "", "file holding the proxy's own API token: lists the keepstores when no --keepstore is given, and posts the audit logs when no --audit-token-file is given")
+	fl.StringVar(&f.auditTokenFile, "audit-token-file", "", "file holding the token audit records (block_put logs) are posted with: a dedicated non-admin user's token scoped to POST /arvados/v1/logs (on arv-server api, name the user with --audit-user); re-read on SIGHUP (default: the service token, re-read on SIGHUP)")
 	fl.StringArrayVar(&f.keepstores, "keepstore", nil, "internal keepstore URL (repeatable); default: the API's keep_services of type disk (needs an admin service token)")
 	fl.DurationVar(&f.authCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an accepted token is trusted before it is checked again: a deactivated account stops within this (an expiring token or account stops at its expires_at)")
 	fl.IntVar(&f.maxConcurrent, "max-concurrent", proxy.DefaultMaxConcurrent, "block writes in progress, each holding a 64 MiB buffer: the memory bound")
@@ -105,8 +112,11 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	if f.apiHost == "" {
 		return errors.New("--api-host (or ARVADOS_API_HOST) is required")
 	}
-	if f.serviceTokenFile == "" {
-		return errors.New("--service-token-file is required: the proxy logs every block with its own token")
+	if f.serviceTokenFile == "" && f.auditTokenFile == "" {
+		return errors.New("--audit-token-file (or --service-token-file) is required: the proxy logs every block with its own token")
+	}
+	if f.serviceTokenFile == "" && len(f.keepstores) == 0 {
+		return errors.New("--keepstore is required without --service-token-file: listing the keepstores needs a token")
 	}
 	if f.spoolDir == "" {
 		return errors.New("--spool-dir is required: audit records are spooled there until the API server has them")
@@ -123,8 +133,20 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	token, err := readSecretFile(f.serviceTokenFile, "service token")
-	if err != nil {
+	var token, auditToken string
+	var err error
+	if f.serviceTokenFile != "" {
+		if token, err = readSecretFile(f.serviceTokenFile, "service token"); err != nil {
+			return err
+		}
+	}
+	// The audit token's file; without --audit-token-file the service
+	// token posts the audit logs, and SIGHUP re-reads its file instead.
+	auditFile := f.auditTokenFile
+	if auditFile == "" {
+		auditFile = f.serviceTokenFile
+	}
+	if auditToken, err = readSecretFile(auditFile, "audit token"); err != nil {
 		return err
 	}
 	var mgmt string
@@ -169,12 +191,28 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 		MaxConcurrent: f.maxConcurrent, MaxConcurrentPerUser: f.maxPerUser,
 		MaxQueued: f.maxQueued, MaxQueuedPerUser: f.maxQueuedPerUser, QueueTimeout: f.queueTimeout,
 		BodyIdleTimeout: f.bodyIdleTimeout, MinBodyRate: f.minBodyRate, MinBodyRateWindow: f.minBodyRateWindow,
-		SpoolDir:    f.spoolDir,
+		SpoolDir: f.spoolDir, AuditToken: auditToken,
 		EnableReads: f.enableReads, ManagementToken: mgmt, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
+	// SIGHUP re-reads the audit token (one that expired under
+	// API.MaxTokenLifetime, say): the spooled records then go out.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	hupDone := make(chan struct{})
+	defer func() { signal.Stop(hup); close(hupDone) }()
+	go func() {
+		for {
+			select {
+			case <-hup:
+				reloadAuditToken(px, auditFile, log)
+			case <-hupDone:
+				return
+			}
+		}
+	}()
 	// Delivery outlives the signal: Close stops it after the in-flight
 	// writes and a short drain of the spool.
 	if err := px.Start(context.WithoutCancel(ctx)); err != nil {
@@ -230,6 +268,21 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	}
 	log.Info("stopped", "service", "proxy")
 	return nil // a requested shutdown that finished cleanly is a success
+}
+
+// reloadAuditToken reads the audit token from path and gives it to the
+// proxy, which retries delivery at once. A file that cannot be read or is
+// empty leaves the current token in place. SIGHUP calls it.
+func reloadAuditToken(px *proxy.Server, path string, log *slog.Logger) error {
+	tok, err := readSecretFile(path, "audit token")
+	if err != nil {
+		err = fmt.Errorf("reload audit token (keeping the current one; fix the file and send SIGHUP again): %w", err)
+		log.Error("reload audit token", "service", "proxy", "err", err.Error())
+		return err
+	}
+	px.SetAuditToken(tok)
+	log.Info("reloaded the audit token", "service", "proxy", "file", path, "spooled", px.SpoolDepth())
+	return nil
 }
 
 // keepstoreServices returns the internal keepstores: the --keepstore URLs
