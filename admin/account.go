@@ -44,9 +44,13 @@ type Account struct {
 const accountsPath = "arvados/v1/uploader_accounts"
 
 // Create makes an uploader account owned by the caller. expiresAt may be nil
-// for an account that does not expire.
-func Create(ctx context.Context, c *keepclient.Client, name string, expiresAt *time.Time) (*Account, error) {
+// for an account that does not expire; projectUUID, if not empty, is a
+// project the caller manages where the account gets can_write.
+func Create(ctx context.Context, c *keepclient.Client, name string, expiresAt *time.Time, projectUUID string) (*Account, error) {
 	attrs := map[string]any{"name": name}
+	if projectUUID != "" {
+		attrs["project_uuid"] = projectUUID
+	}
 	if expiresAt != nil {
 		attrs["expires_at"] = expiresAt.UTC().Format(time.RFC3339Nano)
 	}

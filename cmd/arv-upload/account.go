@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,16 +23,53 @@ func newAccountCommand(connect func(cmd *cobra.Command) (*keepclient.Client, err
 		Long: `An uploader account is a restricted user owned by you, for a sequencing
 machine: its token can only upload (create collections, update and tag its
 own collections). You see and can change everything it uploads, and
-deactivating it revokes its token at once.`,
+deactivating it revokes its token at once.
+
+On a cluster whose API server has no uploader_accounts resource (a real
+Arvados cluster), the site runs the account broker (arv-server accounts):
+point these commands at it with --accounts-url or ARVADOS_ACCOUNTS_URL
+when the site does not route it under the API host itself.`,
 	}
-	cmd.AddCommand(newAccountCreateCommand(connect), newAccountListCommand(connect), newAccountDeactivateCommand(connect))
+	cmd.PersistentFlags().String("accounts-url", "", "where uploader accounts are served: host:port or https://host:port (default $ARVADOS_ACCOUNTS_URL, else the API host)")
+	// api is the API server (printed for the uploader); accounts is where
+	// uploader_accounts calls go, with the same token.
+	both := func(cmd *cobra.Command) (api, accounts *keepclient.Client, err error) {
+		api, err = connect(cmd)
+		if err != nil {
+			return nil, nil, err
+		}
+		u, _ := cmd.Flags().GetString("accounts-url")
+		if u == "" {
+			u = os.Getenv("ARVADOS_ACCOUNTS_URL")
+		}
+		if u == "" {
+			u = settingsConf()["ARVADOS_ACCOUNTS_URL"]
+		}
+		if u == "" {
+			return api, api, nil
+		}
+		host := strings.TrimSuffix(strings.TrimPrefix(u, "https://"), "/")
+		if strings.HasPrefix(u, "http://") || strings.ContainsAny(host, "/ ") {
+			return nil, nil, usageError{fmt.Errorf("accounts URL %q: give host[:port] or https://host[:port]", u)}
+		}
+		accounts, err = keepclient.NewClient(keepclient.Config{APIHost: host, Token: api.Token(), Insecure: api.TLSConfig().InsecureSkipVerify})
+		if err != nil {
+			return nil, nil, fmt.Errorf("create accounts client: %w", err)
+		}
+		return api, accounts, nil
+	}
+	accountsOnly := func(cmd *cobra.Command) (*keepclient.Client, error) {
+		_, c, err := both(cmd)
+		return c, err
+	}
+	cmd.AddCommand(newAccountCreateCommand(both), newAccountListCommand(accountsOnly), newAccountDeactivateCommand(accountsOnly))
 	return cmd
 }
 
-func newAccountCreateCommand(connect func(*cobra.Command) (*keepclient.Client, error)) *cobra.Command {
+func newAccountCreateCommand(connect func(*cobra.Command) (api, accounts *keepclient.Client, err error)) *cobra.Command {
 	var (
-		expires string
-		asJSON  bool
+		expires, project string
+		asJSON           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
@@ -46,11 +84,11 @@ func newAccountCreateCommand(connect func(*cobra.Command) (*keepclient.Client, e
 				}
 				exp = &t
 			}
-			c, err := connect(cmd)
+			c, ac, err := connect(cmd)
 			if err != nil {
 				return err
 			}
-			acct, err := admin.Create(cmd.Context(), c, args[0], exp)
+			acct, err := admin.Create(cmd.Context(), ac, args[0], exp, project)
 			if err != nil {
 				return err
 			}
@@ -67,12 +105,17 @@ func newAccountCreateCommand(connect func(*cobra.Command) (*keepclient.Client, e
 			fmt.Fprintf(out, "\nIts token is shown only this once. On the uploading machine run:\n\n")
 			fmt.Fprintf(out, "  export ARVADOS_API_HOST=%s\n", c.APIHost())
 			fmt.Fprintf(out, "  export ARVADOS_API_TOKEN=%s\n", acct.APIToken)
-			fmt.Fprintf(out, "  arv-upload start --name 'run name' /path/to/run\n\n")
+			if acct.ProjectUUID != "" {
+				fmt.Fprintf(out, "  arv-upload start --project-uuid %s --name 'run name' /path/to/run\n\n", acct.ProjectUUID)
+			} else {
+				fmt.Fprintf(out, "  arv-upload start --name 'run name' /path/to/run\n\n")
+			}
 			fmt.Fprintf(out, "When the run is done: arv-upload account deactivate %s\n", acct.UUID)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&expires, "expires", "", "expiry as a duration (72h, 14d) or a date (2026-12-31 or RFC 3339)")
+	cmd.Flags().StringVar(&project, "project-uuid", "", "a project you manage, where the account may upload (its drop box)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the account (with its token) as JSON")
 	return cmd
 }
