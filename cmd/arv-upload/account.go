@@ -68,14 +68,29 @@ when the site does not route it under the API host itself.`,
 
 func newAccountCreateCommand(connect func(*cobra.Command) (api, accounts *keepclient.Client, err error)) *cobra.Command {
 	var (
-		expires, project string
-		asJSON           bool
+		expires, project, name string
+		asJSON, slot           bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Create an uploader account and print its token (shown only once)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "create NAME | create --slot [--name NAME]",
+		Short: "Create an uploader account (or, with --slot, an upload slot) and print its token (shown only once)",
+		Long: `Create an uploader account and print its token (shown only once).
+
+With --slot, create an upload slot instead, with your own token and no
+administrator's help: an empty collection (in --project-uuid, else your home
+project) and a token of yours scoped to reading and updating that one
+collection, for one upload with arv-upload start --update-collection.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if name != "" {
+					return usageError{fmt.Errorf("give the name once: as NAME or as --name")}
+				}
+				name = args[0]
+			}
+			if name == "" && !slot {
+				return usageError{fmt.Errorf("give the account a name: arv-upload account create NAME")}
+			}
 			var exp *time.Time
 			if expires != "" {
 				t, err := parseExpiry(expires, time.Now())
@@ -88,16 +103,40 @@ func newAccountCreateCommand(connect func(*cobra.Command) (api, accounts *keepcl
 			if err != nil {
 				return err
 			}
-			acct, err := admin.Create(cmd.Context(), ac, args[0], exp, project)
+			out := cmd.OutOrStdout()
+			if slot {
+				if name == "" {
+					name = "Upload slot " + time.Now().UTC().Format("2006-01-02 15:04:05 UTC")
+				}
+				s, err := admin.CreateSlot(cmd.Context(), c, name, project, exp)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(s)
+				}
+				fmt.Fprintf(out, "Upload slot %q created: collection %s (owned by %s)\n", s.Name, s.CollectionUUID, s.OwnerUUID)
+				if s.ExpiresAt != nil {
+					fmt.Fprintf(out, "Its token expires: %s\n", s.ExpiresAt.Local().Format(time.RFC1123))
+				}
+				fmt.Fprintf(out, "\nIts token is shown only this once; it may only read and update that collection. On the uploading machine run:\n\n")
+				fmt.Fprintf(out, "  export ARVADOS_API_HOST=%s\n", c.APIHost())
+				fmt.Fprintf(out, "  export ARVADOS_API_TOKEN=%s\n", s.APIToken)
+				fmt.Fprintf(out, "  arv-upload start --update-collection %s /path/to/run\n\n", s.CollectionUUID)
+				fmt.Fprintf(out, "To revoke it: arv api_client_authorization delete --uuid %s\n", s.TokenUUID)
+				return nil
+			}
+			acct, err := admin.Create(cmd.Context(), ac, name, exp, project)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				return enc.Encode(acct)
 			}
-			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Uploader account %q created: %s (owned by %s)\n", acct.Name, acct.UUID, acct.OwnerUUID)
 			if acct.ExpiresAt != nil {
 				fmt.Fprintf(out, "Expires: %s\n", acct.ExpiresAt.Local().Format(time.RFC1123))
@@ -115,8 +154,10 @@ func newAccountCreateCommand(connect func(*cobra.Command) (api, accounts *keepcl
 		},
 	}
 	cmd.Flags().StringVar(&expires, "expires", "", "expiry as a duration (72h, 14d) or a date (2026-12-31 or RFC 3339)")
-	cmd.Flags().StringVar(&project, "project-uuid", "", "a project you manage, where the account may upload (its drop box)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the account (with its token) as JSON")
+	cmd.Flags().StringVar(&project, "project-uuid", "", "a project you manage, where the account may upload (its drop box); with --slot, where the slot's collection goes")
+	cmd.Flags().BoolVar(&slot, "slot", false, "create an upload slot (a collection and a token for it alone) with your own token")
+	cmd.Flags().StringVar(&name, "name", "", "name of the account, or of the slot's collection")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the account or slot (with its token) as JSON")
 	return cmd
 }
 
