@@ -114,11 +114,19 @@ func (s *Server) handle(h func(ctx context.Context, c *caller, r *http.Request) 
 		if err != nil {
 			status, out = s.errorBody(err, reqID)
 		}
+		body, merr := json.Marshal(out)
+		if merr != nil {
+			status, body = http.StatusInternalServerError, []byte(`{"errors":["encode the response"]}`)
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(out)
-		attrs := []any{"request_id", reqID, "method", r.Method, "path", r.URL.Path, "user", userUUID,
-			"status", status, "duration_ms", time.Since(start).Milliseconds()}
+		n, _ := w.Write(append(body, '\n'))
+		// The fields every arv-server daemon's request line has.
+		attrs := []any{"request_id", reqID, "remote_addr", r.RemoteAddr, "method", r.Method, "path", r.URL.Path,
+			"status", status, "bytes_in", r.ContentLength, "bytes_out", n, "duration_ms", time.Since(start).Milliseconds()}
+		if userUUID != "" {
+			attrs = append(attrs, "user_uuid", userUUID)
+		}
 		if err != nil {
 			attrs = append(attrs, "err", err.Error())
 		}
