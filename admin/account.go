@@ -44,9 +44,13 @@ type Account struct {
 const accountsPath = "arvados/v1/uploader_accounts"
 
 // Create makes an uploader account owned by the caller. expiresAt may be nil
-// for an account that does not expire.
-func Create(ctx context.Context, c *keepclient.Client, name string, expiresAt *time.Time) (*Account, error) {
+// for an account that does not expire; projectUUID, if not empty, is a
+// project the caller manages where the account gets can_write.
+func Create(ctx context.Context, c *keepclient.Client, name string, expiresAt *time.Time, projectUUID string) (*Account, error) {
 	attrs := map[string]any{"name": name}
+	if projectUUID != "" {
+		attrs["project_uuid"] = projectUUID
+	}
 	if expiresAt != nil {
 		attrs["expires_at"] = expiresAt.UTC().Format(time.RFC3339Nano)
 	}
@@ -82,4 +86,54 @@ func Deactivate(ctx context.Context, c *keepclient.Client, uuid string) (*Accoun
 		return nil, fmt.Errorf("deactivate uploader account %s: %w", uuid, err)
 	}
 	return &acct, nil
+}
+
+// SlotScopes are the scopes of an upload slot's token: who it is (the
+// client's start check and the proxy's token check), and reading and
+// updating the one collection. It can create nothing.
+func SlotScopes(collectionUUID string) []string {
+	return []string{
+		"GET /arvados/v1/users/current",
+		"GET /arvados/v1/collections/" + collectionUUID,
+		"PATCH /arvados/v1/collections/" + collectionUUID,
+	}
+}
+
+// Slot is an upload slot: an empty collection made by its owner and a
+// token of the owner's scoped to SlotScopes.
+type Slot struct {
+	CollectionUUID string     `json:"collection_uuid"`
+	OwnerUUID      string     `json:"owner_uuid"`
+	Name           string     `json:"name"`
+	ExpiresAt      *time.Time `json:"expires_at"`
+	TokenUUID      string     `json:"token_uuid"`
+	APIToken       string     `json:"api_token"`
+}
+
+// CreateSlot makes, with the caller's own token, an empty collection named
+// name (in projectUUID, else the caller's home) and a token for it scoped
+// to SlotScopes, expiring at expiresAt (nil: never, or the cluster's
+// MaxTokenLifetime). A failed token create trashes the collection again.
+func CreateSlot(ctx context.Context, c *keepclient.Client, name, projectUUID string, expiresAt *time.Time) (*Slot, error) {
+	attrs := map[string]any{"name": name, "manifest_text": ""}
+	if projectUUID != "" {
+		attrs["owner_uuid"] = projectUUID
+	}
+	coll, err := c.CreateCollection(ctx, attrs, true)
+	if err != nil {
+		return nil, fmt.Errorf("create the upload slot's collection %q: %w", name, err)
+	}
+	ta := map[string]any{"scopes": SlotScopes(coll.UUID)}
+	if expiresAt != nil {
+		ta["expires_at"] = expiresAt.UTC().Format(time.RFC3339Nano)
+	}
+	tok, err := c.CreateToken(ctx, ta)
+	if err != nil {
+		if derr := c.Call(context.WithoutCancel(ctx), http.MethodDelete, "arvados/v1/collections/"+url.PathEscape(coll.UUID), nil, nil, nil); derr != nil {
+			err = fmt.Errorf("%w (and trashing collection %s failed: %v)", err, coll.UUID, derr)
+		}
+		return nil, fmt.Errorf("create the upload slot's token: %w", err)
+	}
+	return &Slot{CollectionUUID: coll.UUID, OwnerUUID: coll.OwnerUUID, Name: coll.Name, ExpiresAt: tok.ExpiresAt,
+		TokenUUID: tok.UUID, APIToken: tok.TokenV2()}, nil
 }

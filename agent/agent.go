@@ -55,7 +55,17 @@ type Options struct {
 	// keepstores), counted from the first failure since the last block
 	// stored; 0 fails at once (see retry.go).
 	RetryFor time.Duration `json:"retry_for,omitempty"`
+	// UpdateCollection, when set, is an existing empty collection (an
+	// upload slot) that the job fills with PATCH only: it is the partial
+	// collection and then the finished one, and the job creates and
+	// trashes nothing, so a token scoped to GET and PATCH of that one
+	// collection suffices. Links and ProjectUUID do not go with it.
+	UpdateCollection string `json:"update_collection,omitempty"`
 }
+
+// ErrSlotNotEmpty means Options.UpdateCollection names a collection that
+// already holds files: a slot takes one upload.
+var ErrSlotNotEmpty = errors.New("the collection to update is not empty")
 
 // BlockWriter stores blocks in Keep.
 type BlockWriter interface {
@@ -221,6 +231,9 @@ func New(cfg Config) (*Uploader, error) {
 	}
 	if cfg.ChangeRetryWait == 0 {
 		cfg.ChangeRetryWait = 5 * time.Second
+	}
+	if o := meta.Options; o.UpdateCollection != "" && (len(o.Links) > 0 || o.ProjectUUID != "") {
+		return nil, errors.New("an upload into an existing collection (--update-collection) takes no links and no project: the collection is where it is, and its token may not create links")
 	}
 	return &Uploader{cfg: cfg, meta: meta, checkpointed: -1}, nil
 }

@@ -216,7 +216,7 @@ func (u *Uploader) checkpoint(ctx context.Context) error {
 			u.checkpointed = m.blocks
 			return nil
 		}
-		if !keepclient.IsStatus(err, http.StatusNotFound) {
+		if !keepclient.IsStatus(err, http.StatusNotFound) || u.meta.Options.UpdateCollection != "" {
 			return fmt.Errorf("update partial collection %s: %w", u.meta.PartialUUID, err)
 		}
 		u.cfg.Warn(fmt.Sprintf("partial collection %s is gone; saving a new one", u.meta.PartialUUID))
@@ -293,6 +293,25 @@ func (u *Uploader) startPartial(ctx context.Context) error {
 	m, err := u.measureManifest(ctx, true, false)
 	if err != nil {
 		return err
+	}
+	if slot := u.meta.Options.UpdateCollection; slot != "" {
+		// The slot is the partial collection: checked empty (a slot
+		// takes one upload), then written at once, so that a token that
+		// may not PATCH it stops the job before any data is read.
+		c, err := u.cfg.API.GetCollection(ctx, slot)
+		if err != nil {
+			return fmt.Errorf("get collection %s to upload into: %w", slot, err)
+		}
+		if strings.TrimSpace(c.ManifestText) != "" {
+			return fmt.Errorf("collection %s: %w; ask its owner for a fresh upload slot", slot, ErrSlotNotEmpty)
+		}
+		if _, err := u.saveCollection(ctx, slot, nil, m, true); err != nil {
+			return fmt.Errorf("update collection %s: %w", slot, err)
+		}
+		u.meta.PartialUUID, u.meta.PartialTrashed = slot, false
+		u.report(func(p *Progress) { p.PartialUUID = slot })
+		u.checkpointed = m.blocks
+		return u.saveMeta()
 	}
 	if _, err := u.createPartial(ctx, m, true); err != nil {
 		return err
@@ -467,6 +486,9 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 	// same collection: never a wrong collection under the final name, never
 	// a second one. Then the partial collection is trashed (finish).
 	opts := u.meta.Options
+	if slot := opts.UpdateCollection; slot != "" {
+		return u.finishSlot(ctx, slot, m)
+	}
 	var coll *keepclient.Collection
 	if u.meta.FinishingUUID != "" {
 		coll, err = u.saveCollection(ctx, u.meta.FinishingUUID, nil, m, false)
@@ -540,5 +562,36 @@ func (u *Uploader) trashPartial(ctx context.Context) error {
 		return fmt.Errorf("trash partial collection %s: %w", u.meta.PartialUUID, err)
 	}
 	u.meta.PartialTrashed = true
+	return u.saveMeta()
+}
+
+// finishSlot writes the whole manifest into the upload slot (which held
+// the partial one), with the name only if one was asked for, and checks
+// the server's PDH. A mismatch leaves a resumable job whose resume writes
+// it again.
+func (u *Uploader) finishSlot(ctx context.Context, slot string, m *savedManifest) error {
+	opts := u.meta.Options
+	attrs := map[string]any{}
+	if opts.Name != "" {
+		attrs["name"] = opts.Name
+	}
+	if opts.Replication > 0 {
+		attrs["replication_desired"] = opts.Replication
+	}
+	if len(opts.StorageClasses) > 0 {
+		attrs["storage_classes_desired"] = opts.StorageClasses
+	}
+	if len(opts.Properties) > 0 {
+		attrs["properties"] = opts.Properties
+	}
+	coll, err := u.saveCollection(ctx, slot, attrs, m, false)
+	if err != nil {
+		return fmt.Errorf("save collection %s: %w", slot, err)
+	}
+	if coll.PortableDataHash != m.pdh {
+		return fmt.Errorf("collection %s: the server's portable data hash %s differs from ours %s; `arv-upload resume` writes it again",
+			slot, coll.PortableDataHash, m.pdh)
+	}
+	u.meta.CollectionUUID, u.meta.PDH = slot, coll.PortableDataHash
 	return u.saveMeta()
 }

@@ -154,7 +154,7 @@ func TestUpload_tokenRevokedMidRun_ownerResumesWithoutResending(t *testing.T) {
 	require.NoError(t, err)
 	defer cl.Close()
 	owner := cl.Client(cl.UserToken)
-	acct, err := admin.Create(ctx, owner, "sequencer", nil)
+	acct, err := admin.Create(ctx, owner, "sequencer", nil, "")
 	require.NoError(t, err)
 	seq := cl.Client(acct.APIToken)
 	src := t.TempDir()

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"regexp"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // discoveryOf fetches and decodes the discovery document.
@@ -134,7 +137,10 @@ func TestDiscovery_everyMethodIsServedAndEveryRouteDescribed(t *testing.T) {
 	make("logs", `{"log":{"event_type":"note"}}`)
 	make("api_client_authorizations", `{"api_client_authorization":{}}`)
 	make("uploader_accounts", `{"uploader_account":{"name":"u"}}`)
-	objects["users"] = apiCall(t, ts, admin, "GET", "/arvados/v1/users/current", "", "").body["uuid"].(string)
+	// Not the admin's own: users.unsetup would revoke the admin's token.
+	other, _, err := s.CreateUser(context.Background(), keepclient.User{FullName: "Other", IsActive: true})
+	require.NoError(t, err)
+	objects["users"] = other.UUID
 	objects["keep_services"] = "zzzzz-bi6l4-000000000000000"
 	make("groups", `{"group":{"name":"p","group_class":"project"}}`)
 

@@ -159,7 +159,13 @@ func matchFilters(obj map[string]any, filters []filter) bool {
 		case "exists":
 			ok = present == (fs == "true")
 		case "is_a":
+			// On uuid, the object's own kind; on another attribute
+			// (head_uuid, owner_uuid), the kind its UUID names, as
+			// upstream.
 			kind, _ := obj["kind"].(string)
+			if f.attr != "uuid" {
+				kind = kindOf(vs)
+			}
 			kinds, isList := f.val.([]any)
 			if !isList {
 				kinds = []any{f.val}

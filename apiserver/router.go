@@ -67,6 +67,13 @@ func (s *Server) routeHandler(rt route) http.Handler {
 			setRequestUser(r, sess.user.UUID)
 			sess.reqID = st.reqID
 			always := r.Method == http.MethodGet && st.path == apiPrefix+"api_client_authorizations/current"
+			// An inactive user's token reads only who it is (as upstream:
+			// 200 with is_active false, which Keep proxies and the
+			// account broker check); everything else is refused.
+			if !sess.user.IsActive && !always && !(r.Method == http.MethodGet && st.path == apiPrefix+"users/current") {
+				st.err = errorf(http.StatusUnauthorized, "Not logged in: user %s is not active", sess.user.UUID)
+				return
+			}
 			if !always && !scopeAllows(sess.tok.Scopes, r.Method, st.path) {
 				st.err = errorf(http.StatusForbidden, "Forbidden: request %s %s is not allowed by the token's scopes", r.Method, st.path)
 				return

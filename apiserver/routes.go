@@ -120,6 +120,9 @@ func apiRoutes() []route {
 			}{s.userOut(c.sess, c.sess.user), c.sess.user.ExpiresAt}, nil
 		}})
 	add(crud("users", (*Server).users, "list", "get", "create", "update")...)
+	add(route{resource: "users", method: "unsetup", verb: post, path: "users/{uuid}/unsetup", response: respObject,
+		desc:   "Deactivate a user: delete its tokens and the permission links it holds, clear its prefs (admin only).",
+		handle: func(s *Server, c *call) (any, error) { return s.unsetup(c.sess, c.uuid) }})
 
 	add(route{resource: "api_client_authorizations", method: "current", verb: get, path: "api_client_authorizations/current",
 		response: respObject, desc: "The calling token's record (any token may read its own).",

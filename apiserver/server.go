@@ -410,9 +410,6 @@ func (s *Server) authenticate(r *http.Request, params map[string]any) (*session,
 	if err := s.store.Get("users", t.OwnerUUID, &u); err != nil {
 		return nil, errorf(http.StatusUnauthorized, "Not logged in: token owner does not exist")
 	}
-	if !u.IsActive {
-		return nil, errorf(http.StatusUnauthorized, "Not logged in: user %s is not active", u.UUID)
-	}
 	if u.ExpiresAt != nil && !u.ExpiresAt.After(time.Now()) {
 		return nil, errorf(http.StatusUnauthorized, "Not logged in: uploader account %s expired at %s", u.UUID, u.ExpiresAt.UTC().Format(time.RFC3339))
 	}

@@ -31,8 +31,11 @@ func (s *Server) tokens(sess *session, method, id string, params map[string]any)
 		if sess.user.Uploader {
 			return nil, errorf(http.StatusForbidden, "Forbidden: uploader accounts may not create tokens")
 		}
-		if !contains(sess.tok.Scopes, "all") {
+		if !contains(sess.tok.Scopes, "all") && !sess.user.IsAdmin {
 			// PROTOCOL 13.15: a scoped token must not mint a broader one.
+			// An admin's token scoped to this path is the exception
+			// (upstream allows any scoped token here): an account broker
+			// runs with one, to make its accounts' tokens.
 			return nil, errorf(http.StatusForbidden, "Forbidden: a scoped token may not create tokens")
 		}
 		a, err := attrs(params, "api_client_authorization", "scopes", "expires_at", "owner_uuid")

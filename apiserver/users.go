@@ -132,3 +132,50 @@ func (s *Server) revokeTokens(userUUID string) error {
 	}
 	return nil
 }
+
+// unsetup is upstream's users/{uuid}/unsetup (PROTOCOL 15.1): admin only;
+// deletes the user's tokens and the permission links it is the tail of (its
+// grants, so re-activating it later restores nothing), clears its prefs and
+// marks it inactive and not admin. Links whose head is the user (who manages
+// it) stay, as upstream.
+func (s *Server) unsetup(sess *session, id string) (any, error) {
+	if !sess.user.IsAdmin {
+		return nil, errorf(http.StatusForbidden, "Forbidden: only admins may unsetup users")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, err := s.getUser(sess, id)
+	if err != nil {
+		return nil, err
+	}
+	if u.UUID == s.systemUserUUID() {
+		return nil, errorf(http.StatusUnprocessableEntity, "the system root user cannot be deactivated")
+	}
+	if err := s.revokeTokens(u.UUID); err != nil {
+		return nil, err
+	}
+	var grants []string
+	err = s.store.Each("links", func(key string, raw []byte) bool {
+		var l keepclient.Link
+		if json.Unmarshal(raw, &l) == nil && l.LinkClass == "permission" && l.TailUUID == u.UUID {
+			grants = append(grants, l.UUID)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find permission links of %s: %w", u.UUID, err)
+	}
+	for _, l := range grants {
+		if err := s.store.Delete("links", l); err != nil {
+			return nil, fmt.Errorf("delete permission link %s: %w", l, err)
+		}
+		s.perms.deleteLink(l)
+	}
+	now := time.Now().UTC()
+	u.IsActive, u.IsAdmin, u.Prefs = false, false, map[string]any{}
+	u.ModifiedAt, u.ModifiedByUserUUID = &now, sess.user.UUID
+	if err := s.store.Put("users", u.UUID, u); err != nil {
+		return nil, err
+	}
+	return s.userOut(sess, u), nil
+}

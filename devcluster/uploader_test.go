@@ -21,7 +21,7 @@ func TestUploaderAccount_rules(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	owner := c.Client(c.UserToken)
-	acct, err := admin.Create(ctx, owner, "sequencer 1", nil)
+	acct, err := admin.Create(ctx, owner, "sequencer 1", nil, "")
 	require.NoError(t, err)
 	require.Regexp(t, `^v2/zzzzz-gj3su-[0-9a-z]{15}/`, acct.APIToken)
 	up := c.Client(acct.APIToken)
@@ -76,7 +76,7 @@ func TestUploaderAccount_rules(t *testing.T) {
 		{"create user", func() error {
 			return up.Call(ctx, http.MethodPost, "arvados/v1/users", nil, map[string]any{"user": map[string]any{"full_name": "x"}}, nil)
 		}, 403},
-		{"create uploader account", func() error { _, err := admin.Create(ctx, up, "nested", nil); return err }, 403},
+		{"create uploader account", func() error { _, err := admin.Create(ctx, up, "nested", nil, ""); return err }, 403},
 		{"list users", func() error { return up.Call(ctx, http.MethodGet, "arvados/v1/users", nil, nil, nil) }, 403},
 		{"read owner's collection", func() error { _, err := up.GetCollection(ctx, theirs.UUID); return err }, 404},
 		{"delete own collection (abort cleans up its partial collection)", func() error {
@@ -133,7 +133,7 @@ func TestUploaderAccount_rules(t *testing.T) {
 
 	// An expired account is refused.
 	exp := time.Now().Add(time.Second)
-	short, err := admin.Create(ctx, owner, "short-lived", &exp)
+	short, err := admin.Create(ctx, owner, "short-lived", &exp, "")
 	require.NoError(t, err)
 	require.NoError(t, func() error { _, err := c.Client(short.APIToken).CurrentUser(ctx); return err }())
 	time.Sleep(time.Until(exp) + 50*time.Millisecond)

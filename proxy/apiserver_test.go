@@ -160,7 +160,7 @@ func TestProxy_withAPIServer_deactivation(t *testing.T) {
 	c := newRealCluster(t, func(o *Options) { o.AuthCacheTTL = ttl }, nil)
 	_, ownerToken := c.newUser(t, "owner")
 	owner := c.client(ownerToken)
-	acct, err := admin.Create(context.Background(), owner, "sequencer", nil)
+	acct, err := admin.Create(context.Background(), owner, "sequencer", nil, "")
 	require.NoError(t, err)
 	code, _, body := c.put(t, acct.APIToken, 100)
 	require.Equal(t, 200, code, body)
@@ -194,11 +194,11 @@ func TestProxy_withAPIServer_expiry(t *testing.T) {
 	var expiring keepclient.APIClientAuthorization
 	require.NoError(t, owner.Call(ctx, http.MethodPost, "arvados/v1/api_client_authorizations", nil,
 		map[string]any{"api_client_authorization": map[string]any{"scopes": []string{"all"}, "expires_at": expires.Format(time.RFC3339Nano)}}, &expiring))
-	acct, err := admin.Create(ctx, owner, "run-42", &expires)
+	acct, err := admin.Create(ctx, owner, "run-42", &expires, "")
 	require.NoError(t, err)
 	// An admin-made token of that account that does not expire itself:
 	// only the account's expires_at (users/current) can stop it.
-	acct2, err := admin.Create(ctx, owner, "run-43", &expires)
+	acct2, err := admin.Create(ctx, owner, "run-43", &expires, "")
 	require.NoError(t, err)
 	var unexpiring keepclient.APIClientAuthorization
 	require.NoError(t, c.client(c.api.AdminToken()).Call(ctx, http.MethodPost, "arvados/v1/api_client_authorizations", nil,

@@ -270,7 +270,7 @@ func TestProxy_admission_slowClientsOfOneUser(t *testing.T) {
 		o.BodyIdleTimeout = time.Minute // the attacker is slow, not silent
 	}, nil)
 	_, ownerToken := c.newUser(t, "owner")
-	acct, err := admin.Create(context.Background(), c.client(ownerToken), "sequencer", nil)
+	acct, err := admin.Create(context.Background(), c.client(ownerToken), "sequencer", nil, "")
 	require.NoError(t, err)
 	addr := strings.TrimPrefix(c.proxyTS.URL, "http://")
 

@@ -36,6 +36,6 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAPICommand(), newKeepstoreCommand(), newProxyCommand(), newDevCommand())
+	root.AddCommand(newAPICommand(), newKeepstoreCommand(), newProxyCommand(), newAccountsCommand(), newDevCommand())
 	return root
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,22 +23,74 @@ func newAccountCommand(connect func(cmd *cobra.Command) (*keepclient.Client, err
 		Long: `An uploader account is a restricted user owned by you, for a sequencing
 machine: its token can only upload (create collections, update and tag its
 own collections). You see and can change everything it uploads, and
-deactivating it revokes its token at once.`,
+deactivating it revokes its token at once.
+
+On a cluster whose API server has no uploader_accounts resource (a real
+Arvados cluster), the site runs the account broker (arv-server accounts):
+point these commands at it with --accounts-url or ARVADOS_ACCOUNTS_URL
+when the site does not route it under the API host itself.`,
 	}
-	cmd.AddCommand(newAccountCreateCommand(connect), newAccountListCommand(connect), newAccountDeactivateCommand(connect))
+	cmd.PersistentFlags().String("accounts-url", "", "where uploader accounts are served: host:port or https://host:port (default $ARVADOS_ACCOUNTS_URL, else the API host)")
+	// api is the API server (printed for the uploader); accounts is where
+	// uploader_accounts calls go, with the same token.
+	both := func(cmd *cobra.Command) (api, accounts *keepclient.Client, err error) {
+		api, err = connect(cmd)
+		if err != nil {
+			return nil, nil, err
+		}
+		u, _ := cmd.Flags().GetString("accounts-url")
+		if u == "" {
+			u = os.Getenv("ARVADOS_ACCOUNTS_URL")
+		}
+		if u == "" {
+			u = settingsConf()["ARVADOS_ACCOUNTS_URL"]
+		}
+		if u == "" {
+			return api, api, nil
+		}
+		host := strings.TrimSuffix(strings.TrimPrefix(u, "https://"), "/")
+		if strings.HasPrefix(u, "http://") || strings.ContainsAny(host, "/ ") {
+			return nil, nil, usageError{fmt.Errorf("accounts URL %q: give host[:port] or https://host[:port]", u)}
+		}
+		accounts, err = keepclient.NewClient(keepclient.Config{APIHost: host, Token: api.Token(), Insecure: api.TLSConfig().InsecureSkipVerify})
+		if err != nil {
+			return nil, nil, fmt.Errorf("create accounts client: %w", err)
+		}
+		return api, accounts, nil
+	}
+	accountsOnly := func(cmd *cobra.Command) (*keepclient.Client, error) {
+		_, c, err := both(cmd)
+		return c, err
+	}
+	cmd.AddCommand(newAccountCreateCommand(both), newAccountListCommand(accountsOnly), newAccountDeactivateCommand(accountsOnly))
 	return cmd
 }
 
-func newAccountCreateCommand(connect func(*cobra.Command) (*keepclient.Client, error)) *cobra.Command {
+func newAccountCreateCommand(connect func(*cobra.Command) (api, accounts *keepclient.Client, err error)) *cobra.Command {
 	var (
-		expires string
-		asJSON  bool
+		expires, project, name string
+		asJSON, slot           bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Create an uploader account and print its token (shown only once)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "create NAME | create --slot [--name NAME]",
+		Short: "Create an uploader account (or, with --slot, an upload slot) and print its token (shown only once)",
+		Long: `Create an uploader account and print its token (shown only once).
+
+With --slot, create an upload slot instead, with your own token and no
+administrator's help: an empty collection (in --project-uuid, else your home
+project) and a token of yours scoped to reading and updating that one
+collection, for one upload with arv-upload start --update-collection.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if name != "" {
+					return usageError{fmt.Errorf("give the name once: as NAME or as --name")}
+				}
+				name = args[0]
+			}
+			if name == "" && !slot {
+				return usageError{fmt.Errorf("give the account a name: arv-upload account create NAME")}
+			}
 			var exp *time.Time
 			if expires != "" {
 				t, err := parseExpiry(expires, time.Now())
@@ -46,20 +99,44 @@ func newAccountCreateCommand(connect func(*cobra.Command) (*keepclient.Client, e
 				}
 				exp = &t
 			}
-			c, err := connect(cmd)
+			c, ac, err := connect(cmd)
 			if err != nil {
 				return err
 			}
-			acct, err := admin.Create(cmd.Context(), c, args[0], exp)
+			out := cmd.OutOrStdout()
+			if slot {
+				if name == "" {
+					name = "Upload slot " + time.Now().UTC().Format("2006-01-02 15:04:05 UTC")
+				}
+				s, err := admin.CreateSlot(cmd.Context(), c, name, project, exp)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(s)
+				}
+				fmt.Fprintf(out, "Upload slot %q created: collection %s (owned by %s)\n", s.Name, s.CollectionUUID, s.OwnerUUID)
+				if s.ExpiresAt != nil {
+					fmt.Fprintf(out, "Its token expires: %s\n", s.ExpiresAt.Local().Format(time.RFC1123))
+				}
+				fmt.Fprintf(out, "\nIts token is shown only this once; it may only read and update that collection. On the uploading machine run:\n\n")
+				fmt.Fprintf(out, "  export ARVADOS_API_HOST=%s\n", c.APIHost())
+				fmt.Fprintf(out, "  export ARVADOS_API_TOKEN=%s\n", s.APIToken)
+				fmt.Fprintf(out, "  arv-upload start --update-collection %s /path/to/run\n\n", s.CollectionUUID)
+				fmt.Fprintf(out, "To revoke it: arv api_client_authorization delete --uuid %s\n", s.TokenUUID)
+				return nil
+			}
+			acct, err := admin.Create(cmd.Context(), ac, name, exp, project)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				return enc.Encode(acct)
 			}
-			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Uploader account %q created: %s (owned by %s)\n", acct.Name, acct.UUID, acct.OwnerUUID)
 			if acct.ExpiresAt != nil {
 				fmt.Fprintf(out, "Expires: %s\n", acct.ExpiresAt.Local().Format(time.RFC1123))
@@ -67,13 +144,20 @@ func newAccountCreateCommand(connect func(*cobra.Command) (*keepclient.Client, e
 			fmt.Fprintf(out, "\nIts token is shown only this once. On the uploading machine run:\n\n")
 			fmt.Fprintf(out, "  export ARVADOS_API_HOST=%s\n", c.APIHost())
 			fmt.Fprintf(out, "  export ARVADOS_API_TOKEN=%s\n", acct.APIToken)
-			fmt.Fprintf(out, "  arv-upload start --name 'run name' /path/to/run\n\n")
+			if acct.ProjectUUID != "" {
+				fmt.Fprintf(out, "  arv-upload start --project-uuid %s --name 'run name' /path/to/run\n\n", acct.ProjectUUID)
+			} else {
+				fmt.Fprintf(out, "  arv-upload start --name 'run name' /path/to/run\n\n")
+			}
 			fmt.Fprintf(out, "When the run is done: arv-upload account deactivate %s\n", acct.UUID)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&expires, "expires", "", "expiry as a duration (72h, 14d) or a date (2026-12-31 or RFC 3339)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the account (with its token) as JSON")
+	cmd.Flags().StringVar(&project, "project-uuid", "", "a project you manage, where the account may upload (its drop box); with --slot, where the slot's collection goes")
+	cmd.Flags().BoolVar(&slot, "slot", false, "create an upload slot (a collection and a token for it alone) with your own token")
+	cmd.Flags().StringVar(&name, "name", "", "name of the account, or of the slot's collection")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the account or slot (with its token) as JSON")
 	return cmd
 }
 

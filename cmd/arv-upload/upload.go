@@ -223,7 +223,12 @@ of the network or the cluster does not end the job.`,
 					return usageError{err}
 				}
 			}
-			if f.opts.Name == "" {
+			if f.opts.UpdateCollection != "" {
+				if len(f.opts.Links) > 0 || f.opts.ProjectUUID != "" || f.rebuild {
+					return usageError{errors.New("--update-collection goes without --link, --project-uuid and --rebuild: the collection is where its owner made it, and an upload slot's token may only read and update it")}
+				}
+			} else if f.opts.Name == "" {
+				// A slot keeps the name its owner gave it unless --name.
 				f.opts.Name = filepath.Base(dir)
 			}
 			sd, err := stateDir()
@@ -299,6 +304,7 @@ of the network or the cluster does not end the job.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.opts.Name, "name", "", "collection name (default: the directory's name)")
 	fl.StringVar(&f.opts.ProjectUUID, "project-uuid", "", "owner of the collection (user or project UUID)")
+	fl.StringVar(&f.opts.UpdateCollection, "update-collection", "", "upload into this existing empty collection (an upload slot) with updates only")
 	fl.IntVar(&f.opts.Replication, "replication", 0, "replicas per block (default: the cluster's)")
 	fl.StringSliceVar(&f.opts.StorageClasses, "storage-classes", nil, "storage classes, comma-separated")
 	fl.StringArrayVar(&f.links, "link", nil, "metadata link CLASS:NAME[=VALUE] on the finished collection (repeatable)")

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/arv-upload/arv-upload/broker"
+	"github.com/arv-upload/arv-upload/keepclient"
+)
+
+type accountsFlags struct {
+	listen          string
+	tlsCert, tlsKey string
+	upstream        string
+	adminTokenFile  string
+	insecure        bool
+}
+
+func newAccountsCommand() *cobra.Command {
+	var f accountsFlags
+	cmd := &cobra.Command{
+		Use:   "accounts",
+		Short: "Run the uploader-account broker in front of a real Arvados cluster",
+		Long: `Serve /arvados/v1/uploader_accounts (create, list, get, deactivate) for a
+cluster whose API server lacks it. Route that path to this service at the
+site's front proxy. Callers authenticate with their own tokens; the broker
+does the privileged calls with an admin token scoped to exactly:
+  ` + strings.Join(broker.AdminScopes, "\n  ") + `
+It stores nothing: accounts are users, permission links and tokens upstream.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runAccounts(cmd.Context(), cmd.ErrOrStderr(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:25108", "address to listen on")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fl.StringVar(&f.upstream, "upstream", "", "the cluster's API server: host:port for HTTPS, or http(s)://host:port; required")
+	fl.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding an admin token scoped to the calls listed above; required")
+	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the upstream")
+	return cmd
+}
+
+func runAccounts(ctx context.Context, stderr io.Writer, f accountsFlags) error {
+	if f.upstream == "" {
+		return errors.New("--upstream is required: the cluster's API server host:port")
+	}
+	if f.adminTokenFile == "" {
+		return errors.New("--admin-token-file is required: see `arv-server accounts --help` for the token's scopes")
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	var tlsConf *tls.Config
+	if f.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("load TLS certificate and key: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	token, err := readSecretFile(f.adminTokenFile, "admin token")
+	if err != nil {
+		return err
+	}
+	scheme, host := "https", f.upstream
+	if u, err := url.Parse(f.upstream); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
+		scheme, host = u.Scheme, u.Host
+	}
+	// A short retry budget: a caller waits on each call.
+	api, err := keepclient.NewClient(keepclient.Config{APIHost: host, Scheme: scheme, Token: token, Insecure: f.insecure, MaxElapsed: 20 * time.Second})
+	if err != nil {
+		return fmt.Errorf("create API client: %w", err)
+	}
+	log := newLogger(stderr, slog.LevelInfo)
+	b, err := broker.New(broker.Options{Admin: api, Logger: log})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute,
+		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), TLSConfig: tlsConf}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	listenScheme := "http"
+	if tlsConf != nil {
+		listenScheme = "https"
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if tlsConf != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	log.Info("listening", "service", "accounts", "url", serviceURL(listenScheme, ln.Addr()), "upstream", scheme+"://"+host)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down HTTP server: %w", err)
+	}
+	log.Info("stopped", "service", "accounts")
+	return nil
+}
