@@ -182,7 +182,7 @@ func fitLine(cols int, job string, p agent.Progress, rate float64) string {
 	fields := []string{
 		fmt.Sprintf("%s/%s", humanBytes(min(p.BytesDone, p.BytesTotal)), humanBytes(p.BytesTotal)),
 		eta,
-		humanBytes(int64(rate)) + "/s",
+		rateField(rate),
 		fmt.Sprintf("%d/%d files", min(p.FilesDone, p.FilesTotal), p.FilesTotal),
 	}
 	const overhead = 1 + 5 + 2 + 1 // " " "100%" " |" "|", plus the last column left free
@@ -255,4 +255,13 @@ func (m *rateMeter) perSecond(now time.Time) float64 {
 		return 0
 	}
 	return float64(last.n-first.n) / span
+}
+
+// rateField is the rate beside the bar, "-/s" until one is known (a
+// 64 MiB block takes a while to be confirmed: 0 B/s would be a lie).
+func rateField(rate float64) string {
+	if rate <= 0 {
+		return "-/s"
+	}
+	return humanBytes(int64(rate)) + "/s"
 }
