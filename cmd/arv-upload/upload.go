@@ -110,21 +110,11 @@ type status struct {
 }
 
 func writeStatusFile(path string, st status) error {
-	b, _ := json.Marshal(st)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	f.Sync()
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return writeFileAtomic(path, b) // temp, fsync, rename, fsync the directory
 }
 
 func readStatusFile(path string) (status, error) {
@@ -532,6 +522,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 		records = append(records, pf)
 	}
 	lastSummary := time.Now()
+	statusErrSaid := false
 	statusPath := filepath.Join(sd, job+".status.json")
 	start := time.Now()
 	var last status
@@ -580,7 +571,15 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 			st.PID = 0
 		}
 		last = st
-		writeStatusFile(statusPath, st)
+		if err := writeStatusFile(statusPath, st); err != nil && !statusErrSaid {
+			// Once: `status` from another window then shows stale figures,
+			// the upload itself goes on (the journal is what counts).
+			statusErrSaid = true
+			if bar != nil {
+				bar.clear()
+			}
+			fmt.Fprintf(errw, "arv-upload: warning: cannot write the status file (%v); `arv-upload status` will lag\n", err)
+		}
 		if len(records) > 0 {
 			rec := progressRecord{status: st}
 			if final {
