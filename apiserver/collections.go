@@ -73,29 +73,35 @@ func (s *Server) uniqueName(c *keepclient.Collection, ensure bool) error {
 	if c.Name == "" {
 		return nil
 	}
-	clash := false
-	err := s.store.Each("collections", func(uuid string, raw []byte) bool {
+	return s.uniqueIn("collections", "collection", c.UUID, c.OwnerUUID, &c.Name, ensure, func(raw []byte) bool {
 		var o keepclient.Collection
-		if uuid != c.UUID && json.Unmarshal(raw, &o) == nil && o.OwnerUUID == c.OwnerUUID && o.Name == c.Name && !o.IsTrashed && !isPastVersion(o) {
+		return json.Unmarshal(raw, &o) == nil && o.OwnerUUID == c.OwnerUUID && o.Name == c.Name && !o.IsTrashed && !isPastVersion(o)
+	})
+}
+
+// uniqueIn enforces (owner, name) uniqueness among the objects of
+// resource for which clashes (given one's JSON) says they count: a clash
+// is a 422, or with ensure the name gets the object's UUID suffix.
+func (s *Server) uniqueIn(resource, what, uuid, owner string, name *string, ensure bool, clashes func(raw []byte) bool) error {
+	clash := false
+	err := s.store.Each(resource, func(other string, raw []byte) bool {
+		if other != uuid && clashes(raw) {
 			clash = true
 			return false
 		}
 		return true
 	})
-	if err != nil {
+	if err != nil || !clash {
 		return err
 	}
-	if !clash {
-		return nil
-	}
 	if !ensure {
-		return errorf(http.StatusUnprocessableEntity, "a collection named %q already exists in %s (use ensure_unique_name)", c.Name, c.OwnerUUID)
+		return errorf(http.StatusUnprocessableEntity, "a %s named %q already exists in %s (use ensure_unique_name)", what, *name, owner)
 	}
-	name := c.Name
-	if len(name) > 237 {
-		name = name[:237]
+	n := *name
+	if len(n) > 237 {
+		n = n[:237]
 	}
-	c.Name = name + " (" + c.UUID[12:] + ")"
+	*name = n + " (" + uuid[12:] + ")"
 	return nil
 }
 

@@ -326,30 +326,10 @@ func (s *Server) uniqueGroupName(g *keepclient.Group, ensure bool) error {
 	if g.IsTrashed {
 		return nil
 	}
-	clash := false
-	err := s.store.Each("groups", func(uuid string, raw []byte) bool {
+	return s.uniqueIn("groups", "group", g.UUID, g.OwnerUUID, &g.Name, ensure, func(raw []byte) bool {
 		var o keepclient.Group
-		if uuid != g.UUID && json.Unmarshal(raw, &o) == nil && o.OwnerUUID == g.OwnerUUID && o.Name == g.Name && !trashedAt(o.TrashAt, time.Now()) {
-			clash = true
-			return false
-		}
-		return true
+		return json.Unmarshal(raw, &o) == nil && o.OwnerUUID == g.OwnerUUID && o.Name == g.Name && !trashedAt(o.TrashAt, time.Now())
 	})
-	if err != nil {
-		return err
-	}
-	if !clash {
-		return nil
-	}
-	if !ensure {
-		return errorf(http.StatusUnprocessableEntity, "a group named %q already exists in %s (use ensure_unique_name)", g.Name, g.OwnerUUID)
-	}
-	name := g.Name
-	if len(name) > 237 {
-		name = name[:237]
-	}
-	g.Name = name + " (" + g.UUID[12:] + ")"
-	return nil
 }
 
 // listGroups lists the groups the caller may read, projects and roles.

@@ -71,7 +71,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("X-Request-Id", reqID)
 	}
 	w.Header().Set("X-Request-Id", reqID)
-	rec := &recorder{ResponseWriter: w}
+	rec := &httpx.Recorder{ResponseWriter: w}
 	info := &reqInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 	body := newDeadlineBody(w, r, s.opts.BodyIdleTimeout, start.Add(s.opts.BodyTimeout))
@@ -101,7 +101,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	status := rec.status
+	status := rec.Status
 	if status == 0 {
 		status = http.StatusOK
 	}
@@ -110,7 +110,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.requests.WithLabelValues(route, httpx.MethodLabel(r.Method), code).Inc()
 	s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
 	s.metrics.bytesIn.Add(float64(body.n))
-	s.metrics.bytesOut.Add(float64(rec.n))
+	s.metrics.bytesOut.Add(float64(rec.Bytes))
 	attrs := []slog.Attr{
 		slog.String("request_id", reqID),
 		slog.String("remote_addr", r.RemoteAddr),
@@ -118,7 +118,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.String("path", r.URL.Path),
 		slog.Int("status", status),
 		slog.Int64("bytes_in", body.n),
-		slog.Int64("bytes_out", rec.n),
+		slog.Int64("bytes_out", rec.Bytes),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 	}
 	if info.user != "" {
@@ -191,32 +191,6 @@ func setRequestUser(r *http.Request, uuid string) {
 		i.user = uuid
 	}
 }
-
-// recorder remembers the status and counts the response bytes; Unwrap keeps
-// http.ResponseController working.
-type recorder struct {
-	http.ResponseWriter
-	status int
-	n      int64
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	n, err := r.ResponseWriter.Write(b)
-	r.n += int64(n)
-	return n, err
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // deadlineBody cuts a request body that stalls: before each read it sets
 // the connection's read deadline to the idle timeout from now, capped by

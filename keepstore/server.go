@@ -135,28 +135,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Access-Control-Expose-Headers", "X-Keep-Locator, X-Keep-Replicas-Stored, X-Keep-Storage-Classes-Confirmed")
 	h.Set("Access-Control-Max-Age", "86486400")
 
-	rw := &recorder{ResponseWriter: w}
+	rw := &httpx.Recorder{ResponseWriter: w}
 	body := &countingReader{r: r.Body}
 	r.Body = body
 	s.route(rw, r)
-	if rw.status == 0 {
-		rw.status = http.StatusOK
+	if rw.Status == 0 {
+		rw.Status = http.StatusOK
 	}
 	d := time.Since(start)
-	s.metrics.requests.WithLabelValues(httpx.MethodLabel(r.Method), strconv.Itoa(rw.status)).Inc()
+	s.metrics.requests.WithLabelValues(httpx.MethodLabel(r.Method), strconv.Itoa(rw.Status)).Inc()
 	s.metrics.bytesIn.Add(float64(body.n))
-	s.metrics.bytesOut.Add(float64(rw.n))
+	s.metrics.bytesOut.Add(float64(rw.Bytes))
 	if r.Method == http.MethodPut {
 		s.metrics.putDuration.Observe(d.Seconds())
 	}
-	s.log.LogAttrs(r.Context(), httpx.RequestLevel(rw.status), "request",
+	s.log.LogAttrs(r.Context(), httpx.RequestLevel(rw.Status), "request",
 		slog.String("request_id", reqID),
 		slog.String("remote_addr", r.RemoteAddr),
 		slog.String("method", r.Method),
 		slog.String("path", httpx.LogPath(r.URL.Path)),
-		slog.Int("status", rw.status),
+		slog.Int("status", rw.Status),
 		slog.Int64("bytes_in", body.n),
-		slog.Int64("bytes_out", rw.n),
+		slog.Int64("bytes_out", rw.Bytes),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 	)
 }
@@ -246,31 +246,6 @@ func httpError(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	io.WriteString(w, msg+"\n")
 }
-
-// recorder remembers the status and counts body bytes.
-type recorder struct {
-	http.ResponseWriter
-	status int
-	n      int64
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	n, err := r.ResponseWriter.Write(b)
-	r.n += int64(n)
-	return n, err
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 type countingReader struct {
 	r io.ReadCloser

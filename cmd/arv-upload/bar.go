@@ -133,9 +133,7 @@ func (b *barPrinter) clearWrapped(cols int) {
 		sb.WriteString("\033[1A\033[K")
 	}
 	io.WriteString(b.w, sb.String())
-	if b.bar != nil {
-		b.bar = nil // drawn anew at the new width
-	}
+	b.bar = nil // drawn anew at the new width
 }
 
 // clear removes the bar so that a message can be printed.

@@ -583,7 +583,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd, job,
 		if len(records) > 0 {
 			rec := progressRecord{status: st}
 			if final {
-				rec.Outcome = outcomeOf(p, outcome, cmd.Context().Err() != nil)
+				rec.Outcome = outcomeOf(outcome, cmd.Context().Err() != nil)
 				if outcome != nil {
 					rec.Error = outcome.Error()
 				}
@@ -703,7 +703,7 @@ func checkProgress(mode string) error {
 	return usageError{fmt.Errorf("--progress %q: use auto, bar, json, summary or none", mode)}
 }
 
-func outcomeOf(p agent.Progress, err error, interrupted bool) string {
+func outcomeOf(err error, interrupted bool) string {
 	switch {
 	case err == nil:
 		return "done"

@@ -60,3 +60,30 @@ var signHintRE = regexp.MustCompile(`\+[AR][^+/]*`)
 // LogPath is a request path fit for a log: signature hints (+A..., +R...)
 // removed, since a signed locator is a capability.
 func LogPath(p string) string { return signHintRE.ReplaceAllString(p, "") }
+
+// Recorder remembers a response's status (0 until one is written) and
+// counts its body bytes, for the request log and metrics. Unwrap keeps
+// http.ResponseController working (deadlines).
+type Recorder struct {
+	http.ResponseWriter
+	Status int
+	Bytes  int64
+}
+
+func (r *Recorder) WriteHeader(code int) {
+	if r.Status == 0 {
+		r.Status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *Recorder) Write(b []byte) (int, error) {
+	if r.Status == 0 {
+		r.Status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.Bytes += int64(n)
+	return n, err
+}
+
+func (r *Recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
