@@ -169,3 +169,26 @@ func TestServer_selectOnCreateUpdateGet(t *testing.T) {
 	assert.Equal(t, "sel2", full.Name, "without select, everything")
 	assert.NotEmpty(t, full.ManifestText)
 }
+
+// Get by PDH matches hash and size exactly, hints stripped, as upstream
+// (hash+size == portable_data_hash): the same hash with another size, or a
+// bare hash, is a 404, never another collection's manifest.
+func TestServer_getByPDHMatchesSize(t *testing.T) {
+	ctx := context.Background()
+	s, ts := open(t, t.TempDir())
+	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	require.NoError(t, err)
+	u := client(t, ts, tok)
+	c, err := u.CreateCollection(ctx, map[string]any{"name": "c", "manifest_text": ". d41d8cd98f00b204e9800998ecf8427e+0 0:0:empty\n"}, false)
+	require.NoError(t, err)
+	pdh := c.PortableDataHash
+	hash, size, _ := strings.Cut(pdh, "+")
+
+	got, err := u.GetCollection(ctx, pdh+"+Kzzzzz")
+	require.NoError(t, err, "hints are stripped")
+	assert.Equal(t, pdh, got.PortableDataHash)
+	for _, id := range []string{hash + "+" + size + "0", hash + "+1", hash} {
+		_, err := u.GetCollection(ctx, id)
+		assert.True(t, keepclient.IsStatus(err, http.StatusNotFound), "%s: %v", id, err)
+	}
+}

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -305,11 +306,14 @@ func (s *Server) getCollection(sess *session, id string, includeTrash bool) (col
 		}
 		return c, nil
 	}
-	if l, err := keepclient.ParseLocator(id); err == nil {
+	// By PDH, as upstream: hints stripped, then hash+size must equal the
+	// collection's portable_data_hash exactly (a bare hash matches none).
+	if l, err := keepclient.ParseLocator(id); err == nil && l.Size >= 0 {
+		want := fmt.Sprintf("%s+%d", l.Hash, l.Size)
 		found := false
 		err := s.store.Each("collections", func(_ string, raw []byte) bool {
 			var o keepclient.Collection
-			if json.Unmarshal(raw, &o) == nil && strings.HasPrefix(o.PortableDataHash, l.Hash) &&
+			if json.Unmarshal(raw, &o) == nil && o.PortableDataHash == want &&
 				a.can(o.UUID, o.OwnerUUID, permRead) && !o.IsTrashed && !a.st.inTrash(o.OwnerUUID) {
 				c.Collection, found = keepclient.Collection{PortableDataHash: o.PortableDataHash, ManifestText: o.ManifestText}, true
 				c.UUID = o.PortableDataHash
