@@ -383,7 +383,7 @@ func TestPermissions_storeIsTheTruth(t *testing.T) {
 	s.store = faults
 	faults.set("", "links")
 	r := send(t, ts, aTok, "POST", "/arvados/v1/links", map[string]any{"link": map[string]any{"link_class": "permission", "name": "can_write", "tail_uuid": bob, "head_uuid": p}})
-	assert.Equal(t, 422, r.status, r.raw)
+	assert.Equal(t, 500, r.status, r.raw)
 	assert.Contains(t, r.raw, errInjected.Error())
 	faults.set("", "groups")
 	r = send(t, ts, aTok, "PATCH", "/arvados/v1/groups/"+p, map[string]any{"group": map[string]any{"is_trashed": true}})

@@ -329,8 +329,12 @@ func errorf(status int, format string, args ...any) error {
 	return &apiError{status, fmt.Sprintf(format, args...)}
 }
 
+// writeError answers err in upstream's error format. An apiError carries
+// its status; any other error is the store failing (the handlers check
+// requests with apiErrors), which upstream answers 500 like a database
+// failure, so clients retry it instead of treating the request as wrong.
 func writeError(w http.ResponseWriter, reqID string, err error) int {
-	status := http.StatusUnprocessableEntity
+	status := http.StatusInternalServerError
 	var ae *apiError
 	if errors.As(err, &ae) {
 		status = ae.status

@@ -147,6 +147,9 @@ func TestServer_storeErrorsFailTheRequest(t *testing.T) {
 			faults.set("", "")
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), errInjected.Error())
+			// As upstream answers a database failure: 500, which clients
+			// retry (a 422 would tell them the request itself is wrong).
+			assert.True(t, keepclient.IsStatus(err, http.StatusInternalServerError), "status: %v", err)
 			if tc.after != nil {
 				tc.after(t, e)
 			}
