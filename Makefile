@@ -23,7 +23,7 @@ FUZZ_TARGETS := \
 	./apiserver:FuzzReadParams ./apiserver:FuzzServeHTTP \
 	./keepstore:FuzzPutHash ./keepstore:FuzzRequestHeaders ./keepstore:FuzzServeHTTP \
 	./proxy:FuzzServeHTTP \
-	./keepclient:FuzzValidateManifest ./keepclient:FuzzNormalize
+	./arvados:FuzzValidateManifest ./arvados:FuzzNormalize
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -32,7 +32,7 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-# Go benchmarks (engine, keepclient, keepstore, proxy), then end-to-end
+# Go benchmarks (engine, arvados, keepclient, keepstore, proxy), then end-to-end
 # uploads through a dev cluster compared with md5sum of the same data.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -65,7 +66,7 @@ func Create(ctx context.Context, c *keepclient.Client, name string, expiresAt *t
 func List(ctx context.Context, c *keepclient.Client) ([]Account, error) {
 	var out []Account
 	for offset := 0; ; {
-		var page keepclient.List[Account]
+		var page arvados.List[Account]
 		params := url.Values{"offset": {fmt.Sprint(offset)}, "limit": {"1000"}}
 		if err := c.Call(ctx, http.MethodGet, accountsPath, params, nil, &page); err != nil {
 			return nil, fmt.Errorf("list uploader accounts: %w", err)

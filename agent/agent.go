@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -79,10 +80,10 @@ type BlockWriter interface {
 // *keepclient.Client implements it. Collections come back with their
 // manifests signed for the client's token.
 type CollectionAPI interface {
-	CurrentUser(ctx context.Context) (*keepclient.User, error)
-	Discovery(ctx context.Context) (*keepclient.Discovery, error)
-	GetCollection(ctx context.Context, uuid string) (*keepclient.Collection, error)
-	CreateLink(ctx context.Context, attrs map[string]any) (*keepclient.Link, error)
+	CurrentUser(ctx context.Context) (*arvados.User, error)
+	Discovery(ctx context.Context) (*arvados.Discovery, error)
+	GetCollection(ctx context.Context, uuid string) (*arvados.Collection, error)
+	CreateLink(ctx context.Context, attrs map[string]any) (*arvados.Link, error)
 	// Call makes any API call; collections are created and updated with a
 	// keepclient.StreamBody, so a manifest never sits in memory whole.
 	Call(ctx context.Context, method, path string, params url.Values, body, out any) error
@@ -178,7 +179,7 @@ func (u *Uploader) signatureMargin(ctx context.Context) time.Duration {
 // Unix seconds) can be referenced until at least t. A locator without a
 // signature (a cluster with blob signing off) never expires.
 func fresh(locator string, exp int64, t time.Time) bool {
-	if l, err := keepclient.ParseLocator(locator); err == nil {
+	if l, err := arvados.ParseLocator(locator); err == nil {
 		if _, _, signed := l.SignatureHint(); !signed {
 			return true
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 	"github.com/arv-upload/arv-upload/store"
@@ -62,8 +63,8 @@ func (k *keepWriter) PutBlock(ctx context.Context, data []byte, hash string) (st
 // path -> content.
 func tree(t *testing.T, root string) map[string][]byte {
 	write, want := treeWriter(t, root, 1)
-	write("exact.bin", keepclient.BlockSize)
-	write("plus1.bin", keepclient.BlockSize+1)
+	write("exact.bin", arvados.BlockSize)
+	write("plus1.bin", arvados.BlockSize+1)
 	write("zero", 0)
 	write("with space/a:b\\c.txt", 100)
 	write("new\nline/ütf-8 ✓.txt", 10)
@@ -130,7 +131,7 @@ func TestUpload_endToEnd_resumeAfterOutage(t *testing.T) {
 	// Read the collection back block by block and compare byte for byte.
 	coll, err := c.GetCollection(ctx, got.CollectionUUID)
 	require.NoError(t, err)
-	m, err := keepclient.ParseManifest(coll.ManifestText)
+	m, err := arvados.ParseManifest(coll.ManifestText)
 	require.NoError(t, err)
 	seen := map[string]bool{}
 	for _, f := range m.Files {
@@ -197,7 +198,7 @@ func TestFileKey_ordersLikeDirLess(t *testing.T) {
 			if x == y {
 				continue
 			}
-			assert.Equal(t, keepclient.DirLess(x, y), agent.FileKey(x, "f") < agent.FileKey(y, "f"), "%q vs %q", x, y)
+			assert.Equal(t, arvados.DirLess(x, y), agent.FileKey(x, "f") < agent.FileKey(y, "f"), "%q vs %q", x, y)
 		}
 	}
 }

@@ -3,7 +3,7 @@ package agent
 import (
 	"sync"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // blockBuffers keeps block buffers for reuse by later uploads in the same
@@ -15,7 +15,7 @@ var blockBuffers struct {
 	free [][]byte
 }
 
-// getBlockBuffer returns a buffer of keepclient.BlockSize bytes.
+// getBlockBuffer returns a buffer of arvados.BlockSize bytes.
 func getBlockBuffer() []byte {
 	blockBuffers.mu.Lock()
 	defer blockBuffers.mu.Unlock()
@@ -24,7 +24,7 @@ func getBlockBuffer() []byte {
 		blockBuffers.free = blockBuffers.free[:n-1]
 		return b
 	}
-	return newBlockBuffer(keepclient.BlockSize)
+	return newBlockBuffer(arvados.BlockSize)
 }
 
 // putBlockBuffer gives a buffer back; nothing may touch it afterwards.

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -72,14 +73,14 @@ func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, locs map[int6
 	if portable {
 		stripped := make(map[int64]string, len(locs))
 		for seq, l := range locs {
-			stripped[seq] = keepclient.StripHints(l)
+			stripped[seq] = arvados.StripHints(l)
 		}
 		locs = stripped
 	}
 	used := map[int64]bool{}
-	sw := keepclient.NewStreamWriter(w)
+	sw := arvados.NewStreamWriter(w)
 	curDir, curEmpty := "", false
-	var cur []keepclient.ManifestFile
+	var cur []arvados.ManifestFile
 	started := false
 	flushDir := func() error {
 		if !started {
@@ -104,13 +105,13 @@ func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, locs map[int6
 			curEmpty = true
 			return nil
 		}
-		mf := keepclient.ManifestFile{Path: f.Path}
+		mf := arvados.ManifestFile{Path: f.Path}
 		for _, r := range f.Ranges {
 			loc, ok := locs[r.Block]
 			if !ok {
 				return nil // partial: not complete yet
 			}
-			mf.Segments = append(mf.Segments, keepclient.Segment{Locator: loc, Offset: r.BlockOffset, Length: r.Length})
+			mf.Segments = append(mf.Segments, arvados.Segment{Locator: loc, Offset: r.BlockOffset, Length: r.Length})
 		}
 		for _, r := range f.Ranges {
 			used[r.Block] = true
@@ -129,7 +130,7 @@ func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, locs map[int6
 	// order; a block whose content a listed file pins is not repeated.
 	pinned := map[string]bool{}
 	for seq := range used {
-		pinned[keepclient.StripHints(locs[seq])] = true
+		pinned[arvados.StripHints(locs[seq])] = true
 	}
 	var rest []int64
 	for seq := range locs {
@@ -141,7 +142,7 @@ func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, locs map[int6
 	var b strings.Builder
 	var total int64
 	for _, seq := range rest {
-		l, err := keepclient.ParseLocator(locs[seq])
+		l, err := arvados.ParseLocator(locs[seq])
 		if err != nil {
 			return 0, 0, fmt.Errorf("block %d: %w", seq, err)
 		}
@@ -237,7 +238,7 @@ func (u *Uploader) partialName() string {
 
 // createPartial creates the partial collection with the manifest m and
 // journals its UUID.
-func (u *Uploader) createPartial(ctx context.Context, m *savedManifest, partial bool) (*keepclient.Collection, error) {
+func (u *Uploader) createPartial(ctx context.Context, m *savedManifest, partial bool) (*arvados.Collection, error) {
 	// The properties asked for go on the partial collection too: its
 	// create, at the start of the job, is where the server (a strict
 	// vocabulary, managed properties) refuses them before any data is
@@ -261,7 +262,7 @@ func (u *Uploader) createPartial(ctx context.Context, m *savedManifest, partial 
 // committed but whose response was lost (a timeout, a 5xx from a proxy, a
 // retry that then finds the name taken) is found by its name and
 // updated, never made twice.
-func (u *Uploader) createNamed(ctx context.Context, name string, attrs map[string]any, m *savedManifest, partial bool) (*keepclient.Collection, error) {
+func (u *Uploader) createNamed(ctx context.Context, name string, attrs map[string]any, m *savedManifest, partial bool) (*arvados.Collection, error) {
 	owner, err := u.owner(ctx)
 	if err != nil {
 		return nil, err
@@ -328,7 +329,7 @@ func (u *Uploader) findCollection(ctx context.Context, owner, name string) (stri
 		return "", err
 	}
 	params := url.Values{"filters": {string(filters)}, "select": {`["uuid"]`}, "limit": {"1"}}
-	var l keepclient.List[keepclient.Collection]
+	var l arvados.List[arvados.Collection]
 	if err := u.cfg.API.Call(ctx, http.MethodGet, "arvados/v1/collections", params, nil, &l); err != nil {
 		return "", err
 	}
@@ -365,7 +366,7 @@ func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int,
 		switch {
 		case err == nil:
 			for _, tok := range strings.Fields(c.ManifestText) {
-				if l, err := keepclient.ParseLocator(tok); err == nil {
+				if l, err := arvados.ParseLocator(tok); err == nil {
 					if _, exp, signed := l.SignatureHint(); !signed || exp.After(until) {
 						renewed[l.Stripped()] = tok
 					}
@@ -392,7 +393,7 @@ func (u *Uploader) refreshSignatures(ctx context.Context, force bool) (lost int,
 			}
 			b.Parts = nil // unchanged; not rewritten
 			if loc, ok := renewed[blockID(b.Hash, b.Size)]; ok {
-				b.Locator, b.Expiry = loc, keepclient.SignatureExpiry(loc).Unix()
+				b.Locator, b.Expiry = loc, arvados.SignatureExpiry(loc).Unix()
 			} else {
 				b.Stored, b.Locator, b.Expiry, b.Replicas = false, "", 0, 0
 				lost++
@@ -471,7 +472,7 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 	defer m.release()
 	if m.size > 0 && !m.truncated {
 		// The manifest is also stored in Keep, as arv-put does.
-		if _, _, err := u.cfg.Keep.PutBlock(ctx, m.block, keepclient.HashOf(m.block)); err != nil {
+		if _, _, err := u.cfg.Keep.PutBlock(ctx, m.block, arvados.HashOf(m.block)); err != nil {
 			return fmt.Errorf("store manifest block: %w", err)
 		}
 	}
@@ -489,7 +490,7 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 	if slot := opts.UpdateCollection; slot != "" {
 		return u.finishSlot(ctx, slot, m)
 	}
-	var coll *keepclient.Collection
+	var coll *arvados.Collection
 	if u.meta.FinishingUUID != "" {
 		coll, err = u.saveCollection(ctx, u.meta.FinishingUUID, nil, m, false)
 		if keepclient.IsStatus(err, http.StatusNotFound) {

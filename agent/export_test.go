@@ -3,7 +3,7 @@ package agent
 import (
 	"context"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // UploadOnly runs the upload phase alone (tests).
@@ -20,7 +20,7 @@ func SetReadHook(f func(path string)) { readHook = f }
 // restores the real size.
 func SetBlockSize(n int64) (restore func()) {
 	blockSize = n
-	return func() { blockSize = keepclient.BlockSize }
+	return func() { blockSize = arvados.BlockSize }
 }
 
 // SetBeforeSend makes f run between measuring a manifest and sending it

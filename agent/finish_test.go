@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -33,10 +34,10 @@ func faultCluster(t *testing.T, fault func(w http.ResponseWriter, r *http.Reques
 }
 
 // collectionsNamed lists the user's collections whose name contains s.
-func collectionsNamed(t *testing.T, c *keepclient.Client, s string) []keepclient.Collection {
+func collectionsNamed(t *testing.T, c *keepclient.Client, s string) []arvados.Collection {
 	l, err := c.ListCollections(context.Background(), keepclient.ListOptions{Limit: 1000})
 	require.NoError(t, err)
-	var out []keepclient.Collection
+	var out []arvados.Collection
 	for _, coll := range l.Items {
 		if strings.Contains(coll.Name, s) {
 			out = append(out, coll)

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -101,8 +102,8 @@ func TestUpload_identicalBlocksSignedApart_normalizedManifest(t *testing.T) {
 			coll, err := c.GetCollection(ctx, meta.CollectionUUID)
 			require.NoError(t, err)
 			assert.Equal(t, meta.PDH, coll.PortableDataHash)
-			stripped := keepclient.PortableText(coll.ManifestText)
-			norm, err := keepclient.NormalizeManifest(stripped)
+			stripped := arvados.PortableText(coll.ManifestText)
+			norm, err := arvados.NormalizeManifest(stripped)
 			require.NoError(t, err)
 			assert.Equal(t, norm, stripped, "the stored manifest, stripped, is normalized")
 			assertEachBlockOncePerStream(t, coll.ManifestText)
@@ -161,10 +162,10 @@ func TestCheckpoint_identicalBlocksSignedApart_listedOnce(t *testing.T) {
 // block (hash and size) twice.
 func assertEachBlockOncePerStream(t *testing.T, manifest string) {
 	t.Helper()
-	for _, line := range strings.Split(strings.TrimSuffix(keepclient.PortableText(manifest), "\n"), "\n") {
+	for _, line := range strings.Split(strings.TrimSuffix(arvados.PortableText(manifest), "\n"), "\n") {
 		seen := map[string]bool{}
 		for _, w := range strings.Fields(line)[1:] {
-			if keepclient.IsLocator(w) {
+			if arvados.IsLocator(w) {
 				assert.False(t, seen[w], "block %s twice in stream %q", w, line[:min(len(line), 60)])
 				seen[w] = true
 			}

@@ -15,7 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // FileKey orders files (and empty-directory markers, name "") so that a
@@ -31,9 +31,9 @@ func fileKeyOf(rel string) string {
 	return FileKey(strings.TrimSuffix(dir, "/"), name)
 }
 
-// blockSize is the Keep block size the plan fills (keepclient.BlockSize;
+// blockSize is the Keep block size the plan fills (arvados.BlockSize;
 // tests make it smaller to exercise many blocks with little data).
-var blockSize int64 = keepclient.BlockSize
+var blockSize int64 = arvados.BlockSize
 
 // maxBlockParts caps the files packed into one block, so a block record
 // (read whole by the reader, rewritten when stored) stays around 2 MiB

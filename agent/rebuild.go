@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // ErrJournalDamaged is what a Journal's methods return (wrapped) when its
@@ -62,7 +62,7 @@ func AdoptPartial(ctx context.Context, j Journal, api CollectionAPI, uuid string
 		return nil
 	}
 	for _, tok := range strings.Fields(c.ManifestText) {
-		l, err := keepclient.ParseLocator(tok)
+		l, err := arvados.ParseLocator(tok)
 		if err != nil || seen[l.Stripped()] || l.Size <= 0 {
 			continue // a stream name, a file segment, or the empty block (never planned)
 		}
@@ -88,7 +88,7 @@ func AdoptPartial(ctx context.Context, j Journal, api CollectionAPI, uuid string
 // sizeOf returns the size a locator states (-1 if none): a block known by
 // hash is taken as stored only if its size is the planned one too.
 func sizeOf(locator string) int64 {
-	l, err := keepclient.ParseLocator(locator)
+	l, err := arvados.ParseLocator(locator)
 	if err != nil {
 		return -1
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -85,7 +86,7 @@ func refBlocks(t *testing.T, ctx context.Context, c *keepclient.Client, uuid str
 	var out []string
 	seen := map[string]bool{}
 	for _, tok := range strings.Fields(coll.ManifestText) {
-		if l, err := keepclient.ParseLocator(tok); err == nil && l.Size > 0 && !seen[l.Hash] {
+		if l, err := arvados.ParseLocator(tok); err == nil && l.Size > 0 && !seen[l.Hash] {
 			seen[l.Hash] = true
 			out = append(out, l.Hash)
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 	"github.com/arv-upload/arv-upload/store"
@@ -49,7 +50,7 @@ func blockTree(t *testing.T, root string, seed int64, nbig int) map[string][]byt
 func readBack(t *testing.T, ctx context.Context, c *keepclient.Client, keep *keepclient.Keep, uuid string) map[string][]byte {
 	coll, err := c.GetCollection(ctx, uuid)
 	require.NoError(t, err)
-	m, err := keepclient.ParseManifest(coll.ManifestText)
+	m, err := arvados.ParseManifest(coll.ManifestText)
 	require.NoError(t, err)
 	got := map[string][]byte{}
 	for _, f := range m.Files {
@@ -194,7 +195,7 @@ func TestUpload_tokenRevokedMidRun_ownerResumesWithoutResending(t *testing.T) {
 	for _, h := range kw.stored {
 		assert.Contains(t, part.ManifestText, h, "the partial collection pins every stored block")
 	}
-	_, err = keepclient.ParseManifest(part.ManifestText)
+	_, err = arvados.ParseManifest(part.ManifestText)
 	require.NoError(t, err)
 
 	kw2 := &keepWriter{keep: keepclient.NewKeep(owner, keepclient.KeepOptions{}), puts: map[string]int{}}
@@ -278,7 +279,7 @@ func TestUpload_interruptSavesPartialCollection(t *testing.T) {
 	assertStoredOnce(t, kw)
 	require.NoError(t, jb.j.EachBlock(ctx, func(b agent.BlockRecord) error {
 		assert.Greater(t, b.Expiry, time.Now().Add(72*time.Hour).Unix(), "block %d has a fresh signature", b.Seq)
-		assert.Equal(t, b.Expiry, keepclient.SignatureExpiry(b.Locator).Unix())
+		assert.Equal(t, b.Expiry, arvados.SignatureExpiry(b.Locator).Unix())
 		return nil
 	}))
 	assertSameFiles(t, want, readBack(t, ctx, c, keep, got.CollectionUUID))

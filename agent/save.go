@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -89,9 +90,9 @@ func (u *Uploader) measureManifest(ctx context.Context, partial, keepCopy bool) 
 // saveCollection sends the manifest (see measureManifest) with attrs in a
 // create (uuid "") or an update, and returns the collection without its
 // manifest.
-func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[string]any, m *savedManifest, partial bool) (*keepclient.Collection, error) {
+func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[string]any, m *savedManifest, partial bool) (*arvados.Collection, error) {
 	if max := u.maxRequestSize(ctx); m.jsonSize+4096 > max {
-		return nil, fmt.Errorf("%w: %d bytes (limit %d); split the upload into several collections", keepclient.ErrManifestTooLarge, m.size, max)
+		return nil, fmt.Errorf("%w: %d bytes (limit %d); split the upload into several collections", arvados.ErrManifestTooLarge, m.size, max)
 	}
 	prefix := `{"collection":{"manifest_text":"`
 	suffix := `"}}`
@@ -128,7 +129,7 @@ func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[st
 	if beforeSend != nil {
 		beforeSend()
 	}
-	var c keepclient.Collection
+	var c arvados.Collection
 	if err := u.cfg.API.Call(ctx, method, path, params, body, &c); err != nil {
 		return nil, err
 	}
@@ -137,8 +138,8 @@ func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[st
 
 // updateCollection changes attributes of a collection (not its manifest)
 // and returns it without its manifest.
-func (u *Uploader) updateCollection(ctx context.Context, uuid string, attrs map[string]any) (*keepclient.Collection, error) {
-	var c keepclient.Collection
+func (u *Uploader) updateCollection(ctx context.Context, uuid string, attrs map[string]any) (*arvados.Collection, error) {
+	var c arvados.Collection
 	err := u.cfg.API.Call(ctx, http.MethodPatch, "arvados/v1/collections/"+url.PathEscape(uuid),
 		url.Values{"select": {collectionSelect}}, map[string]any{"collection": attrs}, &c)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/arv-upload/arv-upload/agent"
 	"github.com/arv-upload/arv-upload/apiserver"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -27,7 +28,7 @@ func settingsCluster(t *testing.T, set func(*apiserver.Options)) (*keepclient.Cl
 
 // versionsOf counts a collection's versions (itself and its past ones).
 func versionsOf(t *testing.T, c *keepclient.Client, uuid string) int {
-	var l keepclient.List[keepclient.Collection]
+	var l arvados.List[arvados.Collection]
 	params := url.Values{"filters": {`[["current_version_uuid","=","` + uuid + `"]]`}, "include_old_versions": {"true"}}
 	require.NoError(t, c.Call(context.Background(), "GET", "arvados/v1/collections", params, nil, &l))
 	return len(l.Items)

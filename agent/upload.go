@@ -14,9 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 type readBlock struct {
@@ -145,7 +144,7 @@ func (u *Uploader) upload(ctx context.Context) error {
 				u.report(func(p *Progress) { p.BytesSent += int64(len(rb.buf)) })
 				pool <- rb.buf
 				rb.rec.Locator, rb.rec.Replicas, rb.rec.Stored = loc, replicas, true
-				rb.rec.Expiry = keepclient.SignatureExpiry(loc).Unix()
+				rb.rec.Expiry = arvados.SignatureExpiry(loc).Unix()
 				select {
 				case done <- rb.rec:
 				case <-gctx.Done():
@@ -396,6 +395,6 @@ func (u *Uploader) startCheckpoints(ctx context.Context) (stop func()) {
 
 // sameSize reports whether locator names a block of size bytes.
 func sameSize(locator string, size int64) bool {
-	l, err := keepclient.ParseLocator(locator)
+	l, err := arvados.ParseLocator(locator)
 	return err == nil && l.Size == size
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -55,7 +56,7 @@ func TestServer_tokensSignaturesAndRestart(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s, ts := open(t, dir)
-	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	_, tok, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
 	u := client(t, ts, tok)
 	me, err := u.CurrentUser(ctx)
@@ -68,7 +69,7 @@ func TestServer_tokensSignaturesAndRestart(t *testing.T) {
 	assert.True(t, keepclient.IsStatus(err, 401), "%v", err)
 
 	exp := time.Now().Add(time.Hour)
-	signed := keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, exp, keepclient.DefaultBlobSigningTTL, s.SigningKey())
+	signed := arvados.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, exp, arvados.DefaultBlobSigningTTL, s.SigningKey())
 	coll, err := u.CreateCollection(ctx, map[string]any{"name": "c", "manifest_text": ". " + signed + " 0:3:foo\n"}, false)
 	require.NoError(t, err)
 	assert.Equal(t, "1f4b0bc7583c2a7f9102c395f4ffc5e3+45", coll.PortableDataHash)
@@ -78,9 +79,9 @@ func TestServer_tokensSignaturesAndRestart(t *testing.T) {
 
 	for name, loc := range map[string]string{
 		"unsigned":    "acbd18db4cc2f85cedef654fccc4a4d8+3",
-		"v1 spelling": keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", secret, exp, keepclient.DefaultBlobSigningTTL, s.SigningKey()),
-		"wrong key":   keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, exp, keepclient.DefaultBlobSigningTTL, []byte("forged")),
-		"expired":     keepclient.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, time.Now().Add(-time.Minute), keepclient.DefaultBlobSigningTTL, s.SigningKey()),
+		"v1 spelling": arvados.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", secret, exp, arvados.DefaultBlobSigningTTL, s.SigningKey()),
+		"wrong key":   arvados.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, exp, arvados.DefaultBlobSigningTTL, []byte("forged")),
+		"expired":     arvados.SignLocator("acbd18db4cc2f85cedef654fccc4a4d8+3", tok, time.Now().Add(-time.Minute), arvados.DefaultBlobSigningTTL, s.SigningKey()),
 	} {
 		_, err := u.CreateCollection(ctx, map[string]any{"manifest_text": ". " + loc + " 0:3:foo\n"}, false)
 		assert.True(t, keepclient.IsStatus(err, 403), "%s: %v", name, err)
@@ -110,9 +111,9 @@ func TestServer_tokensSignaturesAndRestart(t *testing.T) {
 	assert.Equal(t, s.SigningKey(), s2.SigningKey())
 	got, err := client(t, ts2, tok).GetCollection(ctx, coll.UUID)
 	require.NoError(t, err)
-	m, err := keepclient.ParseManifest(got.ManifestText)
+	m, err := arvados.ParseManifest(got.ManifestText)
 	require.NoError(t, err)
-	assert.NoError(t, keepclient.VerifySignature(m.Files[0].Segments[0].Locator, tok, keepclient.DefaultBlobSigningTTL, s2.SigningKey(), time.Now()))
+	assert.NoError(t, arvados.VerifySignature(m.Files[0].Segments[0].Locator, tok, arvados.DefaultBlobSigningTTL, s2.SigningKey(), time.Now()))
 	byPDH, err := client(t, ts2, tok).GetCollection(ctx, coll.PortableDataHash)
 	require.NoError(t, err)
 	assert.Equal(t, coll.PortableDataHash, byPDH.PortableDataHash)
@@ -123,7 +124,7 @@ func TestServer_tokensSignaturesAndRestart(t *testing.T) {
 func TestServer_trashedCollection(t *testing.T) {
 	ctx := context.Background()
 	s, ts := open(t, t.TempDir())
-	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	_, tok, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
 	u := client(t, ts, tok)
 	c, err := u.CreateCollection(ctx, map[string]any{"name": "partial"}, false)
@@ -134,7 +135,7 @@ func TestServer_trashedCollection(t *testing.T) {
 	assert.True(t, keepclient.IsStatus(err, http.StatusNotFound), "get: %v", err)
 	_, err = u.UpdateCollection(ctx, c.UUID, map[string]any{"name": "x"})
 	assert.True(t, keepclient.IsStatus(err, http.StatusNotFound), "update: %v", err)
-	var got keepclient.Collection
+	var got arvados.Collection
 	require.NoError(t, u.Call(ctx, http.MethodGet, path, url.Values{"include_trash": {"true"}}, nil, &got))
 	assert.True(t, got.IsTrashed)
 	assert.NoError(t, u.Call(ctx, http.MethodDelete, path, nil, nil, nil))
@@ -148,7 +149,7 @@ func TestServer_trashedCollection(t *testing.T) {
 func TestServer_selectOnCreateUpdateGet(t *testing.T) {
 	ctx := context.Background()
 	s, ts := open(t, t.TempDir())
-	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	_, tok, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
 	u := client(t, ts, tok)
 	sel := url.Values{"select": {`["uuid","portable_data_hash"]`}}
@@ -157,7 +158,7 @@ func TestServer_selectOnCreateUpdateGet(t *testing.T) {
 	require.NoError(t, u.Call(ctx, http.MethodPost, "arvados/v1/collections", sel, body, &created))
 	assert.NotContains(t, created, "manifest_text")
 	assert.NotContains(t, created, "name")
-	assert.Equal(t, keepclient.PortableDataHash(". d41d8cd98f00b204e9800998ecf8427e+0 0:0:empty\n"), created["portable_data_hash"])
+	assert.Equal(t, arvados.PortableDataHash(". d41d8cd98f00b204e9800998ecf8427e+0 0:0:empty\n"), created["portable_data_hash"])
 	uuid, _ := created["uuid"].(string)
 	require.NotEmpty(t, uuid)
 	var updated map[string]any
@@ -176,7 +177,7 @@ func TestServer_selectOnCreateUpdateGet(t *testing.T) {
 func TestServer_getByPDHMatchesSize(t *testing.T) {
 	ctx := context.Background()
 	s, ts := open(t, t.TempDir())
-	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	_, tok, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
 	u := client(t, ts, tok)
 	c, err := u.CreateCollection(ctx, map[string]any{"name": "c", "manifest_text": ". d41d8cd98f00b204e9800998ecf8427e+0 0:0:empty\n"}, false)

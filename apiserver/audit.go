@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // reservedEventTypes are the log event types that record what the cluster
@@ -42,7 +42,7 @@ func (s *Server) isAuditIdentity(sess *session) bool {
 // the caller may read, else empty. The client never sets it (attrs refuses
 // it as read-only): a forged one would show the record in the victim's log
 // list. owner_uuid is the caller, set by the handler.
-func (s *Server) prepareLog(sess *session, l *keepclient.Log) error {
+func (s *Server) prepareLog(sess *session, l *arvados.Log) error {
 	if isReservedEvent(l.EventType) && !s.isAuditIdentity(sess) {
 		return errorf(http.StatusForbidden, "Forbidden: event_type %q is reserved for the cluster's audit identity "+
 			"(the system root token, or a user named by arv-server api --audit-user); use another event_type", l.EventType)

@@ -6,10 +6,9 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // Issue 14.4: any user could create block_put records, and with
@@ -21,7 +20,7 @@ func TestServer_logs_reservedEventTypes(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(Options{DataDir: dir})
 	require.NoError(t, err)
-	auditor, auditTok, err := s.CreateUser(ctx, keepclient.User{FullName: "proxy audit", IsActive: true})
+	auditor, auditTok, err := s.CreateUser(ctx, arvados.User{FullName: "proxy audit", IsActive: true})
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 	// The audit user is configured at start, as `arv-server api --audit-user`.
@@ -64,7 +63,7 @@ func TestServer_logs_reservedEventTypes(t *testing.T) {
 	}
 	// Nothing refused was stored: every block_put there is comes from the
 	// system user or the audit user.
-	var logs keepclient.List[keepclient.Log]
+	var logs arvados.List[arvados.Log]
 	require.NoError(t, client(t, ts, tok["root"]).Call(ctx, "GET", "arvados/v1/logs", url.Values{
 		"filters": {`[["event_type","ilike","%block_put"]]`},
 	}, nil, &logs))
@@ -77,9 +76,9 @@ func TestServer_logs_reservedEventTypes(t *testing.T) {
 func TestServer_logs_ownersAreTheServers(t *testing.T) {
 	ctx := context.Background()
 	s, ts := open(t, t.TempDir())
-	victim, victimTok, err := s.CreateUser(ctx, keepclient.User{FullName: "victim", IsActive: true})
+	victim, victimTok, err := s.CreateUser(ctx, arvados.User{FullName: "victim", IsActive: true})
 	require.NoError(t, err)
-	attacker, attackerTok, err := s.CreateUser(ctx, keepclient.User{FullName: "attacker", IsActive: true})
+	attacker, attackerTok, err := s.CreateUser(ctx, arvados.User{FullName: "attacker", IsActive: true})
 	require.NoError(t, err)
 	coll, err := client(t, ts, victimTok).CreateCollection(ctx, map[string]any{"name": "mine"}, false)
 	require.NoError(t, err)

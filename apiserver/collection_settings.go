@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // defaultPreserveVersionIfIdle is upstream's Collections.PreserveVersionIfIdle.
@@ -40,7 +40,7 @@ func (s *Server) checkVocabulary(what string, props map[string]any) error {
 }
 
 // setManagedProperties sets the managed properties of a new collection.
-func (s *Server) setManagedProperties(c *keepclient.Collection) {
+func (s *Server) setManagedProperties(c *arvados.Collection) {
 	if len(s.opts.ManagedProperties) == 0 {
 		return
 	}
@@ -76,7 +76,7 @@ func (s *Server) checkProtected(sess *session, old, upd map[string]any) error {
 // versioning is on, the update changes the collection, and the previous
 // update is older than PreserveVersionIfIdle (or preserve_version was set).
 // It returns the version number the updated collection gets.
-func (s *Server) keepVersion(before, after keepclient.Collection, now time.Time) (int, error) {
+func (s *Server) keepVersion(before, after arvados.Collection, now time.Time) (int, error) {
 	if s.opts.DisableCollectionVersioning || !versionChanged(before, after) {
 		return before.Version, nil
 	}
@@ -96,13 +96,13 @@ func (s *Server) keepVersion(before, after keepclient.Collection, now time.Time)
 }
 
 // versionChanged reports whether an update changes what a version records.
-func versionChanged(a, b keepclient.Collection) bool {
+func versionChanged(a, b arvados.Collection) bool {
 	aj, _ := json.Marshal([]any{a.Name, a.Description, a.Properties, a.ManifestText, a.OwnerUUID, a.IsTrashed})
 	bj, _ := json.Marshal([]any{b.Name, b.Description, b.Properties, b.ManifestText, b.OwnerUUID, b.IsTrashed})
 	return string(aj) != string(bj)
 }
 
 // isPastVersion reports whether a stored collection is a past version.
-func isPastVersion(c keepclient.Collection) bool {
+func isPastVersion(c arvados.Collection) bool {
 	return c.CurrentVersionUUID != "" && c.CurrentVersionUUID != c.UUID
 }

@@ -7,20 +7,20 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 var collectionAttrs = []string{"name", "description", "properties", "manifest_text", "owner_uuid", "portable_data_hash",
 	"replication_desired", "storage_classes_desired", "trash_at", "delete_at", "preserve_version", "is_trashed"}
 
-func (s *Server) collectionOut(sess *session, c keepclient.Collection) keepclient.Collection {
+func (s *Server) collectionOut(sess *session, c arvados.Collection) arvados.Collection {
 	c.Kind = "arvados#collection"
 	if c.ManifestText != "" && !c.IsTrashed && s.signing() {
 		exp := time.Now().Add(s.opts.BlobSigningTTL)
 		if c.TrashAt != nil && c.TrashAt.Before(exp) {
 			exp = *c.TrashAt
 		}
-		c.ManifestText = keepclient.SignManifest(c.ManifestText, sess.token, exp, s.opts.BlobSigningTTL, s.key)
+		c.ManifestText = arvados.SignManifest(c.ManifestText, sess.token, exp, s.opts.BlobSigningTTL, s.key)
 	}
 	if c.Properties == nil {
 		c.Properties = map[string]any{}
@@ -33,31 +33,31 @@ func (s *Server) collectionOut(sess *session, c keepclient.Collection) keepclien
 
 // checkManifest verifies signatures (non-admins), validates, strips +A and
 // fills in PDH and counts.
-func (s *Server) checkManifest(sess *session, c *keepclient.Collection, clientPDH string) error {
+func (s *Server) checkManifest(sess *session, c *arvados.Collection, clientPDH string) error {
 	text := c.ManifestText
 	if !sess.user.IsAdmin && s.signing() {
 		for _, line := range strings.Split(text, "\n") {
 			words := strings.Split(line, " ")
 			for _, w := range words[min(1, len(words)):] {
-				l, err := keepclient.ParseLocator(w)
-				if err != nil || l.Size < 0 || (l.Hash == keepclient.EmptyHash && l.Size == 0) {
+				l, err := arvados.ParseLocator(w)
+				if err != nil || l.Size < 0 || (l.Hash == arvados.EmptyHash && l.Size == 0) {
 					continue
 				}
-				if err := keepclient.VerifySignature(w, sess.token, s.opts.BlobSigningTTL, s.key, time.Now()); err != nil {
+				if err := arvados.VerifySignature(w, sess.token, s.opts.BlobSigningTTL, s.key, time.Now()); err != nil {
 					return errorf(http.StatusForbidden, "Forbidden: block locator %s: %v", l.Stripped(), err)
 				}
 			}
 		}
 	}
-	if err := keepclient.ValidateManifest(text); err != nil {
+	if err := arvados.ValidateManifest(text); err != nil {
 		return errorf(http.StatusUnprocessableEntity, "Manifest text %v", err)
 	}
-	stripped := keepclient.StripSignatures(text)
-	pdh := keepclient.PortableDataHash(stripped)
+	stripped := arvados.StripSignatures(text)
+	pdh := arvados.PortableDataHash(stripped)
 	if clientPDH != "" && !strings.HasPrefix(clientPDH, pdh[:32]) {
 		return errorf(http.StatusUnprocessableEntity, "portable_data_hash %s does not match the manifest (%s)", clientPDH, pdh)
 	}
-	m, err := keepclient.ParseManifest(stripped)
+	m, err := arvados.ParseManifest(stripped)
 	if err != nil {
 		return errorf(http.StatusUnprocessableEntity, "Manifest text %v", err)
 	}
@@ -70,12 +70,12 @@ func (s *Server) checkManifest(sess *session, c *keepclient.Collection, clientPD
 }
 
 // uniqueName enforces (owner, name) uniqueness among untrashed collections.
-func (s *Server) uniqueName(c *keepclient.Collection, ensure bool) error {
+func (s *Server) uniqueName(c *arvados.Collection, ensure bool) error {
 	if c.Name == "" {
 		return nil
 	}
 	return s.uniqueIn("collections", "collection", c.UUID, c.OwnerUUID, &c.Name, ensure, func(raw []byte) bool {
-		var o keepclient.Collection
+		var o arvados.Collection
 		return json.Unmarshal(raw, &o) == nil && o.OwnerUUID == c.OwnerUUID && o.Name == c.Name && !o.IsTrashed && !isPastVersion(o)
 	})
 }
@@ -111,7 +111,7 @@ func (s *Server) uniqueIn(resource, what, uuid, owner string, name *string, ensu
 // collections") now that a collection it makes may be owned by a project
 // rather than by the uploader; it is not an API attribute.
 type collection struct {
-	keepclient.Collection
+	arvados.Collection
 	CreatedBy string `json:"created_by_user_uuid,omitempty"`
 }
 
@@ -126,7 +126,7 @@ func (c collection) createdBy() string {
 }
 
 // collectionView is c as the caller sees it, with can_write and can_manage.
-func (s *Server) collectionView(sess *session, a *access, c collection) keepclient.Collection {
+func (s *Server) collectionView(sess *session, a *access, c collection) arvados.Collection {
 	out := s.collectionOut(sess, c.Collection)
 	l := a.level(c.UUID, c.OwnerUUID)
 	out.CanWrite, out.CanManage = l >= permWrite, l >= permManage
@@ -139,7 +139,7 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 	a := s.access(sess)
 	switch {
 	case method == http.MethodGet && id == "":
-		var items []keepclient.Collection
+		var items []arvados.Collection
 		selectManifest := false
 		if sel, ok := params["select"].([]any); ok {
 			for _, v := range sel {
@@ -308,14 +308,14 @@ func (s *Server) getCollection(sess *session, id string, includeTrash bool) (col
 	}
 	// By PDH, as upstream: hints stripped, then hash+size must equal the
 	// collection's portable_data_hash exactly (a bare hash matches none).
-	if l, err := keepclient.ParseLocator(id); err == nil && l.Size >= 0 {
+	if l, err := arvados.ParseLocator(id); err == nil && l.Size >= 0 {
 		want := fmt.Sprintf("%s+%d", l.Hash, l.Size)
 		found := false
 		err := s.store.Each("collections", func(_ string, raw []byte) bool {
-			var o keepclient.Collection
+			var o arvados.Collection
 			if json.Unmarshal(raw, &o) == nil && o.PortableDataHash == want &&
 				a.can(o.UUID, o.OwnerUUID, permRead) && !o.IsTrashed && !a.st.inTrash(o.OwnerUUID) {
-				c.Collection, found = keepclient.Collection{PortableDataHash: o.PortableDataHash, ManifestText: o.ManifestText}, true
+				c.Collection, found = arvados.Collection{PortableDataHash: o.PortableDataHash, ManifestText: o.ManifestText}, true
 				c.UUID = o.PortableDataHash
 				return false
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -47,7 +48,7 @@ func TestServer_readsWhileLogsGrowTheStore(t *testing.T) {
 		objects = 30        // for each reader to walk, with a permission check on each
 	)
 	emptyManifest := ". d41d8cd98f00b204e9800998ecf8427e+0 0:0:empty\n"
-	pdh := keepclient.PortableDataHash(emptyManifest)
+	pdh := arvados.PortableDataHash(emptyManifest)
 	for _, tc := range []struct {
 		name string
 		read func(ctx context.Context, u *keepclient.Client) error
@@ -79,14 +80,14 @@ func TestServer_readsWhileLogsGrowTheStore(t *testing.T) {
 			defer cancel()
 			adm := client(t, ts, s.SystemRootToken()) // the audit identity, as the proxy posts block_put
 			for i := 0; i < objects; i++ {
-				other, _, err := s.CreateUser(ctx, keepclient.User{FullName: fmt.Sprintf("other %d", i), IsActive: true})
+				other, _, err := s.CreateUser(ctx, arvados.User{FullName: fmt.Sprintf("other %d", i), IsActive: true})
 				require.NoError(t, err)
 				_, err = adm.CreateLink(ctx, map[string]any{"link_class": "tag", "name": fmt.Sprint(i), "head_uuid": other.UUID})
 				require.NoError(t, err)
 				_, err = adm.CreateCollection(ctx, map[string]any{"name": fmt.Sprint(i), "manifest_text": emptyManifest}, false)
 				require.NoError(t, err)
 			}
-			_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "reader", IsActive: true})
+			_, tok, err := s.CreateUser(ctx, arvados.User{FullName: "reader", IsActive: true})
 			require.NoError(t, err)
 			u := client(t, ts, tok)
 			_, err = u.CreateCollection(ctx, map[string]any{"name": "mine", "manifest_text": emptyManifest}, false)

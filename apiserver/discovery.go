@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/arv-upload/arv-upload/admin"
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // A model is one kind of object the API serves: its discovery schema name,
@@ -21,15 +21,15 @@ type model struct {
 
 // models, by discovery resource name.
 var models = map[string]model{
-	"api_client_authorizations": {"ApiClientAuthorization", "gj3su", "arvados#apiClientAuthorization", reflect.TypeFor[keepclient.APIClientAuthorization]()},
-	"collections":               {"Collection", "4zz18", "arvados#collection", reflect.TypeFor[keepclient.Collection]()},
+	"api_client_authorizations": {"ApiClientAuthorization", "gj3su", "arvados#apiClientAuthorization", reflect.TypeFor[arvados.APIClientAuthorization]()},
+	"collections":               {"Collection", "4zz18", "arvados#collection", reflect.TypeFor[arvados.Collection]()},
 	"configs":                   {"Config", "", "arvados#config", reflect.TypeFor[map[string]any]()},
-	"groups":                    {"Group", "j7d0g", "arvados#group", reflect.TypeFor[keepclient.Group]()},
-	"keep_services":             {"KeepService", "bi6l4", "arvados#keepService", reflect.TypeFor[keepclient.KeepService]()},
-	"links":                     {"Link", "o0j2j", "arvados#link", reflect.TypeFor[keepclient.Link]()},
-	"logs":                      {"Log", "57u5n", "arvados#log", reflect.TypeFor[keepclient.Log]()},
+	"groups":                    {"Group", "j7d0g", "arvados#group", reflect.TypeFor[arvados.Group]()},
+	"keep_services":             {"KeepService", "bi6l4", "arvados#keepService", reflect.TypeFor[arvados.KeepService]()},
+	"links":                     {"Link", "o0j2j", "arvados#link", reflect.TypeFor[arvados.Link]()},
+	"logs":                      {"Log", "57u5n", "arvados#log", reflect.TypeFor[arvados.Log]()},
 	"uploader_accounts":         {"UploaderAccount", "tpzed", "arvados#uploaderAccount", reflect.TypeFor[admin.Account]()},
-	"users":                     {"User", "tpzed", "arvados#user", reflect.TypeFor[keepclient.User]()},
+	"users":                     {"User", "tpzed", "arvados#user", reflect.TypeFor[arvados.User]()},
 }
 
 // singular is the body key of a resource's create and update requests

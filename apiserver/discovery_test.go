@@ -9,10 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // discoveryOf fetches and decodes the discovery document.
@@ -138,7 +137,7 @@ func TestDiscovery_everyMethodIsServedAndEveryRouteDescribed(t *testing.T) {
 	make("api_client_authorizations", `{"api_client_authorization":{}}`)
 	make("uploader_accounts", `{"uploader_account":{"name":"u"}}`)
 	// Not the admin's own: users.unsetup would revoke the admin's token.
-	other, _, err := s.CreateUser(context.Background(), keepclient.User{FullName: "Other", IsActive: true})
+	other, _, err := s.CreateUser(context.Background(), arvados.User{FullName: "Other", IsActive: true})
 	require.NoError(t, err)
 	objects["users"] = other.UUID
 	objects["keep_services"] = "zzzzz-bi6l4-000000000000000"

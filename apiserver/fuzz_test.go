@@ -12,9 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // isClientError reports whether err is what request parsing may return:
@@ -88,7 +87,7 @@ func FuzzServeHTTP(f *testing.F) {
 	s, err := Open(Options{DataDir: f.TempDir()})
 	require.NoError(f, err)
 	f.Cleanup(func() { s.Close() })
-	_, userTok, err := s.CreateUser(context.Background(), keepclient.User{FullName: "U", IsActive: true})
+	_, userTok, err := s.CreateUser(context.Background(), arvados.User{FullName: "U", IsActive: true})
 	require.NoError(f, err)
 	req := httptest.NewRequest("POST", "/arvados/v1/uploader_accounts", strings.NewReader(`{"uploader_account":{"name":"fuzz"}}`))
 	req.Header.Set("Authorization", "Bearer "+userTok)

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // Groups are projects (group_class "project": they own collections and
@@ -21,7 +21,7 @@ var groupAttrs = []string{"name", "description", "group_class", "properties", "o
 // document advertises as defaultTrashLifetime).
 const defaultTrashLifetime = 14 * 24 * time.Hour
 
-func (s *Server) groupView(a *access, g keepclient.Group) keepclient.Group {
+func (s *Server) groupView(a *access, g arvados.Group) arvados.Group {
 	g.Kind = "arvados#group"
 	g.IsTrashed = trashedAt(g.TrashAt, time.Now())
 	if g.Properties == nil {
@@ -109,8 +109,8 @@ func (s *Server) groups(sess *session, method, id, action string, params map[str
 // getGroup finds a group the caller may read; a trashed one (or one in a
 // trashed project) only with includeTrash, else it is a 404 like one that
 // never existed.
-func (s *Server) getGroup(a *access, id string, includeTrash bool) (keepclient.Group, error) {
-	var g keepclient.Group
+func (s *Server) getGroup(a *access, id string, includeTrash bool) (arvados.Group, error) {
+	var g arvados.Group
 	if err := s.store.Get("groups", id, &g); err != nil || !a.can(g.UUID, g.OwnerUUID, permRead) ||
 		(!includeTrash && (trashedAt(g.TrashAt, time.Now()) || a.st.inTrash(g.OwnerUUID))) {
 		return g, errorf(http.StatusNotFound, "group %s not found", id)
@@ -120,7 +120,7 @@ func (s *Server) getGroup(a *access, id string, includeTrash bool) (keepclient.G
 
 // mayWriteGroup: a project needs can_write, a role can_manage (as
 // upstream); either refusal of a readable group is a 403.
-func mayWriteGroup(sess *session, a *access, g keepclient.Group) error {
+func mayWriteGroup(sess *session, a *access, g arvados.Group) error {
 	need := permWrite
 	if g.GroupClass == "role" {
 		need = permManage
@@ -133,7 +133,7 @@ func mayWriteGroup(sess *session, a *access, g keepclient.Group) error {
 
 // deleteAfter is when a group trashed at t may be deleted: a role at
 // once, a project after the trash lifetime.
-func deleteAfter(g keepclient.Group, t time.Time) *time.Time {
+func deleteAfter(g arvados.Group, t time.Time) *time.Time {
 	if g.GroupClass == "role" {
 		return &t
 	}
@@ -141,7 +141,7 @@ func deleteAfter(g keepclient.Group, t time.Time) *time.Time {
 	return &d
 }
 
-func (s *Server) saveGroup(sess *session, g *keepclient.Group) error {
+func (s *Server) saveGroup(sess *session, g *arvados.Group) error {
 	now := time.Now().UTC()
 	g.ModifiedAt, g.ModifiedByUserUUID = &now, sess.user.UUID
 	g.IsTrashed = trashedAt(g.TrashAt, now)
@@ -159,7 +159,7 @@ func (s *Server) createGroup(sess *session, params map[string]any) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	var g keepclient.Group
+	var g arvados.Group
 	if err := remarshal(attrs, &g); err != nil {
 		return nil, err
 	}
@@ -204,7 +204,7 @@ func (s *Server) createGroup(sess *session, params map[string]any) (any, error) 
 		return nil, err
 	}
 	if manager != "" {
-		l := keepclient.Link{Common: common(s.uuid("o0j2j"), s.systemUserUUID(), now), LinkClass: "permission",
+		l := arvados.Link{Common: common(s.uuid("o0j2j"), s.systemUserUUID(), now), LinkClass: "permission",
 			Name: "can_manage", TailUUID: manager, HeadUUID: g.UUID, Properties: map[string]any{}}
 		l.ModifiedByUserUUID = sess.user.UUID
 		if err := s.store.Put("links", l.UUID, l); err != nil {
@@ -273,7 +273,7 @@ func (s *Server) updateGroup(sess *session, a *access, id string, params map[str
 // in the past means now; is_trashed alone trashes now or untrashes;
 // trash_at without delete_at sets delete_at after the trash lifetime; the
 // two are set together or not at all, delete_at not before trash_at.
-func setTrash(g *keepclient.Group, a map[string]any, oldTrash, oldDelete *time.Time) error {
+func setTrash(g *arvados.Group, a map[string]any, oldTrash, oldDelete *time.Time) error {
 	now := time.Now().UTC()
 	_, trashSet := a["trash_at"]
 	_, deleteSet := a["delete_at"]
@@ -310,7 +310,7 @@ func setTrash(g *keepclient.Group, a map[string]any, oldTrash, oldDelete *time.T
 
 // checkGroupName: project names become directory names (upstream's
 // ensure_filesystem_compatible_name), and no name may hold NUL.
-func checkGroupName(g keepclient.Group) error {
+func checkGroupName(g arvados.Group) error {
 	if strings.IndexByte(g.Name, 0) >= 0 {
 		return errorf(http.StatusUnprocessableEntity, "group name %q contains a NUL character; choose a name without it", g.Name)
 	}
@@ -322,12 +322,12 @@ func checkGroupName(g keepclient.Group) error {
 
 // uniqueGroupName enforces (owner, name) uniqueness among untrashed
 // groups, as upstream's index, with the suffix of ensure_unique_name.
-func (s *Server) uniqueGroupName(g *keepclient.Group, ensure bool) error {
+func (s *Server) uniqueGroupName(g *arvados.Group, ensure bool) error {
 	if g.IsTrashed {
 		return nil
 	}
 	return s.uniqueIn("groups", "group", g.UUID, g.OwnerUUID, &g.Name, ensure, func(raw []byte) bool {
-		var o keepclient.Group
+		var o arvados.Group
 		return json.Unmarshal(raw, &o) == nil && o.OwnerUUID == g.OwnerUUID && o.Name == g.Name && !trashedAt(o.TrashAt, time.Now())
 	})
 }
@@ -340,7 +340,7 @@ func (s *Server) listGroups(sess *session, a *access, params map[string]any) (an
 	}
 	var items []map[string]any
 	err = s.each(sess, "groups", params, func(raw []byte) {
-		var g keepclient.Group
+		var g arvados.Group
 		if json.Unmarshal(raw, &g) == nil {
 			items = append(items, asMap(s.groupView(a, g)))
 		}
@@ -410,7 +410,7 @@ func (s *Server) contents(sess *session, a *access, id string, params map[string
 	}
 	var groups, colls []map[string]any
 	err = s.eachObject(a, "groups", tableFilters(filters, "groups"), includeTrash, func(obj map[string]any, raw []byte) {
-		var g keepclient.Group
+		var g arvados.Group
 		if obj["group_class"] == "project" && keep(obj) && json.Unmarshal(raw, &g) == nil {
 			groups = append(groups, asMap(s.groupView(a, g)))
 		}

@@ -8,16 +8,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // mkUser creates an active user and returns its UUID and token.
 func mkUser(t *testing.T, s *Server, name string) (string, string) {
 	t.Helper()
-	u, tok, err := s.CreateUser(context.Background(), keepclient.User{FullName: name, IsActive: true})
+	u, tok, err := s.CreateUser(context.Background(), arvados.User{FullName: name, IsActive: true})
 	require.NoError(t, err)
 	return u.UUID, tok
 }

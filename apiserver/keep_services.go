@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 func (s *Server) clusterConfig() map[string]any {
@@ -31,7 +31,7 @@ func (s *Server) clusterConfig() map[string]any {
 
 // keepService is a stored keep service.
 type keepService struct {
-	keepclient.KeepService
+	arvados.KeepService
 	Configured bool `json:"configured,omitempty"` // from configuration, not the API
 }
 
@@ -39,8 +39,8 @@ var keepServiceAttrs = []string{"service_host", "service_port", "service_ssl_fla
 
 // storedKeepServices returns every keep service, disks then proxies, each
 // group in UUID order.
-func (s *Server) storedKeepServices() ([]keepclient.KeepService, error) {
-	var disks, proxies []keepclient.KeepService
+func (s *Server) storedKeepServices() ([]arvados.KeepService, error) {
+	var disks, proxies []arvados.KeepService
 	err := s.store.Each("keep_services", func(_ string, raw []byte) bool {
 		var ks keepService
 		if json.Unmarshal(raw, &ks) == nil {
@@ -57,7 +57,7 @@ func (s *Server) storedKeepServices() ([]keepclient.KeepService, error) {
 }
 
 // setConfiguredKeepServices replaces the configured keep services.
-func (s *Server) setConfiguredKeepServices(services []keepclient.KeepService) error {
+func (s *Server) setConfiguredKeepServices(services []arvados.KeepService) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	keep := map[string]bool{}
@@ -111,7 +111,7 @@ func (s *Server) accessible(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var disks, proxies []keepclient.KeepService
+	var disks, proxies []arvados.KeepService
 	for _, ks := range all {
 		if ks.ServiceType == "proxy" {
 			proxies = append(proxies, ks)

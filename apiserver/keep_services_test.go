@@ -4,10 +4,9 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // serviceUUIDs lists the UUIDs of a keep service listing.
@@ -29,9 +28,9 @@ func TestServer_keepServicesCRUD(t *testing.T) {
 	dir := t.TempDir()
 	s, ts := open(t, dir)
 	u := users(t, s, ts)
-	conf := keepclient.KeepService{ServiceHost: "10.0.0.1", ServicePort: 25107, ServiceType: "disk"}
+	conf := arvados.KeepService{ServiceHost: "10.0.0.1", ServicePort: 25107, ServiceType: "disk"}
 	conf.UUID = "zzzzz-bi6l4-configured00001"[:27]
-	require.NoError(t, s.SetKeepServices([]keepclient.KeepService{conf}, nil))
+	require.NoError(t, s.SetKeepServices([]arvados.KeepService{conf}, nil))
 
 	body := `{"keep_service":{"service_host":"keep9.example","service_port":25107,"service_ssl_flag":false,"service_type":"disk"}}`
 	r := apiCall(t, ts, u["user"], "POST", "/arvados/v1/keep_services", "application/json", body)
@@ -69,7 +68,7 @@ func TestServer_keepServicesCRUD(t *testing.T) {
 	// A new configuration replaces the old configured entry; the created one stays.
 	conf2 := conf
 	conf2.UUID, conf2.ServicePort = "zzzzz-bi6l4-configured00002"[:27], 25108
-	require.NoError(t, s.SetKeepServices([]keepclient.KeepService{conf2}, nil))
+	require.NoError(t, s.SetKeepServices([]arvados.KeepService{conf2}, nil))
 	assert.ElementsMatch(t, []string{conf2.UUID, created}, serviceUUIDs(t, apiCall(t, ts, u["user"], "GET", "/arvados/v1/keep_services", "", "")))
 
 	// Restarted without configured services: only the created one.

@@ -5,10 +5,10 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
-func linkOut(l keepclient.Link) keepclient.Link {
+func linkOut(l arvados.Link) arvados.Link {
 	l.Kind, l.HeadKind, l.TailKind = "arvados#link", kindOf(l.HeadUUID), kindOf(l.TailUUID)
 	if l.Properties == nil {
 		l.Properties = map[string]any{}
@@ -37,9 +37,9 @@ func (s *Server) linkReadable(a *access, uuid, owner, class, head, tail string) 
 func (s *Server) links(sess *session, method, id string, params map[string]any) (any, error) {
 	switch {
 	case method == http.MethodGet && id == "":
-		var items []keepclient.Link
+		var items []arvados.Link
 		err := s.each(sess, "links", params, func(raw []byte) {
-			var l keepclient.Link
+			var l arvados.Link
 			if json.Unmarshal(raw, &l) == nil {
 				items = append(items, linkOut(l))
 			}
@@ -80,8 +80,8 @@ func (s *Server) links(sess *session, method, id string, params map[string]any) 
 	return nil, errorf(http.StatusNotFound, "no such route")
 }
 
-func (s *Server) getLink(sess *session, id string) (keepclient.Link, error) {
-	var l keepclient.Link
+func (s *Server) getLink(sess *session, id string) (arvados.Link, error) {
+	var l arvados.Link
 	if err := s.store.Get("links", id, &l); err != nil ||
 		!s.linkReadable(s.access(sess), l.UUID, l.OwnerUUID, l.LinkClass, l.HeadUUID, l.TailUUID) {
 		return l, errorf(http.StatusNotFound, "link %s not found", id)
@@ -99,7 +99,7 @@ func (s *Server) createLink(sess *session, params map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var l keepclient.Link
+	var l arvados.Link
 	if err := remarshal(attrs, &l); err != nil {
 		return nil, err
 	}

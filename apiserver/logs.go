@@ -5,15 +5,15 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 func (s *Server) logs(sess *session, method, id string, params map[string]any) (any, error) {
 	switch {
 	case method == http.MethodGet && id == "":
-		var items []keepclient.Log
+		var items []arvados.Log
 		err := s.each(sess, "logs", params, func(raw []byte) {
-			var l keepclient.Log
+			var l arvados.Log
 			if json.Unmarshal(raw, &l) == nil {
 				items = append(items, l)
 			}
@@ -24,7 +24,7 @@ func (s *Server) logs(sess *session, method, id string, params map[string]any) (
 		if err != nil {
 			return nil, err
 		}
-		var l keepclient.Log
+		var l arvados.Log
 		if err := remarshal(a, &l); err != nil {
 			return nil, err
 		}

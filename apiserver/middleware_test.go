@@ -15,10 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // openWith starts a Server with opts (DataDir filled in) over real HTTP.
@@ -213,7 +212,7 @@ func TestServer_metrics(t *testing.T) {
 	const mgmt = "management-secret"
 	ctx := context.Background()
 	s, ts := openWith(t, Options{ManagementToken: mgmt})
-	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	_, tok, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
 	c := client(t, ts, tok)
 	_, err = c.CurrentUser(ctx)
@@ -290,7 +289,7 @@ func TestServer_requestLog(t *testing.T) {
 	ctx := context.Background()
 	logs := &syncBuffer{}
 	s, ts := openWith(t, Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
-	u, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	u, tok, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
 	r := apiCall(t, ts, tok, "GET", "/arvados/v1/users/current", "", "")
 	require.Equal(t, 200, r.status)

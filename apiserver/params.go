@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // readParams merges query, form body and JSON body parameters (PROTOCOL
@@ -135,11 +135,11 @@ func boolParam(params map[string]any, k string) bool {
 	return false
 }
 
-func list[T any](kind string, items []T) keepclient.List[T] {
+func list[T any](kind string, items []T) arvados.List[T] {
 	if items == nil {
 		items = []T{}
 	}
-	return keepclient.List[T]{Kind: kind, Items: items, Limit: 1000, ItemsAvailable: len(items)}
+	return arvados.List[T]{Kind: kind, Items: items, Limit: 1000, ItemsAvailable: len(items)}
 }
 
 // selectFields answers a get, create or update with only the attributes

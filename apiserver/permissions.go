@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // Permissions follow upstream's graph (services/api permission tables):
@@ -113,23 +113,23 @@ func (ix *permIndex) change(f func(nodes map[string]permNode, links map[string]p
 	ix.cur.Store(newPermState(nodes, links))
 }
 
-func (ix *permIndex) putUser(u keepclient.User) {
+func (ix *permIndex) putUser(u arvados.User) {
 	ix.change(func(nodes map[string]permNode, _ map[string]permLink) {
 		nodes[u.UUID] = permNode{owner: u.OwnerUUID}
 	})
 }
 
-func (ix *permIndex) putGroup(g keepclient.Group) {
+func (ix *permIndex) putGroup(g arvados.Group) {
 	ix.change(func(nodes map[string]permNode, _ map[string]permLink) { nodes[g.UUID] = groupNode(g) })
 }
 
-func groupNode(g keepclient.Group) permNode {
+func groupNode(g arvados.Group) permNode {
 	return permNode{owner: g.OwnerUUID, group: true, class: g.GroupClass, trashAt: g.TrashAt}
 }
 
 // putLink records l if it is a permission link, and forgets a link of
 // its UUID that is not (any more).
-func (ix *permIndex) putLink(l keepclient.Link) {
+func (ix *permIndex) putLink(l arvados.Link) {
 	ix.change(func(_ map[string]permNode, links map[string]permLink) {
 		if pl, ok := asPermLink(l); ok {
 			links[l.UUID] = pl
@@ -143,7 +143,7 @@ func (ix *permIndex) deleteLink(uuid string) {
 	ix.change(func(_ map[string]permNode, links map[string]permLink) { delete(links, uuid) })
 }
 
-func asPermLink(l keepclient.Link) (permLink, bool) {
+func asPermLink(l arvados.Link) (permLink, bool) {
 	level := permByName[l.Name]
 	if l.LinkClass != "permission" || level == permNone {
 		return permLink{}, false
@@ -169,7 +169,7 @@ func (s *Server) loadPermissions() error {
 		return nil
 	}
 	err := walk("users", func(raw []byte) error {
-		var u keepclient.User
+		var u arvados.User
 		if err := json.Unmarshal(raw, &u); err != nil {
 			return err
 		}
@@ -180,7 +180,7 @@ func (s *Server) loadPermissions() error {
 		return err
 	}
 	err = walk("groups", func(raw []byte) error {
-		var g keepclient.Group
+		var g arvados.Group
 		if err := json.Unmarshal(raw, &g); err != nil {
 			return err
 		}
@@ -191,7 +191,7 @@ func (s *Server) loadPermissions() error {
 		return err
 	}
 	err = walk("links", func(raw []byte) error {
-		var l keepclient.Link
+		var l arvados.Link
 		if err := json.Unmarshal(raw, &l); err != nil {
 			return err
 		}

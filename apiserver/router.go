@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -162,7 +163,7 @@ func checkPathUUID(resource, id string) error {
 		return nil
 	}
 	if resource == "collections" {
-		if _, err := keepclient.ParseLocator(id); err == nil {
+		if _, err := arvados.ParseLocator(id); err == nil {
 			return nil
 		}
 	}

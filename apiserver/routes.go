@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // A route is one API method: how a request reaches it and how the
@@ -115,7 +115,7 @@ func apiRoutes() []route {
 			// none), so a Keep proxy caching this answer stops at that
 			// very moment.
 			return struct {
-				keepclient.User
+				arvados.User
 				ExpiresAt *time.Time `json:"expires_at,omitempty"`
 			}{s.userOut(c.sess, c.sess.user), c.sess.user.ExpiresAt}, nil
 		}})

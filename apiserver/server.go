@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // Options configure a Server. The zero value of each field means its default.
@@ -29,8 +29,8 @@ type Options struct {
 	BlobSigningTTL     time.Duration
 	DefaultReplication int   // default 2
 	MaxRequestSize     int64 // default 128 MiB
-	KeepServices       []keepclient.KeepService
-	ProxyServices      []keepclient.KeepService
+	KeepServices       []arvados.KeepService
+	ProxyServices      []arvados.KeepService
 	Logger             *slog.Logger
 
 	// Collection settings a real cluster has (PROTOCOL 15.3), so that
@@ -105,7 +105,7 @@ func Open(opts Options) (*Server, error) {
 		opts.ClusterID = "zzzzz"
 	}
 	if opts.BlobSigningTTL == 0 {
-		opts.BlobSigningTTL = keepclient.DefaultBlobSigningTTL
+		opts.BlobSigningTTL = arvados.DefaultBlobSigningTTL
 	}
 	if opts.DefaultReplication == 0 {
 		opts.DefaultReplication = 2
@@ -164,11 +164,11 @@ func (s *Server) AdminToken() string { return s.admin }
 
 // SetKeepServices replaces the configured keep services (see
 // keep_services.go); those an admin created through the API stay.
-func (s *Server) SetKeepServices(disk, proxy []keepclient.KeepService) error {
+func (s *Server) SetKeepServices(disk, proxy []arvados.KeepService) error {
 	for i := range proxy {
 		proxy[i].ServiceType = "proxy"
 	}
-	return s.setConfiguredKeepServices(append(append([]keepclient.KeepService{}, disk...), proxy...))
+	return s.setConfiguredKeepServices(append(append([]arvados.KeepService{}, disk...), proxy...))
 }
 
 func (s *Server) uuid(infix string) string {
@@ -202,7 +202,7 @@ func (s *Server) bootstrap() error {
 	sys := s.systemUserUUID()
 	var u user
 	if err := s.store.Get("users", sys, &u); errors.Is(err, ErrNotFound) {
-		u = user{User: keepclient.User{Common: common(sys, sys, now), FullName: "root", IsActive: true, IsAdmin: true}}
+		u = user{User: arvados.User{Common: common(sys, sys, now), FullName: "root", IsActive: true, IsAdmin: true}}
 		if err := s.store.Put("users", sys, u); err != nil {
 			return err
 		}
@@ -227,7 +227,7 @@ func (s *Server) bootstrap() error {
 	s.admin = adminTok
 	adminUUID := s.opts.ClusterID + "-tpzed-000000000000001"
 	if err := s.store.Get("users", adminUUID, &u); errors.Is(err, ErrNotFound) {
-		u = user{User: keepclient.User{Common: common(adminUUID, sys, now), FullName: "Admin", Username: "admin", Email: "admin@localhost", IsActive: true, IsAdmin: true}}
+		u = user{User: arvados.User{Common: common(adminUUID, sys, now), FullName: "Admin", Username: "admin", Email: "admin@localhost", IsActive: true, IsAdmin: true}}
 		if err := s.store.Put("users", adminUUID, u); err != nil {
 			return err
 		}
@@ -247,7 +247,7 @@ func (s *Server) ensureToken(uuid, owner, v2 string, scopes []string) error {
 		return nil
 	}
 	now := time.Now().UTC()
-	t = token{APIClientAuthorization: keepclient.APIClientAuthorization{Common: common(uuid, owner, now), APIToken: v2[strings.LastIndexByte(v2, '/')+1:], Scopes: scopes}}
+	t = token{APIClientAuthorization: arvados.APIClientAuthorization{Common: common(uuid, owner, now), APIToken: v2[strings.LastIndexByte(v2, '/')+1:], Scopes: scopes}}
 	t.Kind = "arvados#apiClientAuthorization"
 	return s.store.Put("api_client_authorizations", uuid, t)
 }
@@ -267,7 +267,7 @@ func readOrCreateSecret(path string, gen func() string) (string, error) {
 
 // CreateUser creates an active user owned by the system user, with an
 // unscoped token (for dev clusters and tests).
-func (s *Server) CreateUser(ctx context.Context, u keepclient.User) (keepclient.User, string, error) {
+func (s *Server) CreateUser(ctx context.Context, u arvados.User) (arvados.User, string, error) {
 	now := time.Now().UTC()
 	u.Common = common(s.uuid("tpzed"), s.systemUserUUID(), now)
 	u.Kind = "arvados#user"
@@ -284,27 +284,27 @@ func (s *Server) CreateUser(ctx context.Context, u keepclient.User) (keepclient.
 
 func (s *Server) newToken(owner string, scopes []string, expires *time.Time) (token, error) {
 	now := time.Now().UTC()
-	t := token{APIClientAuthorization: keepclient.APIClientAuthorization{
+	t := token{APIClientAuthorization: arvados.APIClientAuthorization{
 		Common: common(s.uuid("gj3su"), owner, now), APIToken: randomBase36(50), Scopes: scopes, ExpiresAt: expires,
 	}}
 	t.Kind = "arvados#apiClientAuthorization"
 	return t, s.store.Put("api_client_authorizations", t.UUID, t)
 }
 
-func common(uuid, owner string, now time.Time) keepclient.Common {
-	return keepclient.Common{UUID: uuid, OwnerUUID: owner, CreatedAt: &now, ModifiedAt: &now, ModifiedByUserUUID: owner, Etag: randomBase36(10)}
+func common(uuid, owner string, now time.Time) arvados.Common {
+	return arvados.Common{UUID: uuid, OwnerUUID: owner, CreatedAt: &now, ModifiedAt: &now, ModifiedByUserUUID: owner, Etag: randomBase36(10)}
 }
 
 // user is a stored user; Uploader marks uploader accounts.
 type user struct {
-	keepclient.User
+	arvados.User
 	Uploader    bool       `json:"uploader,omitempty"`
 	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
 	ProjectUUID string     `json:"project_uuid,omitempty"` // uploaders: the project it was given can_write on at creation
 }
 
 type token struct {
-	keepclient.APIClientAuthorization
+	arvados.APIClientAuthorization
 	Revoked bool `json:"revoked,omitempty"`
 }
 

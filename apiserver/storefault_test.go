@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -91,7 +92,7 @@ func TestServer_storeErrorsFailTheRequest(t *testing.T) {
 			return err
 		}},
 		{name: "collection by PDH", failEach: "collections", call: func(e env) error {
-			_, err := e.u.GetCollection(ctx, keepclient.PortableDataHash(emptyManifest))
+			_, err := e.u.GetCollection(ctx, arvados.PortableDataHash(emptyManifest))
 			return err
 		}},
 		{name: "collection name check", failEach: "collections", call: func(e env) error {
@@ -129,7 +130,7 @@ func TestServer_storeErrorsFailTheRequest(t *testing.T) {
 			s.store = faults // before the server's goroutines start
 			ts := httptest.NewServer(s)
 			t.Cleanup(func() { ts.Close(); s.Close() })
-			me, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+			me, tok, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
 			require.NoError(t, err)
 			e := env{s: s, adm: client(t, ts, s.AdminToken()), u: client(t, ts, tok), userUUID: me.UUID,
 				v1: client(t, ts, tok[strings.LastIndexByte(tok, '/')+1:])}

@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
-func tokenOut(t token) keepclient.APIClientAuthorization {
+func tokenOut(t token) arvados.APIClientAuthorization {
 	out := t.APIClientAuthorization
 	out.Kind = "arvados#apiClientAuthorization"
 	return out
@@ -18,7 +18,7 @@ func (s *Server) tokens(sess *session, method, id string, params map[string]any)
 	case method == http.MethodGet && id == "current":
 		return tokenOut(sess.tok), nil
 	case method == http.MethodGet && id == "":
-		var items []keepclient.APIClientAuthorization
+		var items []arvados.APIClientAuthorization
 		err := s.store.Each("api_client_authorizations", func(_ string, raw []byte) bool {
 			var t token
 			if json.Unmarshal(raw, &t) == nil && t.OwnerUUID == sess.user.UUID && !t.Revoked {
@@ -42,7 +42,7 @@ func (s *Server) tokens(sess *session, method, id string, params map[string]any)
 		if err != nil {
 			return nil, err
 		}
-		var req keepclient.APIClientAuthorization
+		var req arvados.APIClientAuthorization
 		if err := remarshal(a, &req); err != nil {
 			return nil, err
 		}

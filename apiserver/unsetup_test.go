@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -18,16 +19,16 @@ func TestServer_usersUnsetup(t *testing.T) {
 	ctx := context.Background()
 	s, ts := open(t, t.TempDir())
 	adm := client(t, ts, s.AdminToken())
-	_, ownerTok, err := s.CreateUser(ctx, keepclient.User{FullName: "Owner", IsActive: true})
+	_, ownerTok, err := s.CreateUser(ctx, arvados.User{FullName: "Owner", IsActive: true})
 	require.NoError(t, err)
 	owner := client(t, ts, ownerTok)
 	me, err := owner.CurrentUser(ctx)
 	require.NoError(t, err)
 
-	var u keepclient.User
+	var u arvados.User
 	require.NoError(t, adm.Call(ctx, http.MethodPost, "arvados/v1/users", nil,
 		map[string]any{"user": map[string]any{"first_name": "Machine", "username": "machine1", "is_active": true, "prefs": map[string]any{"k": "v"}}}, &u))
-	var proj keepclient.Group
+	var proj arvados.Group
 	require.NoError(t, owner.Call(ctx, http.MethodPost, "arvados/v1/groups", nil,
 		map[string]any{"group": map[string]any{"name": "box", "group_class": "project"}}, &proj))
 	grant, err := adm.CreateLink(ctx, map[string]any{"link_class": "permission", "name": "can_write", "tail_uuid": u.UUID, "head_uuid": proj.UUID})
@@ -43,7 +44,7 @@ func TestServer_usersUnsetup(t *testing.T) {
 	err = owner.Call(ctx, http.MethodPost, path, nil, nil, nil)
 	assert.True(t, keepclient.IsStatus(err, http.StatusForbidden), "a manager who is not admin: %v", err)
 
-	var out keepclient.User
+	var out arvados.User
 	require.NoError(t, adm.Call(ctx, http.MethodPost, path, nil, nil, &out))
 	assert.False(t, out.IsActive)
 	assert.Empty(t, out.Prefs)
@@ -51,11 +52,11 @@ func TestServer_usersUnsetup(t *testing.T) {
 
 	_, err = client(t, ts, tok.TokenV2()).CurrentUser(ctx)
 	assert.True(t, keepclient.IsStatus(err, http.StatusUnauthorized), "its token is revoked: %v", err)
-	var l keepclient.Link
+	var l arvados.Link
 	err = adm.Call(ctx, http.MethodGet, "arvados/v1/links/"+grant.UUID, nil, nil, &l)
 	assert.True(t, keepclient.IsStatus(err, http.StatusNotFound), "its grant is deleted: %v", err)
 	require.NoError(t, adm.Call(ctx, http.MethodGet, "arvados/v1/links/"+manage.UUID, nil, nil, &l), "the link to it stays")
-	var got keepclient.User
+	var got arvados.User
 	require.NoError(t, owner.Call(ctx, http.MethodGet, "arvados/v1/users/"+u.UUID, nil, nil, &got))
 	assert.False(t, got.IsActive)
 	assert.True(t, got.CanManage)
@@ -67,7 +68,7 @@ func TestServer_usersUnsetup(t *testing.T) {
 func TestServer_scopedTokenCreate(t *testing.T) {
 	ctx := context.Background()
 	s, ts := open(t, t.TempDir())
-	u, userTok, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	u, userTok, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
 	scopes := []string{"POST /arvados/v1/api_client_authorizations"}
 	admScoped, err := client(t, ts, s.AdminToken()).CreateToken(ctx, map[string]any{"scopes": scopes})
@@ -87,9 +88,9 @@ func TestServer_filterIsAOnUUIDAttribute(t *testing.T) {
 	ctx := context.Background()
 	s, ts := open(t, t.TempDir())
 	adm := client(t, ts, s.AdminToken())
-	u, _, err := s.CreateUser(ctx, keepclient.User{FullName: "U", IsActive: true})
+	u, _, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
-	var proj keepclient.Group
+	var proj arvados.Group
 	require.NoError(t, adm.Call(ctx, http.MethodPost, "arvados/v1/groups", nil,
 		map[string]any{"group": map[string]any{"name": "p", "group_class": "project"}}, &proj))
 	toUser, err := adm.CreateLink(ctx, map[string]any{"link_class": "permission", "name": "can_read", "tail_uuid": u.UUID, "head_uuid": proj.UUID})
@@ -107,7 +108,7 @@ func TestServer_filterIsAOnUUIDAttribute(t *testing.T) {
 func TestServer_inactiveUserReadsOnlyCurrent(t *testing.T) {
 	ctx := context.Background()
 	s, ts := open(t, t.TempDir())
-	_, tok, err := s.CreateUser(ctx, keepclient.User{FullName: "Gone", IsActive: false})
+	_, tok, err := s.CreateUser(ctx, arvados.User{FullName: "Gone", IsActive: false})
 	require.NoError(t, err)
 	c := client(t, ts, tok)
 	me, err := c.CurrentUser(ctx)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/arv-upload/arv-upload/admin"
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 func accountOut(u user) admin.Account {
@@ -56,7 +56,7 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 			exp = &t
 		}
 		now := time.Now().UTC()
-		u := user{User: keepclient.User{Common: common(s.uuid("tpzed"), sess.user.UUID, now), FullName: name, IsActive: true,
+		u := user{User: arvados.User{Common: common(s.uuid("tpzed"), sess.user.UUID, now), FullName: name, IsActive: true,
 			Prefs: map[string]any{"uploader": true}}, Uploader: true, ExpiresAt: exp, ProjectUUID: project}
 		u.Kind = "arvados#user"
 		if err := s.store.Put("users", u.UUID, u); err != nil {
@@ -66,7 +66,7 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 		// The grant before the token: an account whose token was handed
 		// out can write where its project_uuid says.
 		if project != "" {
-			l := keepclient.Link{Common: common(s.uuid("o0j2j"), s.systemUserUUID(), now), LinkClass: "permission",
+			l := arvados.Link{Common: common(s.uuid("o0j2j"), s.systemUserUUID(), now), LinkClass: "permission",
 				Name: "can_write", TailUUID: u.UUID, HeadUUID: project, Properties: map[string]any{}}
 			l.ModifiedByUserUUID = sess.user.UUID
 			if err := s.store.Put("links", l.UUID, l); err != nil {

@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
-func (s *Server) userOut(sess *session, u user) keepclient.User {
+func (s *Server) userOut(sess *session, u user) arvados.User {
 	out := u.User
 	out.Kind = "arvados#user"
 	l := s.access(sess).level(u.UUID, u.OwnerUUID)
@@ -23,7 +23,7 @@ func (s *Server) userOut(sess *session, u user) keepclient.User {
 func (s *Server) users(sess *session, method, id string, params map[string]any) (any, error) {
 	switch {
 	case method == http.MethodGet && id == "":
-		var items []keepclient.User
+		var items []arvados.User
 		a := s.access(sess)
 		err := s.store.Each("users", func(_ string, raw []byte) bool {
 			var u user
@@ -47,7 +47,7 @@ func (s *Server) users(sess *session, method, id string, params map[string]any) 
 		if err != nil {
 			return nil, err
 		}
-		var nu keepclient.User
+		var nu arvados.User
 		if err := remarshal(a, &nu); err != nil {
 			return nil, err
 		}
@@ -156,7 +156,7 @@ func (s *Server) unsetup(sess *session, id string) (any, error) {
 	}
 	var grants []string
 	err = s.store.Each("links", func(key string, raw []byte) bool {
-		var l keepclient.Link
+		var l arvados.Link
 		if json.Unmarshal(raw, &l) == nil && l.LinkClass == "permission" && l.TailUUID == u.UUID {
 			grants = append(grants, l.UUID)
 		}

@@ -7,7 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // checkJSONText refuses JSON that Go's decoder would silently change: bytes
@@ -60,7 +60,7 @@ func hex4(b []byte, i int) (rune, bool) {
 
 // checkCollectionAttrs validates the attributes a collection create or
 // update sets (a), as decoded into c.
-func checkCollectionAttrs(a map[string]any, c keepclient.Collection) error {
+func checkCollectionAttrs(a map[string]any, c arvados.Collection) error {
 	if _, ok := a["name"]; ok && strings.IndexByte(c.Name, 0) >= 0 {
 		return errorf(http.StatusUnprocessableEntity, "collection name %q contains a NUL character; choose a name without it", c.Name)
 	}

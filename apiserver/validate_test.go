@@ -10,10 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // reply is a raw API response: the status and the decoded JSON body.
@@ -52,7 +51,7 @@ func jsonBody(t *testing.T, v any) string {
 // users makes an admin, a normal user and an uploader account (owned by
 // the user) and returns their tokens.
 func users(t *testing.T, s *Server, ts *httptest.Server) map[string]string {
-	_, tok, err := s.CreateUser(context.Background(), keepclient.User{FullName: "U", IsActive: true})
+	_, tok, err := s.CreateUser(context.Background(), arvados.User{FullName: "U", IsActive: true})
 	require.NoError(t, err)
 	r := apiCall(t, ts, tok, "POST", "/arvados/v1/uploader_accounts", "application/json", `{"uploader_account":{"name":"seq"}}`)
 	require.Equal(t, 200, r.status, r.raw)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/arv-upload/arv-upload/admin"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -86,7 +87,7 @@ func errorf(status int, format string, a ...any) error {
 
 // caller is an authenticated request.
 type caller struct {
-	user   keepclient.User
+	user   arvados.User
 	client *keepclient.Client // upstream, with the caller's token
 }
 
@@ -198,7 +199,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*caller, er
 
 // isAccount reports whether u is an uploader account: the broker's (its
 // username, which only admins set) or arv-server's own (prefs.uploader).
-func isAccount(u *keepclient.User) bool {
+func isAccount(u *arvados.User) bool {
 	up, _ := u.Prefs["uploader"].(bool)
 	return strings.HasPrefix(u.Username, UsernamePrefix) || up
 }
@@ -271,7 +272,7 @@ func (s *Server) create(ctx context.Context, c *caller, r *http.Request) (any, e
 		return nil, err
 	}
 	adm := s.opts.Admin
-	var u keepclient.User
+	var u arvados.User
 	err = adm.Call(ctx, http.MethodPost, "arvados/v1/users", nil, map[string]any{"user": map[string]any{
 		"username": username, "first_name": req.Name, "last_name": "(uploader account)", "is_active": true}}, &u)
 	if err != nil {
@@ -289,7 +290,7 @@ func (s *Server) create(ctx context.Context, c *caller, r *http.Request) (any, e
 	return acct, nil
 }
 
-func (s *Server) provision(ctx context.Context, c *caller, u keepclient.User, req createRequest, exp *time.Time) (*admin.Account, error) {
+func (s *Server) provision(ctx context.Context, c *caller, u arvados.User, req createRequest, exp *time.Time) (*admin.Account, error) {
 	adm := s.opts.Admin
 	record := map[string]any{"name": req.Name, "project_uuid": req.ProjectUUID, "expires_at": nil}
 	if exp != nil {
@@ -311,7 +312,7 @@ func (s *Server) provision(ctx context.Context, c *caller, u keepclient.User, re
 	if exp != nil {
 		attrs["expires_at"] = exp.Format(time.RFC3339Nano)
 	}
-	var t keepclient.APIClientAuthorization
+	var t arvados.APIClientAuthorization
 	if err := adm.Call(ctx, http.MethodPost, "arvados/v1/api_client_authorizations", nil,
 		map[string]any{"api_client_authorization": attrs}, &t); err != nil {
 		return nil, fmt.Errorf("create the account's token: %w", err)
@@ -324,7 +325,7 @@ func (s *Server) provision(ctx context.Context, c *caller, u keepclient.User, re
 // checkProject refuses a drop-box project the caller cannot manage (giving
 // the account can_write there is sharing it), asking as the caller.
 func checkProject(ctx context.Context, c *caller, uuid string) error {
-	var g keepclient.Group
+	var g arvados.Group
 	err := c.client.Call(ctx, http.MethodGet, "arvados/v1/groups/"+url.PathEscape(uuid), nil, nil, &g)
 	if keepclient.IsStatus(err, http.StatusNotFound) {
 		return errorf(http.StatusUnprocessableEntity, "project_uuid '%s' not found (or you cannot read it)", uuid)
@@ -363,7 +364,7 @@ func (s *Server) owned(ctx context.Context, c *caller, only string) ([]admin.Acc
 	if only != "" {
 		filters = append(filters, []any{"head_uuid", "=", only})
 	}
-	records := map[string]keepclient.Link{}
+	records := map[string]arvados.Link{}
 	var heads []string
 	for offset := 0; ; {
 		page, err := c.client.ListLinks(ctx, keepclient.ListOptions{Filters: filters, Limit: 1000, Offset: offset, Order: []string{"created_at asc", "uuid asc"}})
@@ -388,12 +389,12 @@ func (s *Server) owned(ctx context.Context, c *caller, only string) ([]admin.Acc
 		n := min(len(heads), 100)
 		batch := heads[:n]
 		heads = heads[n:]
-		var page keepclient.List[keepclient.User]
+		var page arvados.List[arvados.User]
 		f, _ := json.Marshal([][]any{{"uuid", "in", batch}})
 		if err := c.client.Call(ctx, http.MethodGet, "arvados/v1/users", url.Values{"filters": {string(f)}, "limit": {"1000"}}, nil, &page); err != nil {
 			return nil, fmt.Errorf("read your uploader accounts: %w", err)
 		}
-		byUUID := map[string]keepclient.User{}
+		byUUID := map[string]arvados.User{}
 		for _, u := range page.Items {
 			byUUID[u.UUID] = u
 		}
@@ -408,7 +409,7 @@ func (s *Server) owned(ctx context.Context, c *caller, only string) ([]admin.Acc
 	return out, nil
 }
 
-func accountOf(u keepclient.User, l keepclient.Link, owner string) admin.Account {
+func accountOf(u arvados.User, l arvados.Link, owner string) admin.Account {
 	rec, _ := l.Properties[PropertyKey].(map[string]any)
 	a := admin.Account{UUID: u.UUID, OwnerUUID: owner, IsActive: u.IsActive, CreatedAt: u.CreatedAt}
 	a.Name, _ = rec["name"].(string)

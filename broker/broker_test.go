@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/admin"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/broker"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
@@ -81,8 +82,8 @@ func (e *env) client(t *testing.T, token string) *keepclient.Client {
 	return c
 }
 
-func (e *env) project(t *testing.T, token, name string) keepclient.Group {
-	var g keepclient.Group
+func (e *env) project(t *testing.T, token, name string) arvados.Group {
+	var g arvados.Group
 	require.NoError(t, e.cl.Client(token).Call(context.Background(), http.MethodPost, "arvados/v1/groups", nil,
 		map[string]any{"group": map[string]any{"name": name, "group_class": "project"}}, &g))
 	return g
@@ -134,7 +135,7 @@ func TestBroker_lifecycle(t *testing.T) {
 	assert.True(t, exp.Equal(*list[0].ExpiresAt))
 
 	// Another user sees none of it.
-	_, otherTok, err := e.cl.API.CreateUser(ctx, keepclient.User{FullName: "Other", IsActive: true})
+	_, otherTok, err := e.cl.API.CreateUser(ctx, arvados.User{FullName: "Other", IsActive: true})
 	require.NoError(t, err)
 	other := e.client(t, otherTok)
 	list, err = admin.List(ctx, other)
@@ -182,7 +183,7 @@ func TestBroker_refusals(t *testing.T) {
 	require.NoError(t, err)
 	hidden := e.project(t, e.cl.AdminToken, "hidden")
 
-	_, inactiveTok, err := e.cl.API.CreateUser(ctx, keepclient.User{FullName: "Gone", IsActive: false})
+	_, inactiveTok, err := e.cl.API.CreateUser(ctx, arvados.User{FullName: "Gone", IsActive: false})
 	require.NoError(t, err)
 	scoped, err := e.cl.Client(e.cl.UserToken).CreateToken(ctx, map[string]any{"scopes": []string{"GET /arvados/v1/users/current"}})
 	require.NoError(t, err)
@@ -211,9 +212,9 @@ func TestBroker_refusals(t *testing.T) {
 
 	// A user the owner manages but the broker did not make is not an
 	// uploader account: the broker will not unsetup it.
-	_, _, err = e.cl.API.CreateUser(ctx, keepclient.User{FullName: "Colleague", IsActive: true})
+	_, _, err = e.cl.API.CreateUser(ctx, arvados.User{FullName: "Colleague", IsActive: true})
 	require.NoError(t, err)
-	var users keepclient.List[keepclient.User]
+	var users arvados.List[arvados.User]
 	require.NoError(t, adminC.Call(ctx, http.MethodGet, "arvados/v1/users", nil, nil, &users))
 	var colleague string
 	for _, u := range users.Items {

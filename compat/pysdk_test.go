@@ -20,8 +20,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // sdkDir is the real Python SDK, beside the repository (shared/).
@@ -161,7 +161,7 @@ func TestPythonSDK_projects(t *testing.T) {
 	cl, env := pyCluster(t)
 	ctx := context.Background()
 	owner := cl.Client(cl.UserToken)
-	var p keepclient.Group
+	var p arvados.Group
 	require.NoError(t, owner.Call(ctx, http.MethodPost, "arvados/v1/groups", nil,
 		map[string]any{"group": map[string]any{"name": "sequencing runs", "group_class": "project"}}, &p))
 	src := t.TempDir()
@@ -196,7 +196,7 @@ func TestPythonSDK_projects(t *testing.T) {
 
 	// Shared with another user, who sees it with `group list` and reads the
 	// collection with arv-get.
-	other, otherTok, err := cl.API.CreateUser(ctx, keepclient.User{FullName: "Other", IsActive: true})
+	other, otherTok, err := cl.API.CreateUser(ctx, arvados.User{FullName: "Other", IsActive: true})
 	require.NoError(t, err)
 	otherEnv := append(append([]string{}, env...), "ARVADOS_API_TOKEN="+otherTok)
 	assert.Empty(t, uuids(arv(otherEnv, "group", "list")))

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -86,28 +87,28 @@ func TestCompat_arvPut(t *testing.T) {
 
 	code, body = rc.get("/arvados/v1/config", nil)
 	require.Equal(t, 200, code, string(body))
-	var conf keepclient.ClusterConfig
+	var conf arvados.ClusterConfig
 	require.NoError(t, json.Unmarshal(body, &conf))
 	assert.Equal(t, "zzzzz", conf.ClusterID)
 	assert.Equal(t, []string{"default"}, conf.DefaultStorageClasses())
 
 	code, body = rc.get("/arvados/v1/users/current", nil)
 	require.Equal(t, 200, code, string(body))
-	var me keepclient.User
+	var me arvados.User
 	require.NoError(t, json.Unmarshal(body, &me))
 	assert.True(t, me.IsActive)
 	assert.False(t, me.IsAdmin)
 
 	code, body = rc.get("/arvados/v1/keep_services/accessible", nil)
 	require.Equal(t, 200, code, string(body))
-	var svcs keepclient.List[keepclient.KeepService]
+	var svcs arvados.List[arvados.KeepService]
 	require.NoError(t, json.Unmarshal(body, &svcs))
 	require.Len(t, svcs.Items, 2)
 	assert.Equal(t, "disk", svcs.Items[0].ServiceType)
 
 	// Keep PUT the way the Python SDK sends it.
 	data := []byte("hello alice\nhello bob\nhello carol\nhello dave\n")
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	var signed []string
 	for _, s := range keepclient.ProbeOrder(hash, svcs.Items)[:2] {
 		req, _ := http.NewRequest(http.MethodPut, s.URL()+"/"+hash, bytes.NewReader(data))
@@ -134,15 +135,15 @@ func TestCompat_arvPut(t *testing.T) {
 		req.Header.Set("Content-Type", "application/json")
 		code, body, _ := rc.do(req)
 		require.Equal(t, 200, code, string(body))
-		var coll keepclient.Collection
+		var coll arvados.Collection
 		require.NoError(t, json.Unmarshal(body, &coll))
 		assert.Equal(t, "d028eb277e4c3c9a6e382af3c9bbe250+148", coll.PortableDataHash, "example G")
 		if i == 1 {
 			assert.Equal(t, "Saved at 2026-11-24 12:00:00 UTC by x@y ("+coll.UUID[12:]+")", coll.Name, "ensure_unique_name suffix")
 		}
-		m, err := keepclient.ParseManifest(coll.ManifestText)
+		m, err := arvados.ParseManifest(coll.ManifestText)
 		require.NoError(t, err)
-		assert.NoError(t, keepclient.VerifySignature(m.Files[0].Segments[0].Locator, c.UserToken, keepclient.DefaultBlobSigningTTL, c.API.SigningKey(), time.Now()), "re-signed for the caller")
+		assert.NoError(t, arvados.VerifySignature(m.Files[0].Segments[0].Locator, c.UserToken, arvados.DefaultBlobSigningTTL, c.API.SigningKey(), time.Now()), "re-signed for the caller")
 	}
 }
 
@@ -161,13 +162,13 @@ func TestCompat_goSDK(t *testing.T) {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	code, body, _ := rc.do(req)
 	require.Equal(t, 200, code, string(body))
-	var coll keepclient.Collection
+	var coll arvados.Collection
 	require.NoError(t, json.Unmarshal(body, &coll))
 	assert.Equal(t, "1f4b0bc7583c2a7f9102c395f4ffc5e3+45", coll.PortableDataHash)
 
 	got, err := c.Client(c.UserToken).GetCollection(context.Background(), coll.UUID)
 	require.NoError(t, err)
-	m, err := keepclient.ParseManifest(got.ManifestText)
+	m, err := arvados.ParseManifest(got.ManifestText)
 	require.NoError(t, err)
 	require.Len(t, m.Files, 1)
 	data, err := keep.Get(context.Background(), m.Files[0].Segments[0].Locator)
@@ -192,7 +193,7 @@ func TestCompat_keepproxyAndAccessible(t *testing.T) {
 	rc := newRawClient(t, c, c.UserToken)
 	code, body := rc.get("/arvados/v1/keep_services/accessible", map[string]string{"X-External-Client": "1"})
 	require.Equal(t, 200, code, string(body))
-	var svcs keepclient.List[keepclient.KeepService]
+	var svcs arvados.List[arvados.KeepService]
 	require.NoError(t, json.Unmarshal(body, &svcs))
 	require.Len(t, svcs.Items, 1)
 	assert.Equal(t, "proxy", svcs.Items[0].ServiceType)
@@ -211,7 +212,7 @@ func TestCompat_keepproxyAndAccessible(t *testing.T) {
 	res, err := keep.Put(context.Background(), []byte("through the proxy"), keepclient.PutOptions{Replicas: 2})
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Replicas)
-	require.NoError(t, keepclient.VerifySignature(res.Locator, c.UserToken, keepclient.DefaultBlobSigningTTL, c.API.SigningKey(), time.Now()))
+	require.NoError(t, arvados.VerifySignature(res.Locator, c.UserToken, arvados.DefaultBlobSigningTTL, c.API.SigningKey(), time.Now()))
 
 	// A bad token is refused by the proxy.
 	bad := keepclient.NewKeep(c.Client("v2/zzzzz-gj3su-000000000000009/nope"), keepclient.KeepOptions{Services: svcs.Items})

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/arv-upload/arv-upload/apiserver"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 	"github.com/arv-upload/arv-upload/keepstore"
 	"github.com/arv-upload/arv-upload/proxy"
@@ -173,7 +174,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	c.closers = append(c.closers, api.Close)
 	c.AdminToken, c.SystemRootToken = api.AdminToken(), api.SystemRootToken()
 
-	var disks []keepclient.KeepService
+	var disks []arvados.KeepService
 	for i := 0; i < opts.Keepstores; i++ {
 		ln, err := listen(ports["keep"+strconv.Itoa(i)])
 		if err != nil {
@@ -216,7 +217,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		disks = append(disks, service(u, "disk"))
 	}
 
-	var proxies []keepclient.KeepService
+	var proxies []arvados.KeepService
 	if opts.Proxy {
 		ln, err := listen(ports["proxy"])
 		if err != nil {
@@ -374,7 +375,7 @@ func (c *Cluster) ensureDemoUser(ctx context.Context, path string) error {
 		c.UserToken = strings.TrimSpace(string(b))
 		return nil
 	}
-	_, tok, err := c.API.CreateUser(ctx, keepclient.User{
+	_, tok, err := c.API.CreateUser(ctx, arvados.User{
 		Email: "demo@example.com", Username: "demo", FullName: "Demo User",
 		FirstName: "Demo", LastName: "User", IsActive: true,
 	})
@@ -390,11 +391,11 @@ func (c *Cluster) ensureDemoUser(ctx context.Context, path string) error {
 
 // service describes a keep service at rawURL with the config-derived UUID
 // rule of PROTOCOL 5.1 (Go: 15 hex characters of md5(URL)).
-func service(rawURL, typ string) keepclient.KeepService {
+func service(rawURL, typ string) arvados.KeepService {
 	u, _ := url.Parse(rawURL)
 	port, _ := strconv.Atoi(u.Port())
 	sum := md5.Sum([]byte(rawURL + "/"))
-	var ks keepclient.KeepService
+	var ks arvados.KeepService
 	ks.UUID = clusterID + "-bi6l4-" + hex.EncodeToString(sum[:])[:15]
 	ks.Kind = "arvados#keepService"
 	ks.OwnerUUID = clusterID + "-tpzed-000000000000000"

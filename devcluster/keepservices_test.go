@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -45,7 +46,7 @@ func TestCluster_keepServicesByClientLocation(t *testing.T) {
 		for rname, reader := range map[string]*keepclient.Client{"outside": outside, "inside": inside} {
 			got, err := reader.GetCollection(ctx, coll.UUID)
 			require.NoError(t, err)
-			m, err := keepclient.ParseManifest(got.ManifestText)
+			m, err := arvados.ParseManifest(got.ManifestText)
 			require.NoError(t, err)
 			b, err := keepclient.NewKeep(reader, keepclient.KeepOptions{}).Get(ctx, m.Files[0].Segments[0].Locator)
 			require.NoError(t, err, "%s reads what %s wrote", rname, name)

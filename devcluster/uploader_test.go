@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/admin"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -39,7 +40,7 @@ func TestUploaderAccount_rules(t *testing.T) {
 	require.NoError(t, err)
 	theirs, err := owner.CreateCollection(ctx, map[string]any{"name": "owner's", "manifest_text": ". " + ores.Locator + " 0:10:x\n"}, true)
 	require.NoError(t, err)
-	_, otherTok, err := c.API.CreateUser(ctx, keepclient.User{FullName: "Other", IsActive: true})
+	_, otherTok, err := c.API.CreateUser(ctx, arvados.User{FullName: "Other", IsActive: true})
 	require.NoError(t, err)
 	other := c.Client(otherTok)
 	ores2, err := keepclient.NewKeep(other, keepclient.KeepOptions{}).Put(ctx, []byte("other data"), keepclient.PutOptions{})

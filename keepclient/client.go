@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/cenkalti/backoff/v4"
 )
 
@@ -45,8 +46,8 @@ type clientShared struct {
 	base string
 
 	mu   sync.Mutex
-	disc *Discovery
-	conf *ClusterConfig
+	disc *arvados.Discovery
+	conf *arvados.ClusterConfig
 }
 
 // NewClient returns a client for cfg.

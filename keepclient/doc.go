@@ -1,10 +1,12 @@
-// Package keepclient is the subset of the Arvados SDK that the write path
-// needs: block locators and permission signatures, normalized manifests and
-// portable data hashes, an API client for the few resources an uploader
-// touches, and Keep block writes with rendezvous ordering and replication.
+// Package keepclient is the client side of the Arvados SDK subset that the
+// write path needs: an API client for the few resources an uploader
+// touches, and Keep block writes with rendezvous ordering, replication,
+// retries and a bandwidth limit. The data it sends and receives (locators,
+// signatures, manifests, the JSON resource types) is package arvados.
 //
-// It depends only on the standard library and cenkalti/backoff, so the
-// uploader, the proxy and the servers can all share it.
+// It depends on the standard library, package arvados and
+// cenkalti/backoff, so the uploader, the proxy and the servers can all
+// share it.
 //
 // All wire behaviour follows PROTOCOL.md (Arvados commit 913e3639); section
 // numbers in comments refer to it.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // ErrChecksum means block data read back does not match its hash.
@@ -25,7 +26,7 @@ type KeepOptions struct {
 	// Services is a fixed service list (the proxy's keepstores, tests,
 	// ARVADOS_KEEP_SERVICES). nil means ask the API server
 	// (keep_services/accessible) once.
-	Services []KeepService
+	Services []arvados.KeepService
 	// Replicas is the default number of replicas per block; 0 means the
 	// discovery document's defaultCollectionReplication, else 2.
 	Replicas       int
@@ -56,7 +57,7 @@ type Keep struct {
 	http *http.Client
 
 	mu       sync.Mutex
-	services []KeepService
+	services []arvados.KeepService
 }
 
 // NewKeep returns a Keep client. api may be nil when opts.Services is set
@@ -88,19 +89,10 @@ func NewKeep(api *Client, opts KeepOptions) *Keep {
 	return k
 }
 
-// URL returns the service's base URL, "http[s]://host:port".
-func (s KeepService) URL() string {
-	scheme := "http"
-	if s.ServiceSSLFlag {
-		scheme = "https"
-	}
-	return scheme + "://" + net.JoinHostPort(s.ServiceHost, strconv.Itoa(s.ServicePort))
-}
-
 // ServicesFromEnv parses ARVADOS_KEEP_SERVICES (space-separated URLs) into
 // proxy-type services with the SDKs' fake UUIDs 00000-bi6l4-%015d.
-func ServicesFromEnv(s string) []KeepService {
-	var out []KeepService
+func ServicesFromEnv(s string) []arvados.KeepService {
+	var out []arvados.KeepService
 	for i, f := range strings.Fields(s) {
 		u, err := url.Parse(f)
 		if err != nil || u.Host == "" {
@@ -113,7 +105,7 @@ func ServicesFromEnv(s string) []KeepService {
 				port = 443
 			}
 		}
-		var ks KeepService
+		var ks arvados.KeepService
 		ks.UUID = fmt.Sprintf("00000-bi6l4-%015d", i)
 		ks.ServiceHost = u.Hostname()
 		ks.ServicePort = port
@@ -127,10 +119,10 @@ func ServicesFromEnv(s string) []KeepService {
 // ProbeOrder returns services in rendezvous order for a block hash
 // (PROTOCOL 5.3): by md5hex(hash + suffix) descending, where suffix is the
 // last 15 characters of a 27-character UUID, else the whole UUID.
-func ProbeOrder(hash string, services []KeepService) []KeepService {
+func ProbeOrder(hash string, services []arvados.KeepService) []arvados.KeepService {
 	type weighted struct {
 		w string
-		s KeepService
+		s arvados.KeepService
 	}
 	ws := make([]weighted, len(services))
 	for i, s := range services {
@@ -138,10 +130,10 @@ func ProbeOrder(hash string, services []KeepService) []KeepService {
 		if len(suffix) == 27 {
 			suffix = suffix[12:]
 		}
-		ws[i] = weighted{HashOf([]byte(hash + suffix)), s}
+		ws[i] = weighted{arvados.HashOf([]byte(hash + suffix)), s}
 	}
 	sort.SliceStable(ws, func(i, j int) bool { return ws[i].w > ws[j].w })
-	out := make([]KeepService, len(ws))
+	out := make([]arvados.KeepService, len(ws))
 	for i := range ws {
 		out[i] = ws[i].s
 	}
@@ -150,7 +142,7 @@ func ProbeOrder(hash string, services []KeepService) []KeepService {
 
 // Services returns the services this client writes to, fetching them from
 // the API server on first use.
-func (k *Keep) Services(ctx context.Context) ([]KeepService, error) {
+func (k *Keep) Services(ctx context.Context) ([]arvados.KeepService, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.services != nil {
@@ -230,12 +222,12 @@ func (k *Keep) defaultReplicas(ctx context.Context) int {
 // slice is re-sent whole on each attempt and not modified.
 func (k *Keep) Put(ctx context.Context, data []byte, opts PutOptions) (PutResult, error) {
 	var res PutResult
-	if len(data) > BlockSize {
+	if len(data) > arvados.BlockSize {
 		return res, fmt.Errorf("put block of %d bytes: %w", len(data), ErrBlockTooLarge)
 	}
 	hash := opts.Hash
 	if hash == "" {
-		hash = HashOf(data)
+		hash = arvados.HashOf(data)
 	}
 	wanted := opts.Replicas
 	if wanted <= 0 {
@@ -260,7 +252,7 @@ func (k *Keep) Put(ctx context.Context, data []byte, opts PutOptions) (PutResult
 	if err != nil {
 		return res, fmt.Errorf("put block %s: %w", hash, err)
 	}
-	var writable []KeepService
+	var writable []arvados.KeepService
 	allDisk := true
 	for _, s := range svcs {
 		if s.ReadOnly {
@@ -289,7 +281,7 @@ func (k *Keep) Put(ctx context.Context, data []byte, opts PutOptions) (PutResult
 			}
 			delay = min(delay*2, 10*k.opts.RetryDelay)
 		}
-		var retry []KeepService
+		var retry []arvados.KeepService
 		for len(pending) > 0 && res.Replicas < wanted {
 			n := 1
 			if allDisk {
@@ -360,7 +352,7 @@ type putOutcome struct {
 	err      *ServiceError
 }
 
-func (k *Keep) putOne(ctx context.Context, s KeepService, hash string, data []byte, wanted int, classes []string, token, reqID string, rl *RateLimiter) putOutcome {
+func (k *Keep) putOne(ctx context.Context, s arvados.KeepService, hash string, data []byte, wanted int, classes []string, token, reqID string, rl *RateLimiter) putOutcome {
 	base := s.URL()
 	fail := func(status int, err error) putOutcome {
 		return putOutcome{err: &ServiceError{Service: base, Status: status, Err: err}}
@@ -431,7 +423,7 @@ func (k *Keep) putOne(ctx context.Context, s KeepService, hash string, data []by
 		}
 		return fail(resp.StatusCode, errors.New(text))
 	}
-	loc, err := ParseLocator(text)
+	loc, err := arvados.ParseLocator(text)
 	if err != nil || loc.Hash != hash {
 		// A 200 whose body is not a locator for this block stores nothing
 		// we can reference.
@@ -483,11 +475,11 @@ func (k *Keep) Get(ctx context.Context, locator string) ([]byte, error) {
 func (k *Keep) fetch(ctx context.Context, method, locator string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	l, err := ParseLocator(locator)
+	l, err := arvados.ParseLocator(locator)
 	if err != nil {
 		return nil, err
 	}
-	if l.Hash == EmptyHash && l.Size == 0 {
+	if l.Hash == arvados.EmptyHash && l.Size == 0 {
 		return []byte{}, nil
 	}
 	svcs, err := k.Services(ctx)
@@ -513,7 +505,7 @@ func (k *Keep) fetch(ctx context.Context, method, locator string) ([]byte, error
 			errs = append(errs, fmt.Sprintf("%s: %v", s.URL(), unwrapURLError(err)))
 			continue
 		}
-		limit := int64(BlockSize + 1)
+		limit := int64(arvados.BlockSize + 1)
 		body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
@@ -527,7 +519,7 @@ func (k *Keep) fetch(ctx context.Context, method, locator string) ([]byte, error
 			errs = append(errs, fmt.Sprintf("%s: %v", s.URL(), err))
 			continue
 		}
-		if HashOf(body) != l.Hash {
+		if arvados.HashOf(body) != l.Hash {
 			errs = append(errs, fmt.Sprintf("%s: %v", s.URL(), ErrChecksum))
 			continue
 		}

@@ -18,23 +18,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-func svc(uuid, rawURL, typ string) KeepService {
+func svc(uuid, rawURL, typ string) arvados.KeepService {
 	u, _ := url.Parse(rawURL)
 	port, _ := strconv.Atoi(u.Port())
-	var s KeepService
+	var s arvados.KeepService
 	s.UUID, s.ServiceHost, s.ServicePort, s.ServiceType = uuid, u.Hostname(), port, typ
 	return s
 }
 
 // The rendezvous vectors of PROTOCOL 5.3 (upstream's Go and Python tests).
 func TestProbeOrder_vectors(t *testing.T) {
-	var services []KeepService
+	var services []arvados.KeepService
 	for i := 0; i < 16; i++ {
-		services = append(services, KeepService{Common: Common{UUID: fmt.Sprintf("zzzzz-bi6l4-%015x", i)}})
+		services = append(services, arvados.KeepService{Common: arvados.Common{UUID: fmt.Sprintf("zzzzz-bi6l4-%015x", i)}})
 	}
 	for h, want := range []string{
 		"3 e a b 2 d 5 f c 9 6 8 1 0 7 4",
@@ -42,7 +43,7 @@ func TestProbeOrder_vectors(t *testing.T) {
 		"c 5 b 4 e 0 2 3 f 8 a 7 d 6 9 1",
 		"9 d 8 1 c 0 2 e 7 6 a 3 b f 5 4",
 	} {
-		hash := HashOf([]byte(fmt.Sprintf("%064x", h)))
+		hash := arvados.HashOf([]byte(fmt.Sprintf("%064x", h)))
 		var got []string
 		for _, s := range ProbeOrder(hash, services) {
 			got = append(got, strings.TrimLeft(s.UUID[12:], "0"))
@@ -90,7 +91,7 @@ func newFakeKeepstore(t *testing.T) *fakeKeepstore {
 			if err != nil {
 				return
 			}
-			if HashOf(body) != hash {
+			if arvados.HashOf(body) != hash {
 				http.Error(w, "content hash mismatch", http.StatusBadRequest)
 				return
 			}
@@ -123,13 +124,13 @@ func newFakeKeepstore(t *testing.T) *fakeKeepstore {
 	return f
 }
 
-func (f *fakeKeepstore) service(i int, typ string) KeepService {
+func (f *fakeKeepstore) service(i int, typ string) arvados.KeepService {
 	return svc(fmt.Sprintf("zzzzz-bi6l4-%015d", i), f.srv.URL, typ)
 }
 
 func TestKeepPut_replicationAcrossDisks(t *testing.T) {
 	var stores []*fakeKeepstore
-	var services []KeepService
+	var services []arvados.KeepService
 	for i := 0; i < 3; i++ {
 		f := newFakeKeepstore(t)
 		f.newline = i%2 == 0
@@ -149,7 +150,7 @@ func TestKeepPut_replicationAcrossDisks(t *testing.T) {
 	}
 	assert.Equal(t, 2, total, "exactly the wanted number of PUTs")
 	// The first two in probe order got it.
-	order := ProbeOrder(HashOf(data), services)
+	order := ProbeOrder(arvados.HashOf(data), services)
 	for i, s := range order {
 		for j, f := range stores {
 			if services[j].UUID == s.UUID {
@@ -170,7 +171,7 @@ func TestKeepPut_proxyCountsReplicasHeader(t *testing.T) {
 	f := newFakeKeepstore(t)
 	f.newline = false
 	f.replicas = "2"
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "proxy")}, Replicas: 2})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "proxy")}, Replicas: 2})
 	res, err := k.Put(context.Background(), []byte("bar"), PutOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Replicas)
@@ -182,7 +183,7 @@ func TestKeepPut_wrongReplicasHeader(t *testing.T) {
 	// goal; garbage counts as 1, as the Go SDK does.
 	f := newFakeKeepstore(t)
 	f.replicas = "0"
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "proxy")}, Replicas: 1, RetryDelay: time.Millisecond})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "proxy")}, Replicas: 1, RetryDelay: time.Millisecond})
 	res, err := k.Put(context.Background(), []byte("x"), PutOptions{})
 	assert.ErrorIs(t, err, ErrInsufficientReplicas)
 	assert.Equal(t, 0, res.Replicas)
@@ -201,7 +202,7 @@ func TestKeepPut_retry503ThenSuccess(t *testing.T) {
 		}
 		return false
 	}
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "disk")}, Replicas: 1, RetryDelay: time.Millisecond})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "disk")}, Replicas: 1, RetryDelay: time.Millisecond})
 	res, err := k.Put(context.Background(), []byte("foo"), PutOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Replicas)
@@ -222,12 +223,12 @@ func TestKeepPut_connectionCutMidBody(t *testing.T) {
 		}
 		return false
 	}
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "disk")}, Replicas: 1, RetryDelay: time.Millisecond})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "disk")}, Replicas: 1, RetryDelay: time.Millisecond})
 	data := make([]byte, 1<<20)
 	_, err := k.Put(context.Background(), data, PutOptions{})
 	require.NoError(t, err)
 	f.mu.Lock()
-	assert.Equal(t, data, f.blocks[HashOf(data)], "the retry re-sent the whole body")
+	assert.Equal(t, data, f.blocks[arvados.HashOf(data)], "the retry re-sent the whole body")
 	f.mu.Unlock()
 }
 
@@ -238,7 +239,7 @@ func TestKeepPut_negativeRetriesMeansOnePass(t *testing.T) {
 		http.Error(w, "busy", http.StatusServiceUnavailable)
 		return true
 	}
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "disk")}, Replicas: 1, Retries: -1, RetryDelay: time.Millisecond})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "disk")}, Replicas: 1, Retries: -1, RetryDelay: time.Millisecond})
 	res, err := k.Put(context.Background(), []byte("foo"), PutOptions{})
 	assert.ErrorIs(t, err, ErrInsufficientReplicas)
 	assert.Equal(t, int32(1), f.puts.Load())
@@ -251,7 +252,7 @@ func TestKeepPut_permanentErrorsNotRetried(t *testing.T) {
 		http.Error(w, "insufficient storage", http.StatusInsufficientStorage)
 		return true
 	}
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "disk")}, Replicas: 1, RetryDelay: time.Millisecond})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "disk")}, Replicas: 1, RetryDelay: time.Millisecond})
 	res, err := k.Put(context.Background(), []byte("foo"), PutOptions{})
 	assert.ErrorIs(t, err, ErrInsufficientReplicas)
 	assert.Contains(t, err.Error(), "[507] insufficient storage")
@@ -271,7 +272,7 @@ func TestKeepPut_tokenRefused(t *testing.T) {
 		{[]int{401, 403}, true},
 		{[]int{403, 507}, false},
 	} {
-		var svcs []KeepService
+		var svcs []arvados.KeepService
 		for i, st := range tc.statuses {
 			f := newFakeKeepstore(t)
 			f.fail = func(n int, w http.ResponseWriter) bool {
@@ -289,8 +290,8 @@ func TestKeepPut_tokenRefused(t *testing.T) {
 
 func TestKeepPut_tooLargeRefusedBeforeSending(t *testing.T) {
 	f := newFakeKeepstore(t)
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "disk")}})
-	_, err := k.Put(context.Background(), make([]byte, BlockSize+1), PutOptions{})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "disk")}})
+	_, err := k.Put(context.Background(), make([]byte, arvados.BlockSize+1), PutOptions{})
 	assert.ErrorIs(t, err, ErrBlockTooLarge)
 	assert.Equal(t, int32(0), f.puts.Load())
 }
@@ -301,7 +302,7 @@ func TestKeepPut_contextStopsRetries(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return true
 	}
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "disk")}, Replicas: 1, RetryDelay: time.Hour})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "disk")}, Replicas: 1, RetryDelay: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
@@ -322,16 +323,16 @@ func TestKeepPut_contextStopsRetries(t *testing.T) {
 
 func TestKeepGetHead(t *testing.T) {
 	f := newFakeKeepstore(t)
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{f.service(0, "disk")}, Replicas: 1})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "disk")}, Replicas: 1})
 	res, err := k.Put(context.Background(), []byte("hello"), PutOptions{})
 	require.NoError(t, err)
 	got, err := k.Get(context.Background(), res.Locator)
 	require.NoError(t, err)
 	assert.Equal(t, "hello", string(got))
 	assert.NoError(t, k.Head(context.Background(), res.Locator))
-	assert.Error(t, k.Head(context.Background(), LocatorFor([]byte("nope"))))
+	assert.Error(t, k.Head(context.Background(), arvados.LocatorFor([]byte("nope"))))
 	f.mu.Lock()
-	f.blocks[HashOf([]byte("hello"))] = []byte("jello")
+	f.blocks[arvados.HashOf([]byte("hello"))] = []byte("jello")
 	f.mu.Unlock()
 	_, err = k.Get(context.Background(), res.Locator)
 	assert.ErrorContains(t, err, ErrChecksum.Error())
@@ -429,7 +430,7 @@ func TestClient_discoveryCachedAndBodies(t *testing.T) {
 	assert.Equal(t, "zzzzz-4zz18-000000000000001", coll.UUID)
 	assert.JSONEq(t, `{"collection":{"name":"n"}}`, gotBody)
 	assert.Equal(t, "ensure_unique_name=true", gotQuery)
-	k := NewKeep(c, KeepOptions{Services: []KeepService{}})
+	k := NewKeep(c, KeepOptions{Services: []arvados.KeepService{}})
 	assert.Equal(t, 3, k.defaultReplicas(context.Background()))
 }
 
@@ -469,11 +470,11 @@ func TestKeepPut_stalledBodyRetried(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	data := bytes.Repeat([]byte("stall"), 32<<20/5)
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{svc("zzzzz-bi6l4-000000000000000", srv.URL, "disk")},
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{svc("zzzzz-bi6l4-000000000000000", srv.URL, "disk")},
 		Replicas: 1, RetryDelay: time.Millisecond, StallTimeout: time.Second})
 	res, err := k.Put(context.Background(), data, PutOptions{})
 	require.NoError(t, err)
-	assert.Equal(t, LocatorFor(data), res.Locator)
+	assert.Equal(t, arvados.LocatorFor(data), res.Locator)
 	require.Len(t, res.Failures, 1)
 	assert.ErrorIs(t, res.Failures[0].Err, errStalled)
 	assert.Equal(t, int32(2), attempts.Load())
@@ -515,7 +516,7 @@ func (l *lingeringTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 // race detector: the proxy reuses its buffer for the next block at once).
 func TestKeepPut_noBodyReadAfterReturn(t *testing.T) {
 	tr := &lingeringTransport{}
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{svc("zzzzz-bi6l4-000000000000000", "http://127.0.0.1:1", "disk")},
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{svc("zzzzz-bi6l4-000000000000000", "http://127.0.0.1:1", "disk")},
 		Replicas: 1, Retries: 1, RetryDelay: time.Millisecond, HTTPClient: &http.Client{Transport: tr}})
 	data := bytes.Repeat([]byte("x"), 4<<20)
 	_, err := k.Put(context.Background(), data, PutOptions{})
@@ -571,7 +572,7 @@ func TestClient_streamBodyRetried(t *testing.T) {
 		_, err := io.WriteString(w, want)
 		return err
 	}}
-	var out Collection
+	var out arvados.Collection
 	require.NoError(t, c.Call(context.Background(), http.MethodPost, "arvados/v1/collections", nil, body, &out))
 	assert.Equal(t, "zzzzz-4zz18-000000000000000", out.UUID)
 	assert.Equal(t, 2, writes)

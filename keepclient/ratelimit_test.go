@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -67,7 +68,7 @@ func newRecordingKeepstore(t *testing.T) *recordingKeepstore {
 			http.Error(w, "volume unavailable", http.StatusServiceUnavailable)
 			return
 		}
-		io.WriteString(w, HashOf(body)+"+"+strconv.Itoa(len(body))+"\n")
+		io.WriteString(w, arvados.HashOf(body)+"+"+strconv.Itoa(len(body))+"\n")
 	}))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -101,18 +102,18 @@ func TestRateLimiter_Put_pacedFromTheStart(t *testing.T) {
 	const rate = 2 << 20
 	data := seededBytes(3<<20, 1)
 	f := newRecordingKeepstore(t)
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{svc("zzzzz-bi6l4-000000000000000", f.srv.URL, "disk")}, Replicas: 1})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{svc("zzzzz-bi6l4-000000000000000", f.srv.URL, "disk")}, Replicas: 1})
 
 	f.mu.Lock()
 	f.start = time.Now()
 	f.mu.Unlock()
 	res, err := k.Put(context.Background(), data, PutOptions{RateLimit: NewRateLimiter(rate)})
 	require.NoError(t, err)
-	assert.Equal(t, HashOf(data)+"+"+strconv.Itoa(len(data)), res.Locator)
+	assert.Equal(t, arvados.HashOf(data)+"+"+strconv.Itoa(len(data)), res.Locator)
 
 	f.mu.Lock()
 	require.Len(t, f.bodies, 1)
-	assert.Equal(t, HashOf(data), HashOf(f.bodies[0]), "body arrived intact")
+	assert.Equal(t, arvados.HashOf(data), arvados.HashOf(f.bodies[0]), "body arrived intact")
 	f.mu.Unlock()
 	// No initial burst: 1 MiB at 2 MiB/s takes 500 ms; 200 ms leaves slack
 	// for clock and scheduling granularity.
@@ -129,7 +130,7 @@ func TestRateLimiter_Put_retryResendsWholeBody(t *testing.T) {
 	data := seededBytes(256<<10, 2)
 	f := newRecordingKeepstore(t)
 	f.fails = 1
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{svc("zzzzz-bi6l4-000000000000000", f.srv.URL, "disk")}, Replicas: 1, RetryDelay: time.Millisecond})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{svc("zzzzz-bi6l4-000000000000000", f.srv.URL, "disk")}, Replicas: 1, RetryDelay: time.Millisecond})
 
 	// A rate high enough to keep the test short but low enough that the
 	// pacing path is taken.
@@ -141,16 +142,16 @@ func TestRateLimiter_Put_retryResendsWholeBody(t *testing.T) {
 	defer f.mu.Unlock()
 	require.Len(t, f.bodies, 2)
 	for i, b := range f.bodies {
-		assert.Equal(t, HashOf(data), HashOf(b), "attempt %d sent the whole body", i)
+		assert.Equal(t, arvados.HashOf(data), arvados.HashOf(b), "attempt %d sent the whole body", i)
 	}
 }
 
 func TestRateLimiter_Put_emptyBlock(t *testing.T) {
 	f := newRecordingKeepstore(t)
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{svc("zzzzz-bi6l4-000000000000000", f.srv.URL, "disk")}, Replicas: 1})
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{svc("zzzzz-bi6l4-000000000000000", f.srv.URL, "disk")}, Replicas: 1})
 	res, err := k.Put(context.Background(), nil, PutOptions{RateLimit: NewRateLimiter(1)})
 	require.NoError(t, err)
-	assert.Equal(t, EmptyHash+"+0", res.Locator)
+	assert.Equal(t, arvados.EmptyHash+"+0", res.Locator)
 }
 
 func TestRateLimiter_Wait_contextCancel(t *testing.T) {
@@ -238,9 +239,9 @@ func BenchmarkRateLimiter_unlimited(b *testing.B) {
 		io.WriteString(w, strings.TrimPrefix(r.URL.Path, "/")+"+"+strconv.FormatInt(n, 10))
 	}))
 	defer srv.Close()
-	data := seededBytes(BlockSize, 3)
-	hash := HashOf(data)
-	k := NewKeep(nil, KeepOptions{Services: []KeepService{svc("zzzzz-bi6l4-000000000000000", srv.URL, "disk")}, Replicas: 1})
+	data := seededBytes(arvados.BlockSize, 3)
+	hash := arvados.HashOf(data)
+	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{svc("zzzzz-bi6l4-000000000000000", srv.URL, "disk")}, Replicas: 1})
 	for _, bc := range []struct {
 		name string
 		rl   *RateLimiter

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // Mount describes the server's volume in GET /mounts.
@@ -69,7 +69,7 @@ func (s *Server) handleAdmin(w http.ResponseWriter, r *http.Request) {
 		}
 		s.serveIndex(w, r, strings.TrimPrefix(strings.TrimPrefix(rest, "blocks"), "/"))
 	case r.Method == "TOUCH":
-		loc, err := keepclient.ParseLocator(strings.TrimPrefix(p, "/"))
+		loc, err := arvados.ParseLocator(strings.TrimPrefix(p, "/"))
 		if err != nil {
 			httpError(w, http.StatusBadRequest, "invalid locator")
 			return

@@ -8,16 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 func TestServer_admin(t *testing.T) {
 	ts := newTestServer(t, Options{StorageClasses: []string{"default", "archive"}})
 	data := []byte("admin block")
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	ts.put(t, data)
 	p := filepath.Join(ts.Dir, hash[:3], hash)
 	old := time.Unix(1700000000, 0)
@@ -33,7 +32,7 @@ func TestServer_admin(t *testing.T) {
 	assert.Equal(t, map[string]bool{"default": true, "archive": true}, m.StorageClasses)
 	assert.Equal(t, 1, m.Replication)
 
-	indexLine := keepclient.LocatorFor(data) + " 1700000000000000000\n\n"
+	indexLine := arvados.LocatorFor(data) + " 1700000000000000000\n\n"
 	for _, tc := range []struct {
 		name, method, path string
 		headers            []string
@@ -44,9 +43,9 @@ func TestServer_admin(t *testing.T) {
 		{"mounts user token", "GET", "/mounts", []string{bearer(testV2Token)}, 403, "Forbidden\n"},
 		{"mount index", "GET", "/mounts/" + m.UUID + "/blocks", []string{bearer(testRootToken)}, 200, indexLine},
 		{"mount index prefix", "GET", "/mounts/" + m.UUID + "/blocks/" + hash[:2], []string{bearer(testRootToken)}, 200, indexLine},
-		{"mount index other prefix", "GET", "/mounts/" + m.UUID + "/blocks?prefix=" + keepclient.EmptyHash, []string{bearer(testRootToken)}, 200, "\n"},
+		{"mount index other prefix", "GET", "/mounts/" + m.UUID + "/blocks?prefix=" + arvados.EmptyHash, []string{bearer(testRootToken)}, 200, "\n"},
 		{"unknown mount", "GET", "/mounts/zzzzz-nyw5e-000000000000000/blocks", []string{bearer(testRootToken)}, 404, "mount not found\n"},
-		{"touch missing", "TOUCH", "/" + keepclient.EmptyBlock, []string{bearer(testRootToken)}, 404, "file does not exist\n"},
+		{"touch missing", "TOUCH", "/" + arvados.EmptyBlock, []string{bearer(testRootToken)}, 404, "file does not exist\n"},
 		{"touch no token", "TOUCH", "/" + hash, nil, 401, "Unauthorized\n"},
 		{"delete user token", "DELETE", "/" + hash, []string{bearer(testV2Token)}, 403, "Forbidden\n"},
 		{"delete", "DELETE", "/" + hash, []string{bearer(testRootToken)}, 501, ""},
@@ -61,7 +60,7 @@ func TestServer_admin(t *testing.T) {
 		})
 	}
 
-	resp, _ = ts.do(t, "TOUCH", "/"+keepclient.LocatorFor(data), nil, bearer(testRootToken))
+	resp, _ = ts.do(t, "TOUCH", "/"+arvados.LocatorFor(data), nil, bearer(testRootToken))
 	assert.Equal(t, 200, resp.StatusCode)
 	fi, err := os.Stat(p)
 	require.NoError(t, err)

@@ -7,7 +7,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // BenchmarkPut64MiB measures full-size block PUTs through real HTTP and the
@@ -21,13 +21,13 @@ func BenchmarkPut64MiB(b *testing.B) {
 	}
 	hs := httptest.NewServer(s)
 	defer hs.Close()
-	data := randomBlock(1, keepclient.BlockSize)
-	b.SetBytes(keepclient.BlockSize)
+	data := randomBlock(1, arvados.BlockSize)
+	b.SetBytes(arvados.BlockSize)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		data[0], data[1], data[2], data[3] = byte(i), byte(i>>8), byte(i>>16), byte(i>>24)
-		hash := keepclient.HashOf(data)
+		hash := arvados.HashOf(data)
 		b.StartTimer()
 		req, _ := http.NewRequest(http.MethodPut, hs.URL+"/"+hash, bytes.NewReader(data))
 		resp, err := http.DefaultClient.Do(req)

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // tmpPrefix starts the name of every temporary file DirVolume writes; OpenDir
@@ -95,8 +95,8 @@ func (v *DirVolume) removeTemps() error {
 }
 
 func (v *DirVolume) path(hash string) (string, error) {
-	if !keepclient.IsHash(hash) {
-		return "", fmt.Errorf("%w: %q", keepclient.ErrInvalidLocator, hash)
+	if !arvados.IsHash(hash) {
+		return "", fmt.Errorf("%w: %q", arvados.ErrInvalidLocator, hash)
 	}
 	return filepath.Join(v.root, hash[:3], hash), nil
 }
@@ -229,7 +229,7 @@ func (v *DirVolume) Index(ctx context.Context, prefix string, fn func(BlockInfo)
 		}
 		for _, e := range ents {
 			h := e.Name()
-			if !keepclient.IsHash(h) || !strings.HasPrefix(h, prefix) || e.IsDir() {
+			if !arvados.IsHash(h) || !strings.HasPrefix(h, prefix) || e.IsDir() {
 				continue
 			}
 			fi, err := e.Info()

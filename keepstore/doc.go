@@ -14,7 +14,7 @@
 // in 64 KiB chunks: equal means Touch and success, different means 500
 // "hash collision". Otherwise Volume.Put writes it. The response is the
 // locator "hash+size" plus a newline, signed with the request's token when
-// a signing key is configured (keepclient.SignLocator), and the headers
+// a signing key is configured (arvados.SignLocator), and the headers
 // X-Keep-Replicas-Stored: 1 and X-Keep-Storage-Classes-Confirmed.
 //
 // GET/HEAD /<locator> (also //<locator>): when EnforceSigning is set the

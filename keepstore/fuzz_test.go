@@ -11,15 +11,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/internal/httpx"
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // FuzzPutHash checks the PUT path parser: a hash comes out only of
 // "/<32 lowercase hex>" followed by nothing or "+".
 func FuzzPutHash(f *testing.F) {
-	for _, p := range []string{"/" + keepclient.EmptyHash, "/" + keepclient.EmptyHash + "+0+Afoo@1", "//" + keepclient.EmptyHash,
-		"/" + strings.ToUpper(keepclient.EmptyHash), "/" + keepclient.EmptyHash + "x", "/", ""} {
+	for _, p := range []string{"/" + arvados.EmptyHash, "/" + arvados.EmptyHash + "+0+Afoo@1", "//" + arvados.EmptyHash,
+		"/" + strings.ToUpper(arvados.EmptyHash), "/" + arvados.EmptyHash + "x", "/", ""} {
 		f.Add(p)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
@@ -27,7 +27,7 @@ func FuzzPutHash(f *testing.F) {
 		if h == "" {
 			return
 		}
-		require.True(t, keepclient.IsHash(h), "%q", p)
+		require.True(t, arvados.IsHash(h), "%q", p)
 		require.Equal(t, "/"+h, p[:33])
 		require.True(t, len(p) == 33 || p[33] == '+', "%q", p)
 	})
@@ -37,7 +37,7 @@ func FuzzPutHash(f *testing.F) {
 // api_token, cookie), the storage classes, the request ID and the path as
 // logged.
 func FuzzRequestHeaders(f *testing.F) {
-	f.Add("Bearer tok", "", "", "default, archive", "req-0123456789abcdefghij", "/"+keepclient.EmptyHash+"+0+Asig@12345678")
+	f.Add("Bearer tok", "", "", "default, archive", "req-0123456789abcdefghij", "/"+arvados.EmptyHash+"+0+Asig@12345678")
 	f.Add("Basic dXNlcjpwYXNz", "api_token=x", "", ",,", "bad id", "/index/abc")
 	f.Add("", "", "YWJj", " default ", "", "//x+R+A")
 	f.Add("OAuth2 ", "api_token=%zz", "%%%", "", strings.Repeat("a", 65), "")
@@ -79,9 +79,9 @@ func FuzzServeHTTP(f *testing.F) {
 	s, err := New(Options{Dir: f.TempDir(), SigningKey: []byte("key"), EnforceSigning: true,
 		SystemRootToken: "root", ManagementToken: "mgmt"})
 	require.NoError(f, err)
-	f.Add("PUT", "/"+keepclient.HashOf([]byte("foo")), "Bearer "+token, "", []byte("foo"))
-	f.Add("PUT", "/"+keepclient.HashOf([]byte("foo"))+"+3", "", "archive", []byte("foo"))
-	f.Add("PUT", "/"+keepclient.EmptyHash, "", "", []byte("not empty"))
+	f.Add("PUT", "/"+arvados.HashOf([]byte("foo")), "Bearer "+token, "", []byte("foo"))
+	f.Add("PUT", "/"+arvados.HashOf([]byte("foo"))+"+3", "", "archive", []byte("foo"))
+	f.Add("PUT", "/"+arvados.EmptyHash, "", "", []byte("not empty"))
 	f.Add("GET", "/acbd18db4cc2f85cedef654fccc4a4d8+3+Aabc@00000000", "Bearer "+token, "", []byte(nil))
 	f.Add("HEAD", "//acbd18db4cc2f85cedef654fccc4a4d8", "", "", []byte(nil))
 	f.Add("GET", "/index/acb", "Bearer root", "", []byte(nil))
@@ -111,8 +111,8 @@ func FuzzServeHTTP(f *testing.F) {
 		}
 		if method == http.MethodPut && w.Code == http.StatusOK {
 			h := putHash(path)
-			require.Equal(t, keepclient.HashOf(body), h, "PUT %q stored a body with another md5", path)
-			require.True(t, strings.HasPrefix(w.Body.String(), keepclient.LocatorFor(body)), "%q", w.Body.String())
+			require.Equal(t, arvados.HashOf(body), h, "PUT %q stored a body with another md5", path)
+			require.True(t, strings.HasPrefix(w.Body.String(), arvados.LocatorFor(body)), "%q", w.Body.String())
 		}
 	})
 }

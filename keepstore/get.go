@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // errChecksum means stored data does not hash to its name.
@@ -25,7 +25,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Vary", "X-Keep-Signature")
 	p := strings.TrimPrefix(r.URL.Path, "/")
 	p = strings.TrimPrefix(p, "/") // "//<locator>" is accepted for old clients
-	loc, err := keepclient.ParseLocator(p)
+	loc, err := arvados.ParseLocator(p)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "invalid locator")
 		return
@@ -107,11 +107,11 @@ func (s *Server) checkSignature(w http.ResponseWriter, r *http.Request, locator 
 		httpError(w, http.StatusUnauthorized, "no token provided in Authorization header")
 		return false
 	}
-	err := keepclient.VerifySignature(locator, tok, s.opts.TTL, s.opts.SigningKey, time.Now())
+	err := arvados.VerifySignature(locator, tok, s.opts.TTL, s.opts.SigningKey, time.Now())
 	switch {
 	case err == nil:
 		return true
-	case errors.Is(err, keepclient.ErrSignatureExpired):
+	case errors.Is(err, arvados.ErrSignatureExpired):
 		httpError(w, http.StatusUnauthorized, "expired signature")
 	default:
 		httpError(w, http.StatusBadRequest, "invalid signature")

@@ -8,22 +8,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 func TestServer_Get_statuses(t *testing.T) {
 	ts := newTestServer(t, Options{EnforceSigning: true})
 	data := []byte("readable block")
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	signed := ts.put(t, data, bearer(testV2Token))
 	key := []byte(testKey)
-	ttl := keepclient.DefaultBlobSigningTTL
-	expired := keepclient.SignLocator(keepclient.LocatorFor(data), testV2Token, time.Now().Add(-time.Minute), ttl, key)
+	ttl := arvados.DefaultBlobSigningTTL
+	expired := arvados.SignLocator(arvados.LocatorFor(data), testV2Token, time.Now().Add(-time.Minute), ttl, key)
 	missing := []byte("never stored")
-	missingSigned := keepclient.SignLocator(keepclient.LocatorFor(missing), testV2Token, time.Now().Add(time.Hour), ttl, key)
+	missingSigned := arvados.SignLocator(arvados.LocatorFor(missing), testV2Token, time.Now().Add(time.Hour), ttl, key)
 	bareSigned := strings.Replace(signed, "+"+"14", "", 1)
 	require.NotEqual(t, signed, bareSigned)
 
@@ -41,8 +40,8 @@ func TestServer_Get_statuses(t *testing.T) {
 		{"no token", "GET", "/" + signed, nil, 401, "no token provided in Authorization header\n"},
 		{"expired", "GET", "/" + expired, []string{bearer(testV2Token)}, 401, "expired signature\n"},
 		{"v1 spelling of the token", "GET", "/" + signed, []string{bearer(testV1Token)}, 400, "invalid signature\n"},
-		{"unsigned", "GET", "/" + keepclient.LocatorFor(data), []string{bearer(testV2Token)}, 400, "invalid signature\n"},
-		{"malformed signature", "GET", "/" + keepclient.LocatorFor(data) + "+Afff@1", []string{bearer(testV2Token)}, 400, "invalid signature\n"},
+		{"unsigned", "GET", "/" + arvados.LocatorFor(data), []string{bearer(testV2Token)}, 400, "invalid signature\n"},
+		{"malformed signature", "GET", "/" + arvados.LocatorFor(data) + "+Afff@1", []string{bearer(testV2Token)}, 400, "invalid signature\n"},
 		{"no size hint", "GET", "/" + strings.Replace(signed, "+14", "", 1), []string{bearer(testV2Token)}, 405, "method not allowed\n"},
 		{"invalid locator", "GET", "/" + strings.ToUpper(hash) + "+14", []string{bearer(testV2Token)}, 400, "invalid locator\n"},
 		{"not found", "GET", "/" + missingSigned, []string{bearer(testV2Token)}, 404, "file does not exist\n"},
@@ -71,7 +70,7 @@ func TestServer_Get_signingNotEnforced(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	data := []byte("open block")
 	ts.put(t, data)
-	resp, body := ts.do(t, http.MethodGet, "/"+keepclient.LocatorFor(data), nil)
+	resp, body := ts.do(t, http.MethodGet, "/"+arvados.LocatorFor(data), nil)
 	assert.Equal(t, 200, resp.StatusCode)
 	assert.Equal(t, string(data), body)
 }
@@ -79,11 +78,11 @@ func TestServer_Get_signingNotEnforced(t *testing.T) {
 func TestServer_Get_corruptBlock(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	data := []byte("will rot on disk")
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	ts.put(t, data)
 	require.NoError(t, os.WriteFile(filepath.Join(ts.Dir, hash[:3], hash), []byte("will rot on dusk"), 0o600))
 	for _, method := range []string{http.MethodGet, http.MethodHead} {
-		resp, body := ts.do(t, method, "/"+keepclient.LocatorFor(data), nil)
+		resp, body := ts.do(t, method, "/"+arvados.LocatorFor(data), nil)
 		assert.Equal(t, http.StatusBadGateway, resp.StatusCode, method)
 		if method == http.MethodGet {
 			assert.Equal(t, "checksum mismatch in stored data\n", body)

@@ -12,9 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 const (
@@ -105,7 +104,7 @@ func (ts *testServer) do(t *testing.T, method, path string, body []byte, headers
 // put stores data and returns the response locator (trimmed).
 func (ts *testServer) put(t *testing.T, data []byte, headers ...string) string {
 	t.Helper()
-	resp, body := ts.do(t, http.MethodPut, "/"+keepclient.HashOf(data), data, headers...)
+	resp, body := ts.do(t, http.MethodPut, "/"+arvados.HashOf(data), data, headers...)
 	require.Equal(t, http.StatusOK, resp.StatusCode, body)
 	return strings.TrimSpace(body)
 }

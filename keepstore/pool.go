@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // errNoBuffer means no block buffer became free within the wait bound.
@@ -55,14 +55,14 @@ func (p *bufferPool) get(ctx context.Context, size int64, wait time.Duration) ([
 		p.free = p.free[:n-1]
 		return b, nil
 	}
-	return make([]byte, keepclient.BlockSize), nil
+	return make([]byte, arvados.BlockSize), nil
 }
 
 // put returns a buffer obtained from get.
 func (p *bufferPool) put(b []byte) {
-	if cap(b) == keepclient.BlockSize {
+	if cap(b) == arvados.BlockSize {
 		p.mu.Lock()
-		p.free = append(p.free, b[:keepclient.BlockSize])
+		p.free = append(p.free, b[:arvados.BlockSize])
 		p.mu.Unlock()
 	}
 	p.inUse.Add(-1)

@@ -5,10 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 func TestBufferPool_get(t *testing.T) {
@@ -16,7 +15,7 @@ func TestBufferPool_get(t *testing.T) {
 	p := newBufferPool(2)
 	a, err := p.get(ctx, -1, time.Second)
 	require.NoError(t, err)
-	assert.Len(t, a, keepclient.BlockSize)
+	assert.Len(t, a, arvados.BlockSize)
 	small, err := p.get(ctx, 10, time.Second)
 	require.NoError(t, err)
 	assert.Len(t, small, 10)

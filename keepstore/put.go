@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // errTooLarge means a request body is over BlockSize.
@@ -29,7 +29,7 @@ func putHash(p string) string {
 		return ""
 	}
 	h := p[1:33]
-	if !keepclient.IsHash(h) || (len(p) > 33 && p[33] != '+') {
+	if !arvados.IsHash(h) || (len(p) > 33 && p[33] != '+') {
 		return ""
 	}
 	return h
@@ -46,7 +46,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInsufficientStorage, "insufficient storage")
 		return
 	}
-	if r.ContentLength > keepclient.BlockSize {
+	if r.ContentLength > arvados.BlockSize {
 		httpError(w, http.StatusRequestEntityTooLarge, errTooLarge.Error())
 		return
 	}
@@ -103,7 +103,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 
 	loc := hash + "+" + strconv.Itoa(n)
 	if tok := requestToken(r); tok != "" && len(s.opts.SigningKey) > 0 {
-		loc = keepclient.SignLocator(loc, tok, s.opts.Clock().Add(s.opts.TTL), s.opts.TTL, s.opts.SigningKey)
+		loc = arvados.SignLocator(loc, tok, s.opts.Clock().Add(s.opts.TTL), s.opts.TTL, s.opts.SigningKey)
 	}
 	h := w.Header()
 	h.Set("X-Keep-Replicas-Stored", "1")

@@ -17,16 +17,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 func TestServer_Put_statuses(t *testing.T) {
 	ts := newTestServer(t, Options{StorageClasses: []string{"default", "hot"}})
 	foo := []byte("foo")
-	fooHash := keepclient.HashOf(foo)
+	fooHash := arvados.HashOf(foo)
 	for _, tc := range []struct {
 		name, method, path string
 		body               []byte
@@ -42,11 +41,11 @@ func TestServer_Put_statuses(t *testing.T) {
 		{name: "double slash", path: "//" + fooHash, body: foo, status: 400, respBody: "Bad Request\n"},
 		{name: "junk after hash", path: "/" + fooHash + "x", body: foo, status: 400, respBody: "Bad Request\n"},
 		{name: "post", method: http.MethodPost, path: "/", body: foo, status: 400, respBody: "Bad Request\n"},
-		{name: "md5 mismatch", path: "/" + keepclient.EmptyHash, body: foo, status: 422,
-			respBody: "content hash " + fooHash + " did not match specified locator " + keepclient.EmptyHash + "\n"},
+		{name: "md5 mismatch", path: "/" + arvados.EmptyHash, body: foo, status: 422,
+			respBody: "content hash " + fooHash + " did not match specified locator " + arvados.EmptyHash + "\n"},
 		{name: "class not served", path: "/" + fooHash, body: foo, headers: []string{"X-Keep-Storage-Classes: cold"}, status: 507, respBody: "insufficient storage\n"},
 		{name: "one class served of two", path: "/" + fooHash, body: foo, headers: []string{"X-Keep-Storage-Classes:  cold , hot,"}, status: 200, classes: "hot=1"},
-		{name: "empty block", path: "/" + keepclient.EmptyHash, body: []byte{}, status: 200, respBody: keepclient.EmptyBlock + "\n"},
+		{name: "empty block", path: "/" + arvados.EmptyHash, body: []byte{}, status: 200, respBody: arvados.EmptyBlock + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			method := tc.method
@@ -80,17 +79,17 @@ func TestServer_Put_signing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			loc := ts.put(t, data, tc.header)
-			require.True(t, strings.HasPrefix(loc, keepclient.LocatorFor(data)+"+A"), loc)
+			require.True(t, strings.HasPrefix(loc, arvados.LocatorFor(data)+"+A"), loc)
 			now := time.Now()
-			require.NoError(t, keepclient.VerifySignature(loc, tc.token, keepclient.DefaultBlobSigningTTL, []byte(testKey), now))
-			assert.ErrorIs(t, keepclient.VerifySignature(loc, tc.other, keepclient.DefaultBlobSigningTTL, []byte(testKey), now), keepclient.ErrSignatureInvalid)
-			exp := keepclient.SignatureExpiry(loc)
-			assert.WithinDuration(t, now.Add(keepclient.DefaultBlobSigningTTL), exp, time.Minute)
+			require.NoError(t, arvados.VerifySignature(loc, tc.token, arvados.DefaultBlobSigningTTL, []byte(testKey), now))
+			assert.ErrorIs(t, arvados.VerifySignature(loc, tc.other, arvados.DefaultBlobSigningTTL, []byte(testKey), now), arvados.ErrSignatureInvalid)
+			exp := arvados.SignatureExpiry(loc)
+			assert.WithinDuration(t, now.Add(arvados.DefaultBlobSigningTTL), exp, time.Minute)
 		})
 	}
 	t.Run("no signing key", func(t *testing.T) {
 		ts := newTestServer(t, Options{SigningKey: []byte("-")})
-		assert.Equal(t, keepclient.LocatorFor(data), ts.put(t, data, bearer(testV2Token)))
+		assert.Equal(t, arvados.LocatorFor(data), ts.put(t, data, bearer(testV2Token)))
 	})
 }
 
@@ -116,7 +115,7 @@ func rawRequest(t *testing.T, url, head string, body []byte) (int, string) {
 func TestServer_Put_contentLengthMismatch(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	data := []byte("0123456789")
-	head := fmt.Sprintf("PUT /%s HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n", keepclient.HashOf(data))
+	head := fmt.Sprintf("PUT /%s HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n", arvados.HashOf(data))
 	status, body := rawRequest(t, ts.URL, head, data)
 	assert.Equal(t, http.StatusBadRequest, status)
 	assert.Equal(t, "content length 10 did not match specified data size 20\n", body)
@@ -126,7 +125,7 @@ func TestServer_Put_contentLengthMismatch(t *testing.T) {
 func TestServer_Put_existingBlock(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	data := []byte("existing")
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	ts.put(t, data)
 	p := filepath.Join(ts.Dir, hash[:3], hash)
 	old := time.Now().Add(-time.Hour)
@@ -158,7 +157,7 @@ func TestServer_Put_durableAcrossRestart(t *testing.T) {
 	ts2 := newTestServer(t, Options{Dir: dir, EnforceSigning: true})
 	resp, body := ts2.do(t, http.MethodGet, "/"+loc, nil, bearer(testV2Token))
 	require.Equal(t, 200, resp.StatusCode)
-	assert.Equal(t, keepclient.HashOf(data), keepclient.HashOf([]byte(body)))
+	assert.Equal(t, arvados.HashOf(data), arvados.HashOf([]byte(body)))
 }
 
 func TestServer_Put_concurrentSameBlock(t *testing.T) {
@@ -168,7 +167,7 @@ func TestServer_Put_concurrentSameBlock(t *testing.T) {
 	locs := make([]string, 8)
 	for i := range locs {
 		wg.Go(func() {
-			req, _ := http.NewRequest(http.MethodPut, ts.URL+"/"+keepclient.HashOf(data), strings.NewReader(string(data)))
+			req, _ := http.NewRequest(http.MethodPut, ts.URL+"/"+arvados.HashOf(data), strings.NewReader(string(data)))
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				locs[i] = err.Error()
@@ -181,9 +180,9 @@ func TestServer_Put_concurrentSameBlock(t *testing.T) {
 	}
 	wg.Wait()
 	for _, l := range locs {
-		assert.Equal(t, "200 "+keepclient.LocatorFor(data), l)
+		assert.Equal(t, "200 "+arvados.LocatorFor(data), l)
 	}
-	assert.Equal(t, []string{filepath.Join(keepclient.HashOf(data)[:3], keepclient.HashOf(data))}, listFiles(t, ts.Dir))
+	assert.Equal(t, []string{filepath.Join(arvados.HashOf(data)[:3], arvados.HashOf(data))}, listFiles(t, ts.Dir))
 	assert.Zero(t, ts.BuffersInUse())
 }
 
@@ -212,8 +211,8 @@ func (c *countingSource) Read(p []byte) (int, error) {
 func TestServer_Put_sizeLimits(t *testing.T) {
 	ts := newTestServer(t, Options{MaxBuffers: 1})
 	t.Run("exactly 64 MiB", func(t *testing.T) {
-		data := randomBlock(9, keepclient.BlockSize)
-		assert.Equal(t, keepclient.LocatorFor(data), ts.put(t, data))
+		data := randomBlock(9, arvados.BlockSize)
+		assert.Equal(t, arvados.LocatorFor(data), ts.put(t, data))
 	})
 	// The server must answer without reading (much) more than 64 MiB + 1:
 	// the client's source is 100 MiB, and what the transport pulled from it
@@ -225,15 +224,15 @@ func TestServer_Put_sizeLimits(t *testing.T) {
 		contentLength int64
 		maxRead       int64
 	}{
-		{"64 MiB + 1 declared", keepclient.BlockSize + 1, slack},
-		{"chunked 100 MiB", -1, keepclient.BlockSize + 1 + slack},
+		{"64 MiB + 1 declared", arvados.BlockSize + 1, slack},
+		{"chunked 100 MiB", -1, arvados.BlockSize + 1 + slack},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := &countingSource{limit: body}
 			if tc.contentLength > 0 {
 				src.limit = tc.contentLength
 			}
-			req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+keepclient.EmptyHash, io.NopCloser(src))
+			req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+arvados.EmptyHash, io.NopCloser(src))
 			require.NoError(t, err)
 			req.ContentLength = tc.contentLength
 			resp, err := http.DefaultClient.Do(req)
@@ -258,7 +257,7 @@ func TestServer_Put_cutBodyLeavesNothing(t *testing.T) {
 	data := randomBlock(10, 1<<20)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
 	require.NoError(t, err)
-	fmt.Fprintf(conn, "PUT /%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", keepclient.HashOf(data), len(data))
+	fmt.Fprintf(conn, "PUT /%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", arvados.HashOf(data), len(data))
 	_, err = conn.Write(data[:len(data)/2])
 	require.NoError(t, err)
 	require.NoError(t, conn.Close())
@@ -295,7 +294,7 @@ func TestServer_Put_volumeErrors(t *testing.T) {
 			dv, err := OpenDir(dir)
 			require.NoError(t, err)
 			ts := newTestServer(t, Options{Volume: faultyVolume{Volume: dv, err: tc.err}})
-			resp, body := ts.do(t, http.MethodPut, "/"+keepclient.HashOf([]byte("x")), []byte("x"))
+			resp, body := ts.do(t, http.MethodPut, "/"+arvados.HashOf([]byte("x")), []byte("x"))
 			assert.Equal(t, tc.status, resp.StatusCode)
 			assert.Equal(t, tc.body, body)
 			assert.Empty(t, listFiles(t, dir))
@@ -307,7 +306,7 @@ func TestServer_Put_bufferExhaustion(t *testing.T) {
 	ts := newTestServer(t, Options{MaxBuffers: 1, BufferWait: 100 * time.Millisecond})
 	data := randomBlock(11, 2<<20)
 	pr, pw := io.Pipe()
-	req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+keepclient.HashOf(data), pr)
+	req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+arvados.HashOf(data), pr)
 	require.NoError(t, err)
 	req.ContentLength = int64(len(data))
 	done := make(chan string, 1)
@@ -326,13 +325,13 @@ func TestServer_Put_bufferExhaustion(t *testing.T) {
 	require.Eventually(t, func() bool { return ts.BuffersInUse() == 1 }, 10*time.Second, 5*time.Millisecond)
 
 	small := []byte("small")
-	resp, body := ts.do(t, http.MethodPut, "/"+keepclient.HashOf(small), small)
+	resp, body := ts.do(t, http.MethodPut, "/"+arvados.HashOf(small), small)
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, body)
 	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
 
 	_, err = pw.Write(data[1000:])
 	require.NoError(t, err)
 	require.NoError(t, pw.Close())
-	assert.Equal(t, "200 "+keepclient.LocatorFor(data), <-done)
-	assert.Equal(t, keepclient.LocatorFor(small), ts.put(t, small), "a buffer is free again")
+	assert.Equal(t, "200 "+arvados.LocatorFor(data), <-done)
+	assert.Equal(t, arvados.LocatorFor(small), ts.put(t, small), "a buffer is free again")
 }

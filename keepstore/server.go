@@ -14,8 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/internal/httpx"
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // Options configure a Server. The zero value of each field means its
@@ -71,7 +71,7 @@ type Server struct {
 // New checks opts, opens the volume and returns a Server.
 func New(opts Options) (*Server, error) {
 	if opts.TTL == 0 {
-		opts.TTL = keepclient.DefaultBlobSigningTTL
+		opts.TTL = arvados.DefaultBlobSigningTTL
 	}
 	if opts.TTL < time.Second {
 		return nil, fmt.Errorf("blob signing TTL %s is under one second", opts.TTL)

@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 func TestServer_index(t *testing.T) {
@@ -29,7 +28,7 @@ func TestServer_index(t *testing.T) {
 	for i := range 20 {
 		data := randomBlock(int64(200+i), 100+i)
 		ts.put(t, data)
-		hash := keepclient.HashOf(data)
+		hash := arvados.HashOf(data)
 		mtime := time.Unix(1700000000+int64(i), 123)
 		require.NoError(t, os.Chtimes(filepath.Join(ts.Dir, hash[:3], hash), mtime, mtime))
 		lines = append(lines, fmt.Sprintf("%s+%d %d\n", hash, len(data), mtime.UnixNano()))
@@ -113,7 +112,7 @@ func TestServer_metrics(t *testing.T) {
 	// Any token is a valid method: invented ones share one label, so a
 	// client cannot grow the metrics without bound.
 	for i := range 5 {
-		resp, _ = ts.do(t, fmt.Sprintf("INVENTED%d", i), "/"+keepclient.EmptyHash, nil)
+		resp, _ = ts.do(t, fmt.Sprintf("INVENTED%d", i), "/"+arvados.EmptyHash, nil)
 		assert.Equal(t, 400, resp.StatusCode)
 	}
 	_, body = ts.do(t, http.MethodGet, "/metrics", nil, bearer(testMgmtToken))
@@ -138,10 +137,10 @@ func TestServer_CORS(t *testing.T) {
 		method, path string
 		status       int
 	}{
-		{http.MethodOptions, "/" + keepclient.EmptyHash, 200},
+		{http.MethodOptions, "/" + arvados.EmptyHash, 200},
 		{http.MethodOptions, "/anything/at/all", 200},
 		{http.MethodGet, "/status.json", 400},
-		{http.MethodPut, "/" + keepclient.EmptyHash, 200},
+		{http.MethodPut, "/" + arvados.EmptyHash, 200},
 	} {
 		resp, body := ts.do(t, tc.method, tc.path, []byte{})
 		assert.Equal(t, tc.status, resp.StatusCode, tc.method+" "+tc.path)
@@ -156,9 +155,9 @@ func TestServer_CORS(t *testing.T) {
 
 func TestServer_requestIDAndLog(t *testing.T) {
 	ts := newTestServer(t, Options{})
-	resp, _ := ts.do(t, http.MethodPut, "/"+keepclient.EmptyHash, []byte{}, "X-Request-Id: req-0123456789abcdefghij", bearer(testV2Token))
+	resp, _ := ts.do(t, http.MethodPut, "/"+arvados.EmptyHash, []byte{}, "X-Request-Id: req-0123456789abcdefghij", bearer(testV2Token))
 	assert.Equal(t, "req-0123456789abcdefghij", resp.Header.Get("X-Request-Id"))
-	resp, _ = ts.do(t, http.MethodPut, "/"+keepclient.EmptyHash, []byte{})
+	resp, _ = ts.do(t, http.MethodPut, "/"+arvados.EmptyHash, []byte{})
 	generated := resp.Header.Get("X-Request-Id")
 	assert.Regexp(t, regexp.MustCompile(`^req-[0-9a-z]{20}$`), generated)
 	resp, _ = ts.do(t, http.MethodGet, "/index", nil, "X-Request-Id: bad id\twith tabs")
@@ -176,9 +175,9 @@ func TestServer_requestIDAndLog(t *testing.T) {
 	first := entries[0]
 	assert.Equal(t, "req-0123456789abcdefghij", first["request_id"])
 	assert.Equal(t, "PUT", first["method"])
-	assert.Equal(t, "/"+keepclient.EmptyHash, first["path"])
+	assert.Equal(t, "/"+arvados.EmptyHash, first["path"])
 	assert.EqualValues(t, 200, first["status"])
-	assert.EqualValues(t, len(keepclient.EmptyBlock+"+A")+40+1+8+1, first["bytes_out"], "signed locator and newline")
+	assert.EqualValues(t, len(arvados.EmptyBlock+"+A")+40+1+8+1, first["bytes_out"], "signed locator and newline")
 	assert.Contains(t, first, "duration_ms")
 	assert.Contains(t, first["remote_addr"], "127.0.0.1:")
 	assert.Equal(t, "INFO", first["level"])
@@ -198,5 +197,5 @@ func TestNew_options(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, defaultMaxBuffers, s.opts.MaxBuffers)
 	assert.Equal(t, []string{"default"}, s.opts.StorageClasses)
-	assert.Equal(t, keepclient.DefaultBlobSigningTTL, s.opts.TTL)
+	assert.Equal(t, arvados.DefaultBlobSigningTTL, s.opts.TTL)
 }

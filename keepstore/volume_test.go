@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // testVolume is the conformance suite every Volume implementation runs.
@@ -24,7 +23,7 @@ func testVolume(t *testing.T, newVolume func(t *testing.T) Volume) {
 	block := func(seed int64, size int) ([]byte, string) {
 		b := make([]byte, size)
 		rand.New(rand.NewSource(seed)).Read(b)
-		return b, keepclient.HashOf(b)
+		return b, arvados.HashOf(b)
 	}
 
 	t.Run("put then get and head", func(t *testing.T) {
@@ -47,8 +46,8 @@ func testVolume(t *testing.T, newVolume func(t *testing.T) Volume) {
 
 	t.Run("empty block", func(t *testing.T) {
 		v := newVolume(t)
-		require.NoError(t, v.Put(ctx, keepclient.EmptyHash, nil))
-		info, err := v.Head(ctx, keepclient.EmptyHash)
+		require.NoError(t, v.Put(ctx, arvados.EmptyHash, nil))
+		info, err := v.Head(ctx, arvados.EmptyHash)
 		require.NoError(t, err)
 		assert.Zero(t, info.Size)
 	})
@@ -125,7 +124,7 @@ func testVolume(t *testing.T, newVolume func(t *testing.T) Volume) {
 		require.NoError(t, err)
 		got, _ := io.ReadAll(rc)
 		rc.Close()
-		assert.Equal(t, hash, keepclient.HashOf(got))
+		assert.Equal(t, hash, arvados.HashOf(got))
 	})
 }
 
@@ -166,7 +165,7 @@ func TestDirVolume_Put_diskFullLeavesNothing(t *testing.T) {
 		return &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
 	}
 	data := []byte("some block data that will not fit")
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	err = v.Put(context.Background(), hash, data)
 	require.Error(t, err)
 	assert.True(t, IsFull(err), "%v", err)
@@ -180,7 +179,7 @@ func TestOpenDir_removesStrayTemps(t *testing.T) {
 	v, err := OpenDir(dir)
 	require.NoError(t, err)
 	data := []byte("kept")
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	require.NoError(t, v.Put(context.Background(), hash, data))
 	stray := filepath.Join(dir, hash[:3], tmpPrefix+hash+"-123")
 	require.NoError(t, os.WriteFile(stray, []byte("partial"), 0o600))
@@ -195,7 +194,7 @@ func TestDirVolume_Put_layout(t *testing.T) {
 	v, err := OpenDir(dir)
 	require.NoError(t, err)
 	data := []byte("foo")
-	require.NoError(t, v.Put(context.Background(), keepclient.HashOf(data), data))
+	require.NoError(t, v.Put(context.Background(), arvados.HashOf(data), data))
 	got, err := os.ReadFile(filepath.Join(dir, "acb", "acbd18db4cc2f85cedef654fccc4a4d8"))
 	require.NoError(t, err)
 	assert.Equal(t, data, got)

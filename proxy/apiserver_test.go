@@ -18,6 +18,7 @@ import (
 
 	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/apiserver"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 	"github.com/arv-upload/arv-upload/keepstore"
 )
@@ -27,7 +28,7 @@ import (
 type realCluster struct {
 	api     *apiserver.Server
 	svc     *keepclient.Client // the proxy's service client (system root token)
-	disks   []keepclient.KeepService
+	disks   []arvados.KeepService
 	proxy   *Server
 	proxyTS *httptest.Server
 	seed    atomic.Uint64 // distinct blocks per put
@@ -87,9 +88,9 @@ func newRealClusterAPI(t testing.TB, api *apiserver.Server, mod func(*Options), 
 }
 
 // newUser creates an active user and returns it with its v2 token.
-func (c *realCluster) newUser(t testing.TB, name string) (keepclient.User, string) {
+func (c *realCluster) newUser(t testing.TB, name string) (arvados.User, string) {
 	t.Helper()
-	u, tok, err := c.api.CreateUser(context.Background(), keepclient.User{Email: name + "@example.com", Username: name, IsActive: true})
+	u, tok, err := c.api.CreateUser(context.Background(), arvados.User{Email: name + "@example.com", Username: name, IsActive: true})
 	require.NoError(t, err)
 	return u, tok
 }
@@ -109,7 +110,7 @@ func (c *realCluster) put(t testing.TB, token string, n int) (int, http.Header, 
 // errors.
 func (c *realCluster) tryPut(token string, n int) (int, http.Header, string, error) {
 	data := randomBlock(1000+c.seed.Add(1), n)
-	req, err := http.NewRequest(http.MethodPut, c.proxyTS.URL+"/"+keepclient.HashOf(data), bytes.NewReader(data))
+	req, err := http.NewRequest(http.MethodPut, c.proxyTS.URL+"/"+arvados.HashOf(data), bytes.NewReader(data))
 	if err != nil {
 		return 0, nil, "", err
 	}
@@ -132,24 +133,24 @@ func TestProxy_withAPIServer(t *testing.T) {
 
 	data := randomBlock(77, 12345)
 	put := func(tok string) (int, http.Header, string) {
-		return proxyPut(t, c.proxyTS.URL, "/"+keepclient.HashOf(data), data, map[string]string{"Authorization": "OAuth2 " + tok})
+		return proxyPut(t, c.proxyTS.URL, "/"+arvados.HashOf(data), data, map[string]string{"Authorization": "OAuth2 " + tok})
 	}
 	code, h, loc := put(token)
 	require.Equal(t, 200, code, loc)
 	assert.Equal(t, "2", h.Get("X-Keep-Replicas-Stored"), "discovery's defaultCollectionReplication")
-	require.NoError(t, keepclient.VerifySignature(loc, token, keepclient.DefaultBlobSigningTTL, c.api.SigningKey(), time.Now()))
+	require.NoError(t, arvados.VerifySignature(loc, token, arvados.DefaultBlobSigningTTL, c.api.SigningKey(), time.Now()))
 
 	code, _, _ = put("v2/zzzzz-gj3su-000000000000000/nosuchsecret")
 	assert.Equal(t, 403, code)
 
 	// The block_put log arrives with the user's uuid.
 	require.Eventually(t, func() bool { return c.proxy.SpoolDepth() == 0 }, 10*time.Second, 10*time.Millisecond)
-	var logs keepclient.List[keepclient.Log]
+	var logs arvados.List[arvados.Log]
 	require.NoError(t, c.svc.Call(ctx, http.MethodGet, "arvados/v1/logs", url.Values{
 		"filters": {`[["event_type","=","block_put"]]`},
 	}, nil, &logs))
 	require.Len(t, logs.Items, 1)
-	assert.Equal(t, keepclient.LocatorFor(data), logs.Items[0].ObjectUUID)
+	assert.Equal(t, arvados.LocatorFor(data), logs.Items[0].ObjectUUID)
 	assert.Equal(t, user.UUID, logs.Items[0].Properties["user_uuid"])
 }
 
@@ -191,7 +192,7 @@ func TestProxy_withAPIServer_expiry(t *testing.T) {
 	// Long enough for the first PUTs on a loaded machine.
 	expires := time.Now().Add(4 * time.Second).UTC()
 
-	var expiring keepclient.APIClientAuthorization
+	var expiring arvados.APIClientAuthorization
 	require.NoError(t, owner.Call(ctx, http.MethodPost, "arvados/v1/api_client_authorizations", nil,
 		map[string]any{"api_client_authorization": map[string]any{"scopes": []string{"all"}, "expires_at": expires.Format(time.RFC3339Nano)}}, &expiring))
 	acct, err := admin.Create(ctx, owner, "run-42", &expires, "")
@@ -200,7 +201,7 @@ func TestProxy_withAPIServer_expiry(t *testing.T) {
 	// only the account's expires_at (users/current) can stop it.
 	acct2, err := admin.Create(ctx, owner, "run-43", &expires, "")
 	require.NoError(t, err)
-	var unexpiring keepclient.APIClientAuthorization
+	var unexpiring arvados.APIClientAuthorization
 	require.NoError(t, c.client(c.api.AdminToken()).Call(ctx, http.MethodPost, "arvados/v1/api_client_authorizations", nil,
 		map[string]any{"api_client_authorization": map[string]any{"owner_uuid": acct2.UUID}}, &unexpiring))
 	require.Nil(t, unexpiring.ExpiresAt)
@@ -235,12 +236,12 @@ func TestProxy_withAPIServer_expiry(t *testing.T) {
 func TestProxy_withAPIServer_headSignedLocator(t *testing.T) {
 	ctx := context.Background()
 	c := newRealCluster(t, nil, nil)
-	_, tok, err := c.api.CreateUser(ctx, keepclient.User{FullName: "A", IsActive: true})
+	_, tok, err := c.api.CreateUser(ctx, arvados.User{FullName: "A", IsActive: true})
 	require.NoError(t, err)
-	_, other, err := c.api.CreateUser(ctx, keepclient.User{FullName: "B", IsActive: true})
+	_, other, err := c.api.CreateUser(ctx, arvados.User{FullName: "B", IsActive: true})
 	require.NoError(t, err)
 	data := []byte("head me")
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	code, _, signed := proxyPut(t, c.proxyTS.URL, "/"+hash, data, map[string]string{"Authorization": "Bearer " + tok})
 	require.Equal(t, http.StatusOK, code, signed)
 

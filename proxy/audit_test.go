@@ -10,11 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 func fastAudit(o *Options) {
@@ -200,8 +199,8 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func activeUser(uuid string) keepclient.User {
-	return keepclient.User{Common: keepclient.Common{UUID: uuid}, IsActive: true}
+func activeUser(uuid string) arvados.User {
+	return arvados.User{Common: arvados.Common{UUID: uuid}, IsActive: true}
 }
 
 // testutilCounter reads a single counter's value.

@@ -15,26 +15,27 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/apiserver"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // auditCluster is a real cluster whose API server names a dedicated,
 // non-admin audit user (arv-server api --audit-user); the proxy posts its
 // records with that user's token scoped to POST /arvados/v1/logs.
-func auditCluster(t *testing.T, mod func(*Options)) (c *realCluster, auditor keepclient.User, newAuditToken func(scopes ...string) keepclient.APIClientAuthorization) {
+func auditCluster(t *testing.T, mod func(*Options)) (c *realCluster, auditor arvados.User, newAuditToken func(scopes ...string) arvados.APIClientAuthorization) {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	api, err := apiserver.Open(apiserver.Options{DataDir: dir})
 	require.NoError(t, err)
-	auditor, _, err = api.CreateUser(ctx, keepclient.User{FullName: "arv-upload proxy audit", IsActive: true})
+	auditor, _, err = api.CreateUser(ctx, arvados.User{FullName: "arv-upload proxy audit", IsActive: true})
 	require.NoError(t, err)
 	require.NoError(t, api.Close())
 	api, err = apiserver.Open(apiserver.Options{DataDir: dir, AuditUsers: []string{auditor.UUID}})
 	require.NoError(t, err)
 	c = newRealClusterAPI(t, api, mod, nil)
-	newAuditToken = func(scopes ...string) keepclient.APIClientAuthorization {
-		var tok keepclient.APIClientAuthorization
+	newAuditToken = func(scopes ...string) arvados.APIClientAuthorization {
+		var tok arvados.APIClientAuthorization
 		require.NoError(t, c.client(c.api.AdminToken()).Call(ctx, http.MethodPost, "arvados/v1/api_client_authorizations", nil,
 			map[string]any{"api_client_authorization": map[string]any{"owner_uuid": auditor.UUID, "scopes": scopes}}, &tok))
 		return tok
@@ -152,7 +153,7 @@ func TestServer_audit_refusedTokenThenReload(t *testing.T) {
 	assert.Equal(t, "OK", h["health"])
 	assert.Contains(t, c.metricsText(t), "arvupload_proxy_audit_token_refused 0")
 
-	var got keepclient.List[keepclient.Log]
+	var got arvados.List[arvados.Log]
 	require.NoError(t, root.Call(ctx, http.MethodGet, "arvados/v1/logs", url.Values{
 		"filters": {`[["event_type","=","block_put"]]`},
 	}, nil, &got))

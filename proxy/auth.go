@@ -9,9 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"golang.org/x/sync/singleflight"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // ErrTokenRejected means the API server refused the client's token (401, or
@@ -28,7 +27,7 @@ var ErrTokenExpired = errors.New("token or account has expired")
 
 // Identity is what an accepted token check learned.
 type Identity struct {
-	User keepclient.User
+	User arvados.User
 	// ExpiresAt is when the token stops being valid: the earlier of the
 	// token's and its account's expires_at. Zero when neither expires.
 	ExpiresAt time.Time

@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // TestBufferPool_bounded hammers the pool with more holders than buffers
@@ -159,7 +158,7 @@ func TestProxy_memoryBound(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, int32(24), ok.Load())
 	assert.LessOrEqual(t, metricValue(t, c.proxyTS.URL, "arvupload_proxy_block_buffers"), float64(maxConcurrent))
-	assert.LessOrEqual(t, metricValue(t, c.proxyTS.URL, "arvupload_proxy_block_buffer_bytes"), float64(maxConcurrent*keepclient.BlockSize))
+	assert.LessOrEqual(t, metricValue(t, c.proxyTS.URL, "arvupload_proxy_block_buffer_bytes"), float64(maxConcurrent*arvados.BlockSize))
 	made, out := c.proxy.bufs.stats()
 	assert.LessOrEqual(t, made, maxConcurrent)
 	assert.Equal(t, 0, out)

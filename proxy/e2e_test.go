@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 	"github.com/arv-upload/arv-upload/keepstore"
 )
@@ -56,7 +57,7 @@ func (f *faultyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // and config as PROTOCOL 9 describes.
 type fakeAPI struct {
 	mu       sync.Mutex
-	users    map[string]keepclient.User // token -> user
+	users    map[string]arvados.User // token -> user
 	outage   bool
 	logs     []map[string]any
 	logCalls int
@@ -74,7 +75,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok := tokenFrom(r.Header.Get("Authorization"))
 	switch {
 	case r.URL.Path == "/discovery/v1/apis/arvados/v1/rest":
-		json.NewEncoder(w).Encode(keepclient.Discovery{DefaultCollectionReplication: 2, UUIDPrefix: "zzzzz", BlobSignatureTTL: 1209600})
+		json.NewEncoder(w).Encode(arvados.Discovery{DefaultCollectionReplication: 2, UUIDPrefix: "zzzzz", BlobSignatureTTL: 1209600})
 	case r.URL.Path == "/arvados/v1/config":
 		io.WriteString(w, `{"ClusterID":"zzzzz","StorageClasses":{"default":{"Default":true,"Priority":0}}}`)
 	case r.URL.Path == "/arvados/v1/users/current":
@@ -92,7 +93,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, `{"errors":["Not logged in"]}`)
 			return
 		}
-		json.NewEncoder(w).Encode(keepclient.APIClientAuthorization{Common: keepclient.Common{Kind: "arvados#apiClientAuthorization"}})
+		json.NewEncoder(w).Encode(arvados.APIClientAuthorization{Common: arvados.Common{Kind: "arvados#apiClientAuthorization"}})
 	case r.URL.Path == "/arvados/v1/logs" && r.Method == http.MethodPost:
 		if _, ok := f.users[tok]; !ok {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -154,7 +155,7 @@ type cluster struct {
 	apiTS    *httptest.Server
 	stores   []*faultyHandler
 	storeTS  []*httptest.Server
-	services []keepclient.KeepService
+	services []arvados.KeepService
 	proxy    *Server
 	proxyTS  *httptest.Server
 	spoolDir string
@@ -168,7 +169,7 @@ const (
 // newCluster starts n real keepstores, the fake API and the proxy.
 func newCluster(t testing.TB, n int, mod func(*Options)) *cluster {
 	t.Helper()
-	c := &cluster{api: &fakeAPI{users: map[string]keepclient.User{
+	c := &cluster{api: &fakeAPI{users: map[string]arvados.User{
 		userToken:    activeUser("zzzzz-tpzed-000000000000001"),
 		serviceToken: activeUser("zzzzz-tpzed-000000000000000"),
 	}}}
@@ -184,8 +185,8 @@ func newCluster(t testing.TB, n int, mod func(*Options)) *cluster {
 		port, _ := strconv.Atoi(u.Port())
 		c.stores = append(c.stores, f)
 		c.storeTS = append(c.storeTS, ts)
-		c.services = append(c.services, keepclient.KeepService{
-			Common:      keepclient.Common{UUID: fmt.Sprintf("zzzzz-bi6l4-%015x", i)},
+		c.services = append(c.services, arvados.KeepService{
+			Common:      arvados.Common{UUID: fmt.Sprintf("zzzzz-bi6l4-%015x", i)},
 			ServiceHost: u.Hostname(), ServicePort: port, ServiceType: "disk",
 		})
 	}
@@ -275,15 +276,15 @@ func proxyPut(t testing.TB, url, path string, data []byte, hdr map[string]string
 func TestProxy_endToEnd_replication(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	data := randomBlock(1, 1<<20)
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	code, h, body := proxyPut(t, c.proxyTS.URL, "/"+hash, data, map[string]string{"X-Keep-Desired-Replicas": "2", "X-Request-Id": "req-e2e0000000000000000"})
 	require.Equal(t, 200, code, body)
 	assert.Equal(t, "2", h.Get("X-Keep-Replicas-Stored"))
 	assert.Equal(t, "HTTP/1.1 keepproxy", h.Get("Via"))
 	assert.Empty(t, h.Get("X-Keep-Storage-Classes-Confirmed"))
 	assert.False(t, strings.HasSuffix(body, "\n"))
-	require.NoError(t, keepclient.VerifySignature(body, userToken, keepclient.DefaultBlobSigningTTL, testSigningKey, time.Now()))
-	assert.Error(t, keepclient.VerifySignature(body, serviceToken, keepclient.DefaultBlobSigningTTL, testSigningKey, time.Now()), "signed for the client, not the proxy")
+	require.NoError(t, arvados.VerifySignature(body, userToken, arvados.DefaultBlobSigningTTL, testSigningKey, time.Now()))
+	assert.Error(t, arvados.VerifySignature(body, serviceToken, arvados.DefaultBlobSigningTTL, testSigningKey, time.Now()), "signed for the client, not the proxy")
 	assert.ElementsMatch(t, c.probeIndexes(hash)[:2], c.holders(t, hash))
 	for _, s := range c.stores {
 		if s.puts.Load() > 0 {
@@ -298,7 +299,7 @@ func TestProxy_endToEnd_replication(t *testing.T) {
 	code, h, body = proxyPut(t, c.proxyTS.URL, "/", data2, map[string]string{"X-Keep-Storage-Classes": "default"})
 	assert.Equal(t, "default=2", h.Get("X-Keep-Storage-Classes-Confirmed"))
 	require.Equal(t, 200, code, body)
-	assert.True(t, strings.HasPrefix(body, keepclient.LocatorFor(data2)+"+A"), body)
+	assert.True(t, strings.HasPrefix(body, arvados.LocatorFor(data2)+"+A"), body)
 	assert.Equal(t, "2", h.Get("X-Keep-Replicas-Stored"))
 
 	// Both blocks are audited, once each, under the service token.
@@ -306,7 +307,7 @@ func TestProxy_endToEnd_replication(t *testing.T) {
 	c.api.set(func(f *fakeAPI) {
 		require.Len(t, f.logs, 2)
 		assert.Equal(t, "block_put", f.logs[0]["event_type"])
-		assert.Equal(t, keepclient.LocatorFor(data), f.logs[0]["object_uuid"])
+		assert.Equal(t, arvados.LocatorFor(data), f.logs[0]["object_uuid"])
 		assert.Equal(t, "zzzzz-tpzed-000000000000001", f.logs[0]["properties"].(map[string]any)["user_uuid"])
 	})
 }
@@ -315,7 +316,7 @@ func TestProxy_endToEnd_keepstoreFailures(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	t.Run("first in probe order down", func(t *testing.T) {
 		data := randomBlock(3, 5000)
-		hash := keepclient.HashOf(data)
+		hash := arvados.HashOf(data)
 		order := c.probeIndexes(hash)
 		c.stores[order[0]].down.Store(true)
 		defer c.stores[order[0]].down.Store(false)
@@ -326,7 +327,7 @@ func TestProxy_endToEnd_keepstoreFailures(t *testing.T) {
 	})
 	t.Run("two down, partial", func(t *testing.T) {
 		data := randomBlock(4, 5000)
-		hash := keepclient.HashOf(data)
+		hash := arvados.HashOf(data)
 		order := c.probeIndexes(hash)
 		for _, i := range order[:2] {
 			c.stores[i].down.Store(true)
@@ -352,7 +353,7 @@ func TestProxy_endToEnd_keepstoreFailures(t *testing.T) {
 			}
 		}()
 		data := randomBlock(5, 5000)
-		code, h, body := proxyPut(t, c.proxyTS.URL, "/"+keepclient.HashOf(data), data, nil)
+		code, h, body := proxyPut(t, c.proxyTS.URL, "/"+arvados.HashOf(data), data, nil)
 		assert.Equal(t, 503, code)
 		assert.True(t, strings.HasPrefix(body, "Could not write sufficient replicas"), body)
 		assert.Equal(t, "0", h.Get("X-Keep-Replicas-Stored"))
@@ -364,9 +365,9 @@ func TestProxy_endToEnd_apiOutageDuringAudit(t *testing.T) {
 	var hashes []string
 	for i := range 4 {
 		data := randomBlock(uint64(10+i), 100)
-		code, _, body := proxyPut(t, c.proxyTS.URL, "/"+keepclient.HashOf(data), data, nil)
+		code, _, body := proxyPut(t, c.proxyTS.URL, "/"+arvados.HashOf(data), data, nil)
 		require.Equal(t, 200, code, body)
-		hashes = append(hashes, keepclient.LocatorFor(data))
+		hashes = append(hashes, arvados.LocatorFor(data))
 		if i == 1 {
 			// Tokens are cached now; the API goes away for the audit.
 			c.api.set(func(f *fakeAPI) { f.outage = true })
@@ -395,7 +396,7 @@ func TestProxy_endToEnd_apiOutageDuringAudit(t *testing.T) {
 func TestProxy_endToEnd_tokenCheckWithAPI(t *testing.T) {
 	c := newCluster(t, 2, func(o *Options) { o.AuthCacheTTL = 300 * time.Millisecond })
 	data := randomBlock(20, 100)
-	path := "/" + keepclient.HashOf(data)
+	path := "/" + arvados.HashOf(data)
 	code, _, body := proxyPut(t, c.proxyTS.URL, path, data, nil)
 	require.Equal(t, 200, code, body)
 	code, _, _ = proxyPut(t, c.proxyTS.URL, path, data, map[string]string{"Authorization": "OAuth2 v2/zzzzz-gj3su-000000000000009/unknown"})
@@ -417,7 +418,7 @@ func TestProxy_endToEnd_tokenCheckWithAPI(t *testing.T) {
 func TestProxy_endToEnd_reads(t *testing.T) {
 	c := newCluster(t, 2, func(o *Options) { o.EnableReads = true })
 	data := randomBlock(30, 4096)
-	code, _, loc := proxyPut(t, c.proxyTS.URL, "/"+keepclient.HashOf(data), data, nil)
+	code, _, loc := proxyPut(t, c.proxyTS.URL, "/"+arvados.HashOf(data), data, nil)
 	require.Equal(t, 200, code, loc)
 	req, _ := http.NewRequest(http.MethodGet, c.proxyTS.URL+"/"+loc, nil)
 	req.Header.Set("Authorization", "Bearer "+userToken)
@@ -432,13 +433,13 @@ func TestProxy_endToEnd_reads(t *testing.T) {
 
 func BenchmarkProxyPut64MiB(b *testing.B) {
 	c := newCluster(b, 3, nil)
-	data := randomBlock(99, keepclient.BlockSize)
+	data := randomBlock(99, arvados.BlockSize)
 	put := func(b *testing.B, url string, replicas int) {
 		b.SetBytes(int64(len(data)))
 		for i := 0; b.Loop(); i++ {
 			binary.LittleEndian.PutUint64(data, uint64(time.Now().UnixNano())+uint64(i)) // a new block each time
 			hdr := map[string]string{"X-Keep-Desired-Replicas": strconv.Itoa(replicas)}
-			code, _, body := proxyPut(b, url, "/"+keepclient.HashOf(data), data, hdr)
+			code, _, body := proxyPut(b, url, "/"+arvados.HashOf(data), data, hdr)
 			if code != 200 {
 				b.Fatalf("status %d: %s", code, body)
 			}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/proxy"
 )
 
@@ -26,7 +26,7 @@ func (fuzzAuth) Authorize(ctx context.Context, token, requestID string) (proxy.I
 	if token != "tok-active" {
 		return proxy.Identity{}, fmt.Errorf("GET users/current: 401: %w", proxy.ErrTokenRejected)
 	}
-	return proxy.Identity{User: keepclient.User{Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000001"}, IsActive: true}}, nil
+	return proxy.Identity{User: arvados.User{Common: arvados.Common{UUID: "zzzzz-tpzed-000000000000001"}, IsActive: true}}, nil
 }
 
 // fuzzWriter stores nothing and confirms what it was asked for.
@@ -50,7 +50,7 @@ func FuzzServeHTTP(f *testing.F) {
 	})
 	require.NoError(f, err)
 	f.Cleanup(func() { px.Close() })
-	foo := keepclient.HashOf([]byte("foo"))
+	foo := arvados.HashOf([]byte("foo"))
 	f.Add("PUT", "/"+foo, "Bearer tok-active", "", "", []byte("foo"))
 	f.Add("PUT", "/"+foo+"+3+Ksite", "OAuth2 tok-active", "2", "default, archive", []byte("foo"))
 	f.Add("PUT", "/"+foo+"+4", "Bearer tok-active", "", "", []byte("foo"))

@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // fakeAuth is an Authorizer injecting API faults: tokens map to users (and
@@ -22,17 +21,17 @@ import (
 // error would.
 type fakeAuth struct {
 	mu      sync.Mutex
-	users   map[string]keepclient.User
+	users   map[string]arvados.User
 	expires map[string]time.Time
 	outage  bool
 	calls   int
 }
 
 func newFakeAuth() *fakeAuth {
-	return &fakeAuth{users: map[string]keepclient.User{
-		"tok-active":   {Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000001"}, IsActive: true},
-		"tok-inactive": {Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000002"}, IsActive: false},
-		"tok-other":    {Common: keepclient.Common{UUID: "zzzzz-tpzed-000000000000005"}, IsActive: true},
+	return &fakeAuth{users: map[string]arvados.User{
+		"tok-active":   {Common: arvados.Common{UUID: "zzzzz-tpzed-000000000000001"}, IsActive: true},
+		"tok-inactive": {Common: arvados.Common{UUID: "zzzzz-tpzed-000000000000002"}, IsActive: false},
+		"tok-other":    {Common: arvados.Common{UUID: "zzzzz-tpzed-000000000000005"}, IsActive: true},
 	}}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -52,7 +53,7 @@ type apiAuthorizer struct{ api *keepclient.Client }
 // account's own expiry: our API server reports it for uploader accounts;
 // upstream users have none, so it is absent there.
 type currentUser struct {
-	keepclient.User
+	arvados.User
 	ExpiresAt *time.Time `json:"expires_at"`
 }
 
@@ -64,7 +65,7 @@ func (a apiAuthorizer) Authorize(ctx context.Context, token, requestID string) (
 	}
 	c := a.api.WithToken(token)
 	var u currentUser
-	var t keepclient.APIClientAuthorization
+	var t arvados.APIClientAuthorization
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := c.Call(gctx, http.MethodGet, "arvados/v1/users/current", nil, nil, &u); err != nil {
@@ -142,7 +143,7 @@ func (k keepWriter) PutBlock(ctx context.Context, data []byte, req PutRequest) (
 
 // httpReader passes GET/HEAD to the keepstores in probe order.
 type httpReader struct {
-	services []keepclient.KeepService
+	services []arvados.KeepService
 	client   *http.Client
 }
 

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -113,7 +114,7 @@ func procStatus(pid int, field string) int64 {
 // 16 x 64 MiB of block buffers.
 func BenchmarkProxyMemory2x(b *testing.B) {
 	b.Run("64MiB", func(b *testing.B) {
-		benchProxyMemory(b, func(*rand.Rand) int { return keepclient.BlockSize })
+		benchProxyMemory(b, func(*rand.Rand) int { return arvados.BlockSize })
 	})
 	b.Run("1-64MiB", func(b *testing.B) {
 		benchProxyMemory(b, func(r *rand.Rand) int { return (1 + r.IntN(64)) << 20 })
@@ -160,7 +161,7 @@ func benchProxyMemory(b *testing.B, size func(*rand.Rand) int) {
 	// Distinct blocks: one random base, a different first 8 bytes each;
 	// bodies are read from the base, not copied.
 	const puts = 2 * DefaultMaxConcurrent
-	base := randomBlock(42, keepclient.BlockSize)
+	base := randomBlock(42, arvados.BlockSize)
 	type block struct {
 		prefix [8]byte
 		size   int
@@ -252,7 +253,7 @@ func benchProxyMemory(b *testing.B, size func(*rand.Rand) int) {
 	}
 	close(stop)
 	<-sampled
-	const bound = DefaultMaxConcurrent * keepclient.BlockSize >> 20
+	const bound = DefaultMaxConcurrent * arvados.BlockSize >> 20
 	hwm := procStatus(pid, "VmHWM") >> 10
 	anon := peakAnon.Load() >> 10
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds()/1e6, "MB/s")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -104,7 +105,7 @@ type Options struct {
 
 	// Services are the internal keepstores reads go to (EnableReads), in
 	// probe order; HTTPClient is used for them (default: ViaTransport, 300s).
-	Services   []keepclient.KeepService
+	Services   []arvados.KeepService
 	HTTPClient *http.Client
 
 	AuthCacheTTL     time.Duration // successful token checks; default 30s, so a deactivated account stops within that (expiry is exact)
@@ -256,10 +257,10 @@ func New(opts Options) (*Server, error) {
 		s.metrics.inFlight.Set(float64(running))
 		s.metrics.queued.Set(float64(queued))
 	}
-	s.bufs = newBufferPool(opts.MaxConcurrent, keepclient.BlockSize)
+	s.bufs = newBufferPool(opts.MaxConcurrent, arvados.BlockSize)
 	s.bufs.onMake = func(made int) {
 		s.metrics.buffers.Set(float64(made))
-		s.metrics.bufferBytes.Set(float64(made) * keepclient.BlockSize)
+		s.metrics.bufferBytes.Set(float64(made) * arvados.BlockSize)
 	}
 	sp, err := OpenSpool(opts.SpoolDir)
 	if err != nil {

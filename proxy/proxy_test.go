@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -45,7 +46,7 @@ func TestServer_ServeHTTP_statuses(t *testing.T) {
 		{"put with size and other hints", "PUT", "/" + fooHash + "+3+Kzzzzz+Afoo@123", "foo", auth, 200, fooHash + "+3+Afake@00000000", false, "2"},
 		{"put with OAuth2", "PUT", "/" + fooHash, "foo", map[string]string{"Authorization": "OAuth2 tok-active"}, 200, fooHash + "+3+Afake@00000000", false, "2"},
 		{"post computes hash", "POST", "/", "foo", auth, 200, fooHash + "+3+Afake@00000000", false, "2"},
-		{"empty block", "PUT", "/" + keepclient.EmptyHash, "", auth, 200, keepclient.EmptyBlock + "+Afake@00000000", false, "2"},
+		{"empty block", "PUT", "/" + arvados.EmptyHash, "", auth, 200, arvados.EmptyBlock + "+Afake@00000000", false, "2"},
 		{"desired replicas", "PUT", "/" + fooHash, "foo", with(map[string]string{"X-Keep-Desired-Replicas": "3"}), 200, fooHash + "+3+Afake@00000000", false, "3"},
 		{"desired replicas 0 is default", "PUT", "/" + fooHash, "foo", with(map[string]string{"X-Keep-Desired-Replicas": "0"}), 200, fooHash + "+3+Afake@00000000", false, "2"},
 		{"size hint mismatch", "PUT", "/" + fooHash + "+4", "foo", auth, 400, "Locator size hint does not match Content-Length header\n", false, ""},
@@ -147,7 +148,7 @@ func TestServer_put_lengthChecks(t *testing.T) {
 	e := newTestEnv(t, nil)
 	addr := strings.TrimPrefix(e.ts.URL, "http://")
 	t.Run("too large, body never sent", func(t *testing.T) {
-		resp := rawRequest(t, addr, fmt.Sprintf("PUT /%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-active\r\nContent-Length: %d\r\n", fooHash, keepclient.BlockSize+1), "", false)
+		resp := rawRequest(t, addr, fmt.Sprintf("PUT /%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-active\r\nContent-Length: %d\r\n", fooHash, arvados.BlockSize+1), "", false)
 		assert.Equal(t, 413, resp.StatusCode)
 		assert.Equal(t, "0", resp.Header.Get("X-Keep-Replicas-Stored"))
 		assert.Equal(t, "Exceeded maximum block size (67108864)\n", readAll(t, resp.Body))

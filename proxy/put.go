@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -33,7 +34,7 @@ func (s *Server) handleBlock(w http.ResponseWriter, r *http.Request) {
 		}
 		s.handlePut(w, r, "", -1)
 	case isBlockPath(path):
-		loc, err := keepclient.ParseLocator(path)
+		loc, err := arvados.ParseLocator(path)
 		if err != nil {
 			textError(w, "Bad Request", http.StatusBadRequest)
 			return
@@ -54,7 +55,7 @@ func (s *Server) handleBlock(w http.ResponseWriter, r *http.Request) {
 // isBlockPath reports whether p starts with 32 lowercase hex digits followed
 // by nothing or '+'.
 func isBlockPath(p string) bool {
-	if len(p) < 32 || !keepclient.IsHash(p[:32]) {
+	if len(p) < 32 || !arvados.IsHash(p[:32]) {
 		return false
 	}
 	return len(p) == 32 || p[32] == '+'
@@ -82,10 +83,10 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		textError(w, "Length Required", http.StatusLengthRequired)
 		return
 	}
-	if length > keepclient.BlockSize {
+	if length > arvados.BlockSize {
 		w.Header().Set("X-Keep-Replicas-Stored", "0")
 		w.Header().Set("Connection", "close") // we do not read the body
-		textError(w, fmt.Sprintf("Exceeded maximum block size (%d)", keepclient.BlockSize), http.StatusRequestEntityTooLarge)
+		textError(w, fmt.Sprintf("Exceeded maximum block size (%d)", arvados.BlockSize), http.StatusRequestEntityTooLarge)
 		return
 	}
 	if sizeHint > 0 && sizeHint != length {
@@ -254,7 +255,7 @@ func clientAddr(r *http.Request) string {
 // keepstores verify the signature against the token.
 func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, locator string) {
 	if r.Method == http.MethodHead && !s.opts.EnableReads && s.reader != nil {
-		l, err := keepclient.ParseLocator(locator)
+		l, err := arvados.ParseLocator(locator)
 		if _, _, signed := l.SignatureHint(); err != nil || !signed {
 			textError(w, "HEAD needs a locator signed for your token (+A...)", http.StatusForbidden)
 			return

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/admin"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -39,7 +40,7 @@ func slowPut(t testing.TB, addr, token string, data []byte, chunk int, interval 
 	require.NoError(t, err)
 	defer conn.Close()
 	_, err = fmt.Fprintf(conn, "PUT /%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n",
-		keepclient.HashOf(data), token, len(data))
+		arvados.HashOf(data), token, len(data))
 	require.NoError(t, err)
 
 	var mu sync.Mutex
@@ -122,7 +123,7 @@ func TestProxy_slowClient_keepclient(t *testing.T) {
 			t.Cleanup(ts.Close)
 			svc := keepclient.ServicesFromEnv(ts.URL)[0]
 			svc.ServiceType = "proxy"
-			keep := keepclient.NewKeep(nil, keepclient.KeepOptions{Services: []keepclient.KeepService{svc}, Retries: -1, HTTPClient: ts.Client()})
+			keep := keepclient.NewKeep(nil, keepclient.KeepOptions{Services: []arvados.KeepService{svc}, Retries: -1, HTTPClient: ts.Client()})
 			data := randomBlock(5, 100_000) // 5s at 20 KB/s, longer than every timeout above
 			start := time.Now()
 			res, err := keep.Put(context.Background(), data, keepclient.PutOptions{
@@ -130,7 +131,7 @@ func TestProxy_slowClient_keepclient(t *testing.T) {
 			})
 			require.NoError(t, err)
 			assert.Equal(t, 2, res.Replicas)
-			require.NoError(t, keepclient.VerifySignature(res.Locator, token, keepclient.DefaultBlobSigningTTL, c.api.SigningKey(), time.Now()))
+			require.NoError(t, arvados.VerifySignature(res.Locator, token, arvados.DefaultBlobSigningTTL, c.api.SigningKey(), time.Now()))
 			t.Logf("100 kB at 20 KB/s took %v", time.Since(start).Round(time.Millisecond))
 
 			// 5 kB of a 100 kB body, then nothing.
@@ -141,7 +142,7 @@ func TestProxy_slowClient_keepclient(t *testing.T) {
 				pw.Write(make([]byte, 5000))
 				sent <- time.Now()
 			}()
-			req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+keepclient.HashOf(data), pr)
+			req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+arvados.HashOf(data), pr)
 			require.NoError(t, err)
 			req.ContentLength = int64(len(data))
 			req.Header.Set("Authorization", "Bearer "+token)

@@ -17,7 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/arv-upload/arv-upload/apiserver"
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // Defaults of `arv-server api` that are the HTTP server's, not the API's.
@@ -67,7 +67,7 @@ proxy in front terminates HTTPS.`,
 	fl.BoolVar(&f.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address (only behind a proxy that terminates TLS)")
 	fl.StringArrayVar(&f.keepstores, "keepstore", nil, "internal keepstore URL (repeatable)")
 	fl.StringArrayVar(&f.proxies, "proxy", nil, "public keep proxy URL (repeatable)")
-	fl.DurationVar(&opts.BlobSigningTTL, "ttl", keepclient.DefaultBlobSigningTTL, "blob signing TTL")
+	fl.DurationVar(&opts.BlobSigningTTL, "ttl", arvados.DefaultBlobSigningTTL, "blob signing TTL")
 	fl.IntVar(&opts.DefaultReplication, "replication", 2, "default collection replication")
 	fl.StringArrayVar(&opts.AuditUsers, "audit-user", nil, "UUID of a user that may create block_put and other reserved log events, besides the system user (the proxy's service user; repeatable)")
 	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: health disabled, metrics open)")
@@ -179,17 +179,17 @@ func runAPI(ctx context.Context, stderr io.Writer, f apiFlags, opts apiserver.Op
 
 // serviceFromURL describes a keep service with the config-derived UUID of
 // PROTOCOL 5.1 (15 hex characters of md5(URL)).
-func serviceFromURL(raw, typ, cluster string) (keepclient.KeepService, error) {
+func serviceFromURL(raw, typ, cluster string) (arvados.KeepService, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return keepclient.KeepService{}, fmt.Errorf("%q is not an http(s) URL", raw)
+		return arvados.KeepService{}, fmt.Errorf("%q is not an http(s) URL", raw)
 	}
 	port, _ := strconv.Atoi(u.Port())
 	if port == 0 {
 		port = map[string]int{"http": 80, "https": 443}[u.Scheme]
 	}
-	var s keepclient.KeepService
-	s.UUID = cluster + "-bi6l4-" + keepclient.HashOf([]byte(raw))[:15]
+	var s arvados.KeepService
+	s.UUID = cluster + "-bi6l4-" + arvados.HashOf([]byte(raw))[:15]
 	s.ServiceHost, s.ServicePort, s.ServiceSSLFlag, s.ServiceType = u.Hostname(), port, u.Scheme == "https", typ
 	return s, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/apiserver"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 	"github.com/arv-upload/arv-upload/proxy"
@@ -208,7 +209,7 @@ func TestDeployGuide_commands(t *testing.T) {
 	auditToken, err := readSecretFile(filepath.Join(etc, "audit-token"), "audit token")
 	require.NoError(t, err)
 	audit := cl.InternalClient(auditToken)
-	var cur keepclient.APIClientAuthorization
+	var cur arvados.APIClientAuthorization
 	require.NoError(t, audit.Call(ctx, http.MethodGet, "arvados/v1/api_client_authorizations/current", nil, nil, &cur))
 	assert.Equal(t, auditUser, cur.OwnerUUID)
 	assert.Equal(t, []string{"POST /arvados/v1/logs"}, cur.Scopes)
@@ -216,7 +217,7 @@ func TestDeployGuide_commands(t *testing.T) {
 	assert.WithinDuration(t, time.Now().AddDate(1, 0, 0), *cur.ExpiresAt, 48*time.Hour)
 	_, err = audit.CurrentUser(ctx)
 	assert.True(t, keepclient.IsStatus(err, http.StatusForbidden), "the audit token does nothing but create logs: %v", err)
-	var user keepclient.User
+	var user arvados.User
 	require.NoError(t, cl.InternalClient(cl.AdminToken).Call(ctx, http.MethodGet, "arvados/v1/users/"+auditUser, nil, nil, &user))
 	assert.True(t, user.IsActive)
 	assert.False(t, user.IsAdmin)
@@ -284,7 +285,7 @@ func TestDeployGuide_commands(t *testing.T) {
 	require.True(t, pool.AppendCertsFromPEM(pem))
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	data := []byte("a block through the deployed proxy")
-	req, err := http.NewRequest(http.MethodPut, proxyURL+"/"+keepclient.HashOf(data), bytes.NewReader(data))
+	req, err := http.NewRequest(http.MethodPut, proxyURL+"/"+arvados.HashOf(data), bytes.NewReader(data))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+cl.UserToken)
 	resp, err := client.Do(req)
@@ -295,7 +296,7 @@ func TestDeployGuide_commands(t *testing.T) {
 
 	root := cl.InternalClient(cl.SystemRootToken)
 	require.Eventually(t, func() bool {
-		var logs keepclient.List[keepclient.Log]
+		var logs arvados.List[arvados.Log]
 		require.NoError(t, root.Call(ctx, http.MethodGet, "arvados/v1/logs", url.Values{"filters": {`[["event_type","=","block_put"]]`}}, nil, &logs))
 		return len(logs.Items) == 1 && logs.Items[0].OwnerUUID == auditUser
 	}, 20*time.Second, 20*time.Millisecond, "the block's audit record, posted as the audit user")

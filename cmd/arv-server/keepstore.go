@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepstore"
 )
 
@@ -46,7 +46,7 @@ the command line.`,
 	fl.StringVar(&opts.Dir, "dir", "", "directory volume holding the blocks (must exist); required")
 	fl.BoolVar(&opts.RequireMount, "require-mount", false, "refuse a --dir that is not a mount point (its disk failed to mount)")
 	fl.StringVar(&f.signingKeyFile, "signing-key-file", "", "file holding the blob signing key (none: locators are returned unsigned)")
-	fl.DurationVar(&opts.TTL, "ttl", keepclient.DefaultBlobSigningTTL, "blob signing TTL; must equal the API server's")
+	fl.DurationVar(&opts.TTL, "ttl", arvados.DefaultBlobSigningTTL, "blob signing TTL; must equal the API server's")
 	fl.BoolVar(&opts.EnforceSigning, "enforce-signing", false, "require a valid signature on GET and HEAD (needs --signing-key-file)")
 	fl.StringVar(&f.systemRootTokenFile, "system-root-token-file", "", "file holding the SystemRootToken, which may list blocks (/index)")
 	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: health disabled, metrics open)")

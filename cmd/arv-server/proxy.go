@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 	"github.com/arv-upload/arv-upload/proxy"
 )
@@ -288,7 +289,7 @@ func reloadAuditToken(px *proxy.Server, path string, log *slog.Logger) error {
 // keepstoreServices returns the internal keepstores: the --keepstore URLs
 // (as disk services with fake UUIDs, so writes go out in parallel), else the
 // API's keep_services of type disk.
-func keepstoreServices(ctx context.Context, api *keepclient.Client, urls []string) ([]keepclient.KeepService, error) {
+func keepstoreServices(ctx context.Context, api *keepclient.Client, urls []string) ([]arvados.KeepService, error) {
 	if len(urls) > 0 {
 		svcs := keepclient.ServicesFromEnv(strings.Join(urls, " "))
 		if len(svcs) != len(urls) {
@@ -307,7 +308,7 @@ func keepstoreServices(ctx context.Context, api *keepclient.Client, urls []strin
 		}
 		return nil, fmt.Errorf("list keep services from the API server (%s): %w", hint, err)
 	}
-	var disks []keepclient.KeepService
+	var disks []arvados.KeepService
 	for _, s := range list {
 		if s.ServiceType == "disk" && !s.ReadOnly {
 			disks = append(disks, s)

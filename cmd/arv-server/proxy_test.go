@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 	"github.com/arv-upload/arv-upload/proxy"
@@ -79,7 +80,7 @@ func TestProxy_auditTokenFile_SIGHUP(t *testing.T) {
 	const n = 3
 	for i := range n {
 		data := []byte(fmt.Sprintf("block %d", i))
-		req, err := http.NewRequest(http.MethodPut, proxyURL+"/"+keepclient.HashOf(data), bytes.NewReader(data))
+		req, err := http.NewRequest(http.MethodPut, proxyURL+"/"+arvados.HashOf(data), bytes.NewReader(data))
 		require.NoError(t, err)
 		req.Header.Set("Authorization", "Bearer "+cl.UserToken)
 		resp, err := http.DefaultClient.Do(req)
@@ -94,7 +95,7 @@ func TestProxy_auditTokenFile_SIGHUP(t *testing.T) {
 
 	root := cl.InternalClient(cl.SystemRootToken)
 	blockPuts := func() int {
-		var logs keepclient.List[keepclient.Log]
+		var logs arvados.List[arvados.Log]
 		require.NoError(t, root.Call(ctx, http.MethodGet, "arvados/v1/logs", url.Values{"filters": {`[["event_type","=","block_put"]]`}}, nil, &logs))
 		return len(logs.Items)
 	}

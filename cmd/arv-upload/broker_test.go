@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/broker"
 	"github.com/arv-upload/arv-upload/devcluster"
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // On a cluster without uploader_accounts (the broker in front of our API
@@ -36,7 +36,7 @@ func TestAccountThroughBroker(t *testing.T) {
 	srv := httptest.NewTLSServer(b)
 	defer srv.Close()
 
-	var box keepclient.Group
+	var box arvados.Group
 	require.NoError(t, cl.Client(cl.UserToken).Call(ctx, "POST", "arvados/v1/groups", nil,
 		map[string]any{"group": map[string]any{"name": "drop box", "group_class": "project"}}, &box))
 

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // putCounter counts block PUTs per (keepstore, hash) on the server side, so
@@ -109,7 +109,7 @@ func writeTree(t *testing.T, root string, seed int64) {
 		rnd.Read(buf)
 		require.NoError(t, os.WriteFile(p, buf, 0o644))
 	}
-	write("big/a.bin", keepclient.BlockSize+1)
+	write("big/a.bin", arvados.BlockSize+1)
 	write("big/b.bin", 40<<20)
 	write("big/c.bin", 3<<20)
 	for i := 0; i < 300; i++ {

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -105,7 +106,7 @@ func runUntilDo(t *testing.T, bin string, env []string, act func(*exec.Cmd), sto
 func blocksOf(manifest string) map[string]bool {
 	out := map[string]bool{}
 	for _, tok := range strings.Fields(manifest) {
-		if l, err := keepclient.ParseLocator(tok); err == nil && l.Size > 0 {
+		if l, err := arvados.ParseLocator(tok); err == nil && l.Size > 0 {
 			out[l.Hash] = true
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -177,7 +178,7 @@ func writeFaultTree(t *testing.T, root string, seed int64, big bool) map[string]
 	}
 	if big {
 		// The smallest file the agent gives a block of its own.
-		write("big/a.bin", keepclient.BlockSize/2+12345)
+		write("big/a.bin", arvados.BlockSize/2+12345)
 	}
 	for i := 0; i < 40; i++ {
 		write(fmt.Sprintf("small/d%d/f %02d:x.txt", i%3, i), 1+rnd.Intn(64<<10))
@@ -235,7 +236,7 @@ func (fc *faultCluster) run(t *testing.T, args ...string) runResult {
 }
 
 // collection returns the collection whose UUID a successful run printed.
-func (fc *faultCluster) collection(t *testing.T, res runResult) *keepclient.Collection {
+func (fc *faultCluster) collection(t *testing.T, res runResult) *arvados.Collection {
 	t.Helper()
 	coll, err := fc.client.GetCollection(context.Background(), strings.TrimSpace(res.stdout))
 	require.NoError(t, err, "collection printed by arv-upload: %q", res.stdout)
@@ -259,7 +260,7 @@ func referencePDH(t *testing.T, src string) string {
 // run must either succeed or exit 1 telling the user to run `arv-upload
 // resume JOB`; in that case heal removes the faults and the resume must
 // succeed. The caller removes the faults after a first run that succeeded. It returns the collection and whether a resume was needed.
-func (fc *faultCluster) uploadThroughFault(t *testing.T, job, src string, heal func()) (*keepclient.Collection, runResult, bool) {
+func (fc *faultCluster) uploadThroughFault(t *testing.T, job, src string, heal func()) (*arvados.Collection, runResult, bool) {
 	t.Helper()
 	// --retry-for 0: here a fault ends the run (to be resumed); riding
 	// out an outage is TestFault_outageRetried.
@@ -278,11 +279,11 @@ func (fc *faultCluster) uploadThroughFault(t *testing.T, job, src string, heal f
 
 // checkStored checks that every block of coll is on every keepstore: the
 // dev cluster has two and wants two replicas.
-func (fc *faultCluster) checkStored(t *testing.T, coll *keepclient.Collection) {
+func (fc *faultCluster) checkStored(t *testing.T, coll *arvados.Collection) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), faultRunTimeout)
 	defer cancel()
-	m, err := keepclient.ParseManifest(coll.ManifestText)
+	m, err := arvados.ParseManifest(coll.ManifestText)
 	require.NoError(t, err)
 	for _, u := range fc.KeepstoreURLs {
 		keep := keepclient.NewKeep(fc.client, keepclient.KeepOptions{Services: keepclient.ServicesFromEnv(u)})
@@ -301,14 +302,14 @@ func (fc *faultCluster) checkStored(t *testing.T, coll *keepclient.Collection) {
 
 // checkContents reads every file of coll back from the keepstores
 // (directly: the proxy is write-only) and compares it with want.
-func (fc *faultCluster) checkContents(t *testing.T, coll *keepclient.Collection, want map[string][]byte) {
+func (fc *faultCluster) checkContents(t *testing.T, coll *arvados.Collection, want map[string][]byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), faultRunTimeout)
 	defer cancel()
 	keep := keepclient.NewKeep(fc.client, keepclient.KeepOptions{
 		Services: keepclient.ServicesFromEnv(strings.Join(fc.KeepstoreURLs, " ")),
 	})
-	m, err := keepclient.ParseManifest(coll.ManifestText)
+	m, err := arvados.ParseManifest(coll.ManifestText)
 	require.NoError(t, err)
 	seen := map[string]bool{}
 	for _, f := range m.Files {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/admin"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -30,7 +31,7 @@ func TestStart_projectUUIDWithUploaderAccount(t *testing.T) {
 	defer cl.Close()
 	owner := cl.Client(cl.UserToken)
 	mkProject := func(name string) string {
-		var g keepclient.Group
+		var g arvados.Group
 		require.NoError(t, owner.Call(ctx, http.MethodPost, "arvados/v1/groups", nil,
 			map[string]any{"group": map[string]any{"name": name, "group_class": "project"}}, &g))
 		return g.UUID
@@ -55,7 +56,7 @@ func TestStart_projectUUIDWithUploaderAccount(t *testing.T) {
 	assert.Equal(t, runs, coll.OwnerUUID)
 	assert.Equal(t, "run 8", coll.Name)
 	assert.True(t, coll.CanManage, "the owner manages what its uploader put in its project")
-	var contents keepclient.List[keepclient.Collection]
+	var contents arvados.List[arvados.Collection]
 	require.NoError(t, owner.Call(ctx, http.MethodGet, "arvados/v1/groups/"+runs+"/contents", nil, nil, &contents))
 	require.Len(t, contents.Items, 1)
 	assert.Equal(t, uuid, contents.Items[0].UUID)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/admin"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -29,7 +30,7 @@ func TestAccountSlot_uploadWithUpdatesOnly(t *testing.T) {
 	require.NoError(t, err)
 	defer cl.Close()
 	owner := cl.Client(cl.UserToken)
-	var box keepclient.Group
+	var box arvados.Group
 	require.NoError(t, owner.Call(ctx, http.MethodPost, "arvados/v1/groups", nil,
 		map[string]any{"group": map[string]any{"name": "drop box", "group_class": "project"}}, &box))
 	base := slices.Clip(append(os.Environ(), "ARVADOS_API_HOST="+cl.APIHost, "ARVADOS_API_HOST_INSECURE=1",

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -80,7 +81,7 @@ func TestCLI_startChecksAndInputs(t *testing.T) {
 	files := func(uuid string) map[string]string {
 		coll, err := c.GetCollection(ctx, strings.TrimSpace(uuid))
 		require.NoError(t, err)
-		m, err := keepclient.ParseManifest(coll.ManifestText)
+		m, err := arvados.ParseManifest(coll.ManifestText)
 		require.NoError(t, err)
 		out := map[string]string{}
 		keep := keepclient.NewKeep(c, keepclient.KeepOptions{})
@@ -300,7 +301,7 @@ func TestCLI_resumeChangesFinishOptions(t *testing.T) {
 	require.NoError(t, err)
 	defer cl.Close()
 	c := cl.Client(cl.UserToken)
-	var project keepclient.Group
+	var project arvados.Group
 	require.NoError(t, c.Call(ctx, http.MethodPost, "arvados/v1/groups", nil,
 		map[string]any{"group": map[string]any{"name": "runs", "group_class": "project"}}, &project))
 	src := t.TempDir()

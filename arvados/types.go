@@ -1,6 +1,10 @@
-package keepclient
+package arvados
 
-import "time"
+import (
+	"net"
+	"strconv"
+	"time"
+)
 
 // The resource types below are the JSON shapes of the Arvados API subset
 // (PROTOCOL 9). Both our client and our API server use them, so the two
@@ -126,6 +130,15 @@ type KeepService struct {
 	ServiceSSLFlag bool   `json:"service_ssl_flag"`
 	ServiceType    string `json:"service_type"` // "disk", "blob" or "proxy"
 	ReadOnly       bool   `json:"read_only"`
+}
+
+// URL returns the service's base URL, "http[s]://host:port".
+func (s KeepService) URL() string {
+	scheme := "http"
+	if s.ServiceSSLFlag {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(s.ServiceHost, strconv.Itoa(s.ServicePort))
 }
 
 // List is the envelope of every list response (PROTOCOL 9.2).

@@ -1,4 +1,4 @@
-package keepclient
+package arvados
 
 import (
 	"crypto/md5"
