@@ -38,8 +38,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BIN=${BENCH_BIN:-${BIN:-bin}}
-BIN=$(cd "$BIN" && pwd) || { echo "bench: no directory $BIN; build it with make build" >&2; exit 2; }
+bin=${BENCH_BIN:-${BIN:-bin}}
+BIN=$(cd "$bin" 2>/dev/null && pwd) || { echo "bench: no directory $bin; build it with make build" >&2; exit 2; }
 for b in arv-upload arv-server; do
   [ -x "$BIN/$b" ] || { echo "bench: $BIN/$b is missing; run make build (or make -C that checkout build)" >&2; exit 2; }
 done
@@ -63,6 +63,9 @@ PYSDK=${BENCH_PYSDK:-$ROOT/../shared/arvados-python-sdk}
 NCPU=$(nproc)
 for v in BIG_MB BIG_FILES SMALL RUNS RSS_RUNS DD_MB; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_$v=${!v}: use a whole number of 1 or more" >&2; exit 2; }
+done
+for n in $RSS_FILES; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_RSS_FILES=\"$RSS_FILES\": use file counts separated by spaces" >&2; exit 2; }
 done
 for row in ${ONLY//,/ }; do
   case $row in limits | proxy1 | proxy2 | direct | small | engine | arvput | rss) ;;
@@ -203,9 +206,9 @@ verify() {
     set -a
     # shellcheck disable=SC1090
     . "$envfile"
-    curl -fsSk -H "Authorization: Bearer $ARVADOS_API_TOKEN" "https://$ARVADOS_API_HOST/arvados/v1/collections/$uuid" |
-      python3 -c 'import json,sys; c=json.load(sys.stdin); print(c.get("file_count"), c.get("file_size_total"))'
-  ) || got="(could not read it)"
+    curl -fsSk -H "Authorization: Bearer $ARVADOS_API_TOKEN" "https://$ARVADOS_API_HOST/arvados/v1/collections/$uuid" 2>/dev/null |
+      python3 -c 'import json,sys; c=json.load(sys.stdin); print(c.get("file_count"), c.get("file_size_total"))' 2>/dev/null
+  ) || got="(none: the API server has no such collection)"
   if [ "$got" != "$files $bytes" ]; then
     echo "bench: $tag made collection $uuid with files and bytes $got, want $files $bytes" >&2
     exit 1
@@ -394,7 +397,7 @@ if want rss; then
     s=$(printf '%s\n' "${S[@]}" | median)
     printf '| %s | %s | %s | %s | %s | %s |\n' "$(num "$n")" "$s" "$(num "$(calc '%.0f' 'n/s' n="$n" s="$s")")" \
       "$(mib "$(printf '%s\n' "${M[@]}" | median)")" "$(mib "$(printf '%s\n' "${A[@]}" | median)")" \
-      "$(mib "$(printf '%s\n' "${J[@]}" | median)")" >>"$W/rss"
+      "$(calc '%.1f' 'k/1024' k="$(printf '%s\n' "${J[@]}" | median)")" >>"$W/rss"
     rm -rf "$W/rss$n"
   done
 fi
