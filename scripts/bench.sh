@@ -263,7 +263,9 @@ need_big=0 need_small=0
 for r in limits proxy1 proxy2 direct arvput; do want $r && need_big=1; done
 for r in small arvput; do want $r && need_small=1; done
 
-bin_rev=$(git -C "$BIN/.." rev-parse --short HEAD 2>/dev/null || echo "no git")
+# The checkout BIN sits in, when it is one (bin/ may be older than it).
+bin_rev=$(git -C "$BIN/.." describe --always --dirty 2>/dev/null || echo "no git")
+bin_rev="checkout $bin_rev"
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 note "binaries: $BIN ($bin_rev); engine benchmarks from $SRC; $NCPU cores; runs per row: $RUNS"
 note "work directory: $W on $(df --output=source,fstype "$W" | tail -1 | tr -s ' ')"
