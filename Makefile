@@ -32,10 +32,13 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-# Go benchmarks (engine, arvados, keepclient, keepstore, proxy), then end-to-end
-# uploads through a dev cluster compared with md5sum of the same data.
+# Go benchmarks of every package but agent (arvados, keepclient, keepstore, proxy,
+# ...), then scripts/bench.sh: one table of the machine's limits (md5sum,
+# fsync and O_DIRECT write speed), every upload path through a dev cluster
+# and the engine alone (agent's benchmarks, medians), compared with md5sum
+# of the same data. BIN=other/bin scripts/bench.sh measures other binaries.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m $$($(GO) list ./... | grep -v '/agent$$')
 	./scripts/bench.sh
 
 demo: build
