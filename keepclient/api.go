@@ -139,6 +139,13 @@ func (c *Client) UpdateCollection(ctx context.Context, uuid string, attrs map[st
 	return &coll, c.Call(ctx, http.MethodPatch, "arvados/v1/collections/"+url.PathEscape(uuid), nil, map[string]any{"collection": attrs}, &coll)
 }
 
+// TrashCollection moves a collection to the trash (DELETE, PROTOCOL 9.4);
+// it is deleted for good after the cluster's trash lifetime. Only its UUID
+// is asked back, so a big manifest does not travel for nothing.
+func (c *Client) TrashCollection(ctx context.Context, uuid string) error {
+	return c.Call(ctx, http.MethodDelete, "arvados/v1/collections/"+url.PathEscape(uuid), url.Values{"select": {`["uuid"]`}}, nil, nil)
+}
+
 // ListCollections lists collections.
 func (c *Client) ListCollections(ctx context.Context, opts ListOptions) (*arvados.List[arvados.Collection], error) {
 	var l arvados.List[arvados.Collection]

@@ -1,7 +1,8 @@
 // Package keepclient is the client side of the Arvados SDK subset that the
 // write path needs: an API client for the few resources an uploader
-// touches, and Keep block writes with rendezvous ordering, replication,
-// retries and a bandwidth limit. The data it sends and receives (locators,
+// touches, Keep block writes with rendezvous ordering, replication,
+// retries and a bandwidth limit, and the uploader-account and upload-slot
+// calls behind `arv-upload account` (accounts.go). The data it sends and receives (locators,
 // signatures, manifests, the JSON resource types) is package arvados.
 //
 // It depends on the standard library, package arvados and
