@@ -5,9 +5,9 @@
 // calls behind `arv-upload account` (accounts.go). The data it sends and receives (locators,
 // signatures, manifests, the JSON resource types) is package arvados.
 //
-// It depends on the standard library, package arvados and
-// cenkalti/backoff, so the uploader, the proxy and the servers can all
-// share it.
+// It depends on the standard library, package arvados, cenkalti/backoff
+// (retries) and golang.org/x/time/rate (the bandwidth limit's token
+// bucket), so the uploader, the proxy and the servers can all share it.
 //
 // All wire behaviour follows PROTOCOL.md (Arvados commit 913e3639); section
 // numbers in comments refer to it.
