@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"sync"
 	"time"
 
@@ -84,9 +83,12 @@ type CollectionAPI interface {
 	Discovery(ctx context.Context) (*arvados.Discovery, error)
 	GetCollection(ctx context.Context, uuid string) (*arvados.Collection, error)
 	CreateLink(ctx context.Context, attrs map[string]any) (*arvados.Link, error)
-	// Call makes any API call; collections are created and updated with a
-	// keepclient.StreamBody, so a manifest never sits in memory whole.
-	Call(ctx context.Context, method, path string, params url.Values, body, out any) error
+	// SaveCollection streams the manifest into the request body, so a
+	// manifest never sits in memory whole.
+	SaveCollection(ctx context.Context, uuid string, attrs map[string]any, manifest keepclient.ManifestText, sel ...string) (*arvados.Collection, error)
+	UpdateCollection(ctx context.Context, uuid string, attrs map[string]any, sel ...string) (*arvados.Collection, error)
+	ListCollections(ctx context.Context, opts keepclient.ListOptions) (*arvados.List[arvados.Collection], error)
+	TrashCollection(ctx context.Context, uuid string) error
 }
 
 var _ CollectionAPI = (*keepclient.Client)(nil)

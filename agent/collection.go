@@ -2,11 +2,9 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"slices"
@@ -324,13 +322,12 @@ func (u *Uploader) startPartial(ctx context.Context) error {
 // findCollection returns the UUID of owner's collection named name, or ""
 // when there is none.
 func (u *Uploader) findCollection(ctx context.Context, owner, name string) (string, error) {
-	filters, err := json.Marshal([][]any{{"owner_uuid", "=", owner}, {"name", "=", name}})
+	l, err := u.cfg.API.ListCollections(ctx, keepclient.ListOptions{
+		Filters: [][]any{{"owner_uuid", "=", owner}, {"name", "=", name}},
+		Select:  []string{"uuid"},
+		Limit:   1,
+	})
 	if err != nil {
-		return "", err
-	}
-	params := url.Values{"filters": {string(filters)}, "select": {`["uuid"]`}, "limit": {"1"}}
-	var l arvados.List[arvados.Collection]
-	if err := u.cfg.API.Call(ctx, http.MethodGet, "arvados/v1/collections", params, nil, &l); err != nil {
 		return "", err
 	}
 	if len(l.Items) == 0 {
@@ -557,8 +554,7 @@ func (u *Uploader) trashPartial(ctx context.Context) error {
 	if u.meta.PartialUUID == "" || u.meta.PartialTrashed || u.meta.PartialUUID == u.meta.CollectionUUID {
 		return nil
 	}
-	err := u.cfg.API.Call(ctx, http.MethodDelete, "arvados/v1/collections/"+url.PathEscape(u.meta.PartialUUID),
-		url.Values{"select": {collectionSelect}}, nil, nil)
+	err := u.cfg.API.TrashCollection(ctx, u.meta.PartialUUID)
 	if err != nil && !keepclient.IsStatus(err, http.StatusNotFound) {
 		return fmt.Errorf("trash partial collection %s: %w", u.meta.PartialUUID, err)
 	}

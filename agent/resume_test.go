@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/agent"
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
@@ -155,7 +154,7 @@ func TestUpload_tokenRevokedMidRun_ownerResumesWithoutResending(t *testing.T) {
 	require.NoError(t, err)
 	defer cl.Close()
 	owner := cl.Client(cl.UserToken)
-	acct, err := admin.Create(ctx, owner, "sequencer", nil, "")
+	acct, err := owner.CreateUploaderAccount(ctx, "sequencer", nil, "")
 	require.NoError(t, err)
 	seq := cl.Client(acct.APIToken)
 	src := t.TempDir()
@@ -176,7 +175,7 @@ func TestUpload_tokenRevokedMidRun_ownerResumesWithoutResending(t *testing.T) {
 		}
 		waitFor(t, "two blocks journaled", func() bool { return up.Progress().BlocksStored >= 2 })
 		require.NoError(t, up.Checkpoint(ctx))
-		_, err := admin.Deactivate(ctx, owner, acct.UUID)
+		_, err := owner.DeactivateUploaderAccount(ctx, acct.UUID)
 		require.NoError(t, err)
 		time.Sleep(10 * time.Millisecond) // past the proxy's auth cache TTL
 	}

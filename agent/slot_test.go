@@ -7,7 +7,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/agent"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
@@ -24,7 +23,7 @@ func TestUpload_updateCollection_interruptAndResume(t *testing.T) {
 	require.NoError(t, err)
 	defer cl.Close()
 	owner := cl.Client(cl.UserToken)
-	slot, err := admin.CreateSlot(ctx, owner, "slot", "", nil)
+	slot, err := owner.CreateUploadSlot(ctx, "slot", "", nil)
 	require.NoError(t, err)
 	c := cl.Client(slot.APIToken)
 	keep := keepclient.NewKeep(c, keepclient.KeepOptions{})

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/arvados"
 )
 
@@ -28,7 +27,7 @@ var models = map[string]model{
 	"keep_services":             {"KeepService", "bi6l4", "arvados#keepService", reflect.TypeFor[arvados.KeepService]()},
 	"links":                     {"Link", "o0j2j", "arvados#link", reflect.TypeFor[arvados.Link]()},
 	"logs":                      {"Log", "57u5n", "arvados#log", reflect.TypeFor[arvados.Log]()},
-	"uploader_accounts":         {"UploaderAccount", "tpzed", "arvados#uploaderAccount", reflect.TypeFor[admin.Account]()},
+	"uploader_accounts":         {"UploaderAccount", "tpzed", "arvados#uploaderAccount", reflect.TypeFor[arvados.UploaderAccount]()},
 	"users":                     {"User", "tpzed", "arvados#user", reflect.TypeFor[arvados.User]()},
 }
 

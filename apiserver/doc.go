@@ -14,12 +14,18 @@
 // permission links (can_read, can_write, can_manage) from users and roles,
 // transitively down the ownership tree of projects; admins may do
 // anything. The graph lives in memory, rebuilt from the store at Open and
-// replaced after each write of a user, group or permission link. Uploader
-// accounts (users with the uploader marker) are further limited by a
-// server-side rule that scopes cannot express: they write only where they
-// were given can_write, change only collections they created, and link
-// only collections they created, never with permission links. See
-// docs/API.md.
+// replaced after each write of a user, group or permission link.
+//
+// An uploader account (uploader_accounts.go) is a user, with the uploader
+// marker, owned by the person who made it, with one token whose scopes
+// (arvados.UploaderScopes) allow only what an upload needs. Scopes see
+// only the method and path of a request (PROTOCOL 10.3), so the server
+// adds a rule that scopes cannot express: an uploader writes only where it
+// was given can_write (its own account, and a project shared with it, e.g.
+// with project_uuid at creation), may update only collections it created
+// and may link only collections it created (never with a permission link).
+// Its owner sees and changes everything it owns, and deactivating it
+// revokes its tokens at once. See docs/API.md.
 //
 // Only the audit identity (the system user or Options.AuditUsers) may
 // create reserved log events such as the proxy's block_put, and a log's

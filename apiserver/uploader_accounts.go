@@ -6,12 +6,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/arvados"
 )
 
-func accountOut(u user) admin.Account {
-	return admin.Account{UUID: u.UUID, OwnerUUID: u.OwnerUUID, Name: u.FullName,
+func accountOut(u user) arvados.UploaderAccount {
+	return arvados.UploaderAccount{UUID: u.UUID, OwnerUUID: u.OwnerUUID, Name: u.FullName,
 		IsActive: u.IsActive, ExpiresAt: u.ExpiresAt, CreatedAt: u.CreatedAt, ProjectUUID: u.ProjectUUID}
 }
 
@@ -74,7 +73,7 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 			}
 			s.perms.putLink(l)
 		}
-		t, err := s.newToken(u.UUID, admin.UploaderScopes, exp)
+		t, err := s.newToken(u.UUID, arvados.UploaderScopes, exp)
 		if err != nil {
 			return nil, err
 		}
@@ -82,7 +81,7 @@ func (s *Server) uploaderAccounts(sess *session, method, id, action string, para
 		out.APIToken = t.TokenV2()
 		return out, nil
 	case method == http.MethodGet && id == "":
-		var items []admin.Account
+		var items []arvados.UploaderAccount
 		err := s.store.Each("users", func(_ string, raw []byte) bool {
 			var u user
 			if json.Unmarshal(raw, &u) == nil && u.Uploader && (sess.user.IsAdmin || u.OwnerUUID == sess.user.UUID) {

@@ -3,8 +3,10 @@
 // (PROTOCOL 3: Signature, SignLocator, VerifySignature, SignManifest),
 // manifests with their escaping, validation and normalized form (PROTOCOL
 // 8.1-8.5), portable data hashes (PROTOCOL 8.6), the JSON shapes of the
-// API resources an uploader touches (PROTOCOL 5.1, 5.2, 9, 16) and the
-// errors for malformed locators, signatures and manifests.
+// API resources an uploader touches (PROTOCOL 5.1, 5.2, 9, 16), the scopes
+// of uploader accounts and upload slots (PROTOCOL 10; our API server, the
+// broker and the client all need them) and the errors for malformed
+// locators, signatures and manifests.
 //
 // It is pure: no network, no files, no clocks read (callers pass the time
 // in), no net/http import. keepclient, the HTTP client, is built on it;

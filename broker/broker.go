@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/arv-upload/arv-upload/keepclient"
@@ -290,7 +289,7 @@ func (s *Server) create(ctx context.Context, c *caller, r *http.Request) (any, e
 	return acct, nil
 }
 
-func (s *Server) provision(ctx context.Context, c *caller, u arvados.User, req createRequest, exp *time.Time) (*admin.Account, error) {
+func (s *Server) provision(ctx context.Context, c *caller, u arvados.User, req createRequest, exp *time.Time) (*arvados.UploaderAccount, error) {
 	adm := s.opts.Admin
 	record := map[string]any{"name": req.Name, "project_uuid": req.ProjectUUID, "expires_at": nil}
 	if exp != nil {
@@ -308,7 +307,7 @@ func (s *Server) provision(ctx context.Context, c *caller, u arvados.User, req c
 			return nil, fmt.Errorf("give the account %s can_write on project %s: %w", u.UUID, req.ProjectUUID, err)
 		}
 	}
-	attrs := map[string]any{"owner_uuid": u.UUID, "scopes": admin.UploaderScopes}
+	attrs := map[string]any{"owner_uuid": u.UUID, "scopes": arvados.UploaderScopes}
 	if exp != nil {
 		attrs["expires_at"] = exp.Format(time.RFC3339Nano)
 	}
@@ -318,7 +317,7 @@ func (s *Server) provision(ctx context.Context, c *caller, u arvados.User, req c
 		return nil, fmt.Errorf("create the account's token: %w", err)
 	}
 	created := u.CreatedAt
-	return &admin.Account{UUID: u.UUID, OwnerUUID: c.user.UUID, Name: req.Name, IsActive: true, ExpiresAt: exp,
+	return &arvados.UploaderAccount{UUID: u.UUID, OwnerUUID: c.user.UUID, Name: req.Name, IsActive: true, ExpiresAt: exp,
 		CreatedAt: created, ProjectUUID: req.ProjectUUID, APIToken: t.TokenV2()}, nil
 }
 
@@ -358,7 +357,7 @@ func newUsername() (string, error) {
 // caller's can_manage links to users that carry PropertyKey, joined with
 // those users (read as the caller, who manages them) that have the
 // broker's username.
-func (s *Server) owned(ctx context.Context, c *caller, only string) ([]admin.Account, error) {
+func (s *Server) owned(ctx context.Context, c *caller, only string) ([]arvados.UploaderAccount, error) {
 	filters := [][]any{{"tail_uuid", "=", c.user.UUID}, {"link_class", "=", "permission"}, {"name", "=", "can_manage"},
 		{"head_uuid", "is_a", "arvados#user"}}
 	if only != "" {
@@ -384,7 +383,7 @@ func (s *Server) owned(ctx context.Context, c *caller, only string) ([]admin.Acc
 			break
 		}
 	}
-	var out []admin.Account
+	var out []arvados.UploaderAccount
 	for len(heads) > 0 {
 		n := min(len(heads), 100)
 		batch := heads[:n]
@@ -409,9 +408,9 @@ func (s *Server) owned(ctx context.Context, c *caller, only string) ([]admin.Acc
 	return out, nil
 }
 
-func accountOf(u arvados.User, l arvados.Link, owner string) admin.Account {
+func accountOf(u arvados.User, l arvados.Link, owner string) arvados.UploaderAccount {
 	rec, _ := l.Properties[PropertyKey].(map[string]any)
-	a := admin.Account{UUID: u.UUID, OwnerUUID: owner, IsActive: u.IsActive, CreatedAt: u.CreatedAt}
+	a := arvados.UploaderAccount{UUID: u.UUID, OwnerUUID: owner, IsActive: u.IsActive, CreatedAt: u.CreatedAt}
 	a.Name, _ = rec["name"].(string)
 	a.ProjectUUID, _ = rec["project_uuid"].(string)
 	if e, ok := rec["expires_at"].(string); ok {
@@ -428,19 +427,19 @@ func (s *Server) list(ctx context.Context, c *caller, r *http.Request) (any, err
 		return nil, err
 	}
 	if items == nil {
-		items = []admin.Account{}
+		items = []arvados.UploaderAccount{}
 	}
 	return map[string]any{"kind": "arvados#uploaderAccountList", "etag": "", "self_link": "", "offset": 0,
 		"limit": len(items), "items": items, "items_available": len(items)}, nil
 }
 
-func (s *Server) one(ctx context.Context, c *caller, id string) (admin.Account, error) {
+func (s *Server) one(ctx context.Context, c *caller, id string) (arvados.UploaderAccount, error) {
 	items, err := s.owned(ctx, c, id)
 	if err != nil {
-		return admin.Account{}, err
+		return arvados.UploaderAccount{}, err
 	}
 	if len(items) != 1 {
-		return admin.Account{}, errorf(http.StatusNotFound, "uploader account %s not found among yours", id)
+		return arvados.UploaderAccount{}, errorf(http.StatusNotFound, "uploader account %s not found among yours", id)
 	}
 	return items[0], nil
 }

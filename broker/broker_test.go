@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/broker"
 	"github.com/arv-upload/arv-upload/devcluster"
@@ -99,7 +98,7 @@ func TestBroker_lifecycle(t *testing.T) {
 	box := e.project(t, e.cl.UserToken, "drop box")
 	exp := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
 
-	acct, err := admin.Create(ctx, owner, "sequencer", &exp, box.UUID)
+	acct, err := owner.CreateUploaderAccount(ctx, "sequencer", &exp, box.UUID)
 	require.NoError(t, err)
 	require.Regexp(t, `^v2/zzzzz-gj3su-[0-9a-z]{15}/`, acct.APIToken)
 	assert.Equal(t, "sequencer", acct.Name)
@@ -112,7 +111,7 @@ func TestBroker_lifecycle(t *testing.T) {
 	up := e.cl.Client(acct.APIToken)
 	cur, err := up.CurrentToken(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, admin.UploaderScopes, cur.Scopes)
+	assert.Equal(t, arvados.UploaderScopes, cur.Scopes)
 	require.NotNil(t, cur.ExpiresAt)
 	assert.WithinDuration(t, exp, *cur.ExpiresAt, time.Second)
 
@@ -125,7 +124,7 @@ func TestBroker_lifecycle(t *testing.T) {
 	_, err = e.cl.Client(e.cl.UserToken).GetCollection(ctx, coll.UUID)
 	require.NoError(t, err, "the owner reads the upload")
 
-	list, err := admin.List(ctx, owner)
+	list, err := owner.ListUploaderAccounts(ctx)
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	assert.Equal(t, acct.UUID, list[0].UUID)
@@ -138,13 +137,13 @@ func TestBroker_lifecycle(t *testing.T) {
 	_, otherTok, err := e.cl.API.CreateUser(ctx, arvados.User{FullName: "Other", IsActive: true})
 	require.NoError(t, err)
 	other := e.client(t, otherTok)
-	list, err = admin.List(ctx, other)
+	list, err = other.ListUploaderAccounts(ctx)
 	require.NoError(t, err)
 	assert.Empty(t, list)
-	_, err = admin.Deactivate(ctx, other, acct.UUID)
+	_, err = other.DeactivateUploaderAccount(ctx, acct.UUID)
 	assert.True(t, keepclient.IsStatus(err, http.StatusNotFound), "%v", err)
 
-	got, err := admin.Deactivate(ctx, owner, acct.UUID)
+	got, err := owner.DeactivateUploaderAccount(ctx, acct.UUID)
 	require.NoError(t, err)
 	assert.False(t, got.IsActive)
 	_, err = up.CurrentUser(ctx)
@@ -153,7 +152,7 @@ func TestBroker_lifecycle(t *testing.T) {
 	_, err = keepclient.NewKeep(up, keepclient.KeepOptions{}).Put(ctx, []byte("more reads"), keepclient.PutOptions{})
 	assert.Error(t, err, "the proxy refuses the token")
 
-	list, err = admin.List(ctx, owner)
+	list, err = owner.ListUploaderAccounts(ctx)
 	require.NoError(t, err)
 	require.Len(t, list, 1, "a deactivated account is still listed (the owner's link stays)")
 	assert.False(t, list[0].IsActive)
@@ -171,7 +170,7 @@ func TestBroker_refusals(t *testing.T) {
 	ctx := context.Background()
 	e := start(t)
 	owner := e.client(t, e.cl.UserToken)
-	acct, err := admin.Create(ctx, owner, "sequencer", nil, "")
+	acct, err := owner.CreateUploaderAccount(ctx, "sequencer", nil, "")
 	require.NoError(t, err)
 
 	// A project someone else owns and shares with the owner for writing.
@@ -201,12 +200,12 @@ func TestBroker_refusals(t *testing.T) {
 		{"project not readable", e.cl.UserToken, hidden.UUID, http.StatusUnprocessableEntity},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := admin.Create(ctx, e.client(t, tc.token), "nested", nil, tc.project)
+			_, err := e.client(t, tc.token).CreateUploaderAccount(ctx, "nested", nil, tc.project)
 			assert.True(t, keepclient.IsStatus(err, tc.status), "want %d: %v", tc.status, err)
 		})
 	}
 	// Nothing half-made was left: the owner still has exactly one account.
-	list, err := admin.List(ctx, owner)
+	list, err := owner.ListUploaderAccounts(ctx)
 	require.NoError(t, err)
 	assert.Len(t, list, 1)
 
@@ -226,7 +225,7 @@ func TestBroker_refusals(t *testing.T) {
 	_, err = adminC.CreateLink(ctx, map[string]any{"link_class": "permission", "name": "can_manage", "tail_uuid": me.UUID,
 		"head_uuid": colleague, "properties": map[string]any{broker.PropertyKey: map[string]any{"name": "forged"}}})
 	require.NoError(t, err)
-	_, err = admin.Deactivate(ctx, owner, colleague)
+	_, err = owner.DeactivateUploaderAccount(ctx, colleague)
 	assert.True(t, keepclient.IsStatus(err, http.StatusNotFound), "%v", err)
 
 	assert.NotContains(t, e.log.String(), secret(e.adminToken))

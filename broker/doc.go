@@ -18,7 +18,7 @@
 //     expiry; this link is the ownership record, and unsetup keeps it;
 //   - POST links: can_write from the account to the owner's drop-box project;
 //   - POST api_client_authorizations with owner_uuid: the account's token,
-//     scoped to admin.UploaderScopes, expiring at expires_at;
+//     scoped to arvados.UploaderScopes, expiring at expires_at;
 //   - POST users/{uuid}/unsetup: deactivation (deletes the account's tokens and
 //     grants, marks it inactive).
 //

@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -22,7 +21,7 @@ func TestUploaderAccount_rules(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	owner := c.Client(c.UserToken)
-	acct, err := admin.Create(ctx, owner, "sequencer 1", nil, "")
+	acct, err := owner.CreateUploaderAccount(ctx, "sequencer 1", nil, "")
 	require.NoError(t, err)
 	require.Regexp(t, `^v2/zzzzz-gj3su-[0-9a-z]{15}/`, acct.APIToken)
 	up := c.Client(acct.APIToken)
@@ -77,7 +76,7 @@ func TestUploaderAccount_rules(t *testing.T) {
 		{"create user", func() error {
 			return up.Call(ctx, http.MethodPost, "arvados/v1/users", nil, map[string]any{"user": map[string]any{"full_name": "x"}}, nil)
 		}, 403},
-		{"create uploader account", func() error { _, err := admin.Create(ctx, up, "nested", nil, ""); return err }, 403},
+		{"create uploader account", func() error { _, err := up.CreateUploaderAccount(ctx, "nested", nil, ""); return err }, 403},
 		{"list users", func() error { return up.Call(ctx, http.MethodGet, "arvados/v1/users", nil, nil, nil) }, 403},
 		{"read owner's collection", func() error { _, err := up.GetCollection(ctx, theirs.UUID); return err }, 404},
 		{"delete own collection (abort cleans up its partial collection)", func() error {
@@ -110,15 +109,15 @@ func TestUploaderAccount_rules(t *testing.T) {
 	assert.NoError(t, err)
 	_, err = other.GetCollection(ctx, mine.UUID)
 	assert.True(t, keepclient.IsStatus(err, 404), "%v", err)
-	accts, err := admin.List(ctx, owner)
+	accts, err := owner.ListUploaderAccounts(ctx)
 	require.NoError(t, err)
 	require.Len(t, accts, 1)
 	assert.Empty(t, accts[0].APIToken, "the token is shown only at creation")
 
 	// Deactivation stops API use at once and proxy use within the cache TTL.
-	_, err = admin.Deactivate(ctx, other, acct.UUID)
+	_, err = other.DeactivateUploaderAccount(ctx, acct.UUID)
 	assert.True(t, keepclient.IsStatus(err, 404), "only the owner may deactivate: %v", err)
-	_, err = admin.Deactivate(ctx, owner, acct.UUID)
+	_, err = owner.DeactivateUploaderAccount(ctx, acct.UUID)
 	require.NoError(t, err)
 	_, err = up.CurrentUser(ctx)
 	assert.True(t, keepclient.IsStatus(err, 401), "%v", err)
@@ -134,7 +133,7 @@ func TestUploaderAccount_rules(t *testing.T) {
 
 	// An expired account is refused.
 	exp := time.Now().Add(time.Second)
-	short, err := admin.Create(ctx, owner, "short-lived", &exp, "")
+	short, err := owner.CreateUploaderAccount(ctx, "short-lived", &exp, "")
 	require.NoError(t, err)
 	require.NoError(t, func() error { _, err := c.Client(short.APIToken).CurrentUser(ctx); return err }())
 	time.Sleep(time.Until(exp) + 50*time.Millisecond)

@@ -133,10 +133,19 @@ func (c *Client) GetCollection(ctx context.Context, uuid string) (*arvados.Colle
 	return &coll, c.Call(ctx, http.MethodGet, "arvados/v1/collections/"+url.PathEscape(uuid), nil, nil, &coll)
 }
 
-// UpdateCollection changes attrs of a collection.
-func (c *Client) UpdateCollection(ctx context.Context, uuid string, attrs map[string]any) (*arvados.Collection, error) {
+// UpdateCollection changes attrs of a collection. sel, when given, names
+// the fields to return (select), e.g. to keep the manifest out of the
+// response; SaveCollection sends a new manifest.
+func (c *Client) UpdateCollection(ctx context.Context, uuid string, attrs map[string]any, sel ...string) (*arvados.Collection, error) {
 	var coll arvados.Collection
-	return &coll, c.Call(ctx, http.MethodPatch, "arvados/v1/collections/"+url.PathEscape(uuid), nil, map[string]any{"collection": attrs}, &coll)
+	return &coll, c.Call(ctx, http.MethodPatch, "arvados/v1/collections/"+url.PathEscape(uuid), selectParams(sel), map[string]any{"collection": attrs}, &coll)
+}
+
+// TrashCollection moves a collection to the trash (DELETE, PROTOCOL 9.4);
+// it is deleted for good after the cluster's trash lifetime. Only its UUID
+// is asked back, so a big manifest does not travel for nothing.
+func (c *Client) TrashCollection(ctx context.Context, uuid string) error {
+	return c.Call(ctx, http.MethodDelete, "arvados/v1/collections/"+url.PathEscape(uuid), selectParams([]string{"uuid"}), nil, nil)
 }
 
 // ListCollections lists collections.

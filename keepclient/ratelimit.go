@@ -3,8 +3,9 @@ package keepclient
 import (
 	"context"
 	"io"
-	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // rateChunk is the most a paced body hands to the transport per Read: small
@@ -13,56 +14,74 @@ import (
 // at most one timer) is negligible next to the copy itself.
 const rateChunk = 32 << 10
 
-// RateLimiter is a token bucket in bytes per second, shared by any number of
-// concurrent request bodies to cap their total throughput. It is safe for
-// concurrent use. A nil *RateLimiter means unlimited: its methods do nothing.
+// RateLimiter caps in bytes per second the total throughput of any number
+// of concurrent request bodies sharing it. It is a token bucket
+// (golang.org/x/time/rate) and is safe for concurrent use. A nil
+// *RateLimiter means unlimited: its methods do nothing.
 //
 // The bucket starts empty, so there is no burst at start-up: by any time t
 // after the limiter is created at most rate*t bytes have been let through.
-// Waiters may drive the bucket negative (each reserves its bytes and then
-// sleeps off its share of the debt), which keeps them in arrival order and
-// lets a single Wait ask for more than the burst.
+// Each Wait reserves its bytes at once, possibly ahead of the bucket, and
+// then sleeps off its share of the debt, which keeps waiters in arrival
+// order and lets a single Wait ask for more than the burst.
 type RateLimiter struct {
-	rate  float64 // bytes per second, > 0
-	burst float64 // most tokens that idle time can save up
-
-	mu     sync.Mutex
-	tokens float64 // may be negative: bytes promised to current waiters
-	last   time.Time
+	lim *rate.Limiter
+	now func() time.Time // time.Now; tests move a fake clock
 }
 
 // NewRateLimiter returns a limiter letting through bytesPerSecond bytes per
 // second, or nil (unlimited) when bytesPerSecond <= 0.
 func NewRateLimiter(bytesPerSecond int64) *RateLimiter {
+	return newRateLimiter(bytesPerSecond, time.Now)
+}
+
+func newRateLimiter(bytesPerSecond int64, now func() time.Time) *RateLimiter {
 	if bytesPerSecond <= 0 {
 		return nil
 	}
-	rate := float64(bytesPerSecond)
 	// The burst is what idle time may save up. It has to absorb wake-up
 	// latency (timers firing late, GC, a slow socket write): budget not
 	// spent on time is lost once the bucket is full, and the limiter would
 	// then run below its rate. A tenth of a second's worth covers that
 	// while bounding the overshoot after an idle period to 10% over any
 	// one-second window. The floor of one chunk keeps very low rates from
-	// losing a whole chunk's budget to a late wake-up.
-	return &RateLimiter{
-		rate:  rate,
-		burst: max(rate/10, rateChunk),
-		last:  time.Now(),
-	}
+	// losing a whole chunk's budget to a late wake-up, and lets every Read
+	// of a paced body be one reservation.
+	burst := int(min(max(bytesPerSecond/10, rateChunk), 1<<30))
+	l := &RateLimiter{lim: rate.NewLimiter(rate.Limit(bytesPerSecond), burst), now: now}
+	// rate.Limiter starts full; spend the burst so it starts empty.
+	l.lim.AllowN(now(), burst)
+	return l
 }
 
-// refill adds the tokens earned since the last call. l.mu must be held.
-func (l *RateLimiter) refill(now time.Time) {
-	if d := now.Sub(l.last); d > 0 {
-		l.tokens = min(l.burst, l.tokens+d.Seconds()*l.rate)
-		l.last = now
+// reserve takes n bytes from the bucket now and returns how long to wait
+// before they may pass, and a function giving them back (for a waiter
+// whose context ended first). rate.Limiter refuses a reservation larger
+// than its burst, so a larger request is split into burst-sized
+// reservations made back to back, and waits for the last one.
+func (l *RateLimiter) reserve(n int) (time.Duration, func()) {
+	now := l.now()
+	var rs []*rate.Reservation
+	var delay time.Duration
+	for b := l.lim.Burst(); n > 0; n -= b {
+		r := l.lim.ReserveN(now, min(n, b))
+		rs = append(rs, r)
+		delay = max(delay, r.DelayFrom(now))
+	}
+	return delay, func() {
+		at := l.now()
+		for i := len(rs) - 1; i >= 0; i-- {
+			rs[i].CancelAt(at)
+		}
 	}
 }
 
 // Wait blocks until n more bytes may pass, or until ctx is done, in which
-// case it returns ctx.Err() and the n bytes are given back to the bucket. It
-// is a no-op on a nil limiter or for n <= 0.
+// case it returns ctx.Err() and gives the n bytes back to the bucket: all
+// of them when n is at most the burst, as a paced body's reads always are;
+// of a larger request, only what rate.Limiter can still take back (it
+// returns back-to-back reservations only in part). It is a no-op on a nil
+// limiter or for n <= 0.
 func (l *RateLimiter) Wait(ctx context.Context, n int) error {
 	if l == nil || n <= 0 {
 		return nil
@@ -70,24 +89,17 @@ func (l *RateLimiter) Wait(ctx context.Context, n int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	l.refill(time.Now())
-	l.tokens -= float64(n)
-	debt := -l.tokens
-	l.mu.Unlock()
-	if debt <= 0 {
+	delay, giveBack := l.reserve(n)
+	if delay <= 0 {
 		return nil
 	}
-	t := time.NewTimer(time.Duration(debt / l.rate * float64(time.Second)))
+	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		l.mu.Lock()
-		l.refill(time.Now())
-		l.tokens = min(l.burst, l.tokens+float64(n))
-		l.mu.Unlock()
+		giveBack()
 		return ctx.Err()
 	}
 }

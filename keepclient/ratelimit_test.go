@@ -210,6 +210,61 @@ func TestRateLimiter_Wait_concurrentShareBudget(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), 1500*time.Millisecond, "two waiters got more than the shared rate")
 }
 
+// TestRateLimiter_reserve_fakeClock checks the bucket's arithmetic on a
+// clock the test moves: it starts empty, idle time saves up one burst and
+// no more, a request larger than the burst waits its whole share, and a
+// waiter that gives up returns its bytes.
+func TestRateLimiter_reserve_fakeClock(t *testing.T) {
+	const rate = 2 << 20
+	now := time.Unix(1_000_000_000, 0)
+	l := newRateLimiter(rate, func() time.Time { return now })
+	burst := l.lim.Burst()
+	require.Equal(t, rate/10, burst)
+	const slack = float64(time.Millisecond)
+
+	// Empty at start: the first MiB waits its half second.
+	d, _ := l.reserve(1 << 20)
+	assert.InDelta(t, float64(500*time.Millisecond), float64(d), slack, "no burst at start")
+
+	// Ten idle seconds pay the debt and save up one burst, not more.
+	now = now.Add(10 * time.Second)
+	d, _ = l.reserve(burst)
+	assert.Equal(t, time.Duration(0), d, "one burst saved up")
+	d, _ = l.reserve(1 << 20)
+	assert.InDelta(t, float64(500*time.Millisecond), float64(d), slack, "only one burst saved up")
+
+	// A waiter for one burst behind that one waits 0.6 s; when it gives
+	// up, its bytes go back and the next waiter waits 0.6 s again, not 0.7.
+	d, giveBack := l.reserve(burst)
+	assert.InDelta(t, float64(600*time.Millisecond), float64(d), slack)
+	giveBack()
+	d, _ = l.reserve(burst)
+	assert.InDelta(t, float64(600*time.Millisecond), float64(d), slack, "given-back bytes were not returned")
+
+	// More than the burst in one request: 3 MiB at 1 MiB/s from empty.
+	l = newRateLimiter(1<<20, func() time.Time { return now })
+	d, _ = l.reserve(3 << 20)
+	assert.InDelta(t, float64(3*time.Second), float64(d), slack, "a request over the burst waits for all of it")
+}
+
+// TestRateLimiter_Wait_givesBackOnCancel: a Wait whose context ends first
+// returns its bytes, so the next waiter is not charged for them.
+func TestRateLimiter_Wait_givesBackOnCancel(t *testing.T) {
+	const rate = 2 << 20
+	now := time.Unix(1_000_000_000, 0)
+	l := newRateLimiter(rate, func() time.Time { return now })
+	burst := l.lim.Burst()
+	l.reserve(200 << 20) // 100 s of debt: the Wait below cannot finish first
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	require.ErrorIs(t, l.Wait(ctx, burst), context.Canceled)
+
+	d, _ := l.reserve(burst)
+	assert.InDelta(t, float64(100*time.Second+100*time.Millisecond), float64(d), float64(time.Millisecond),
+		"the cancelled Wait's bytes were not given back")
+}
+
 func TestRateLimiter_pacedReader_chunks(t *testing.T) {
 	// Reads are capped at one chunk, whatever buffer the transport offers.
 	p := &pacedReader{ctx: context.Background(), r: strings.NewReader(strings.Repeat("x", 3*rateChunk)), l: NewRateLimiter(1 << 40)}

@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/apiserver"
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
@@ -161,12 +160,12 @@ func TestProxy_withAPIServer_deactivation(t *testing.T) {
 	c := newRealCluster(t, func(o *Options) { o.AuthCacheTTL = ttl }, nil)
 	_, ownerToken := c.newUser(t, "owner")
 	owner := c.client(ownerToken)
-	acct, err := admin.Create(context.Background(), owner, "sequencer", nil, "")
+	acct, err := owner.CreateUploaderAccount(context.Background(), "sequencer", nil, "")
 	require.NoError(t, err)
 	code, _, body := c.put(t, acct.APIToken, 100)
 	require.Equal(t, 200, code, body)
 
-	_, err = admin.Deactivate(context.Background(), owner, acct.UUID)
+	_, err = owner.DeactivateUploaderAccount(context.Background(), acct.UUID)
 	require.NoError(t, err)
 	start := time.Now()
 	for {
@@ -195,11 +194,11 @@ func TestProxy_withAPIServer_expiry(t *testing.T) {
 	var expiring arvados.APIClientAuthorization
 	require.NoError(t, owner.Call(ctx, http.MethodPost, "arvados/v1/api_client_authorizations", nil,
 		map[string]any{"api_client_authorization": map[string]any{"scopes": []string{"all"}, "expires_at": expires.Format(time.RFC3339Nano)}}, &expiring))
-	acct, err := admin.Create(ctx, owner, "run-42", &expires, "")
+	acct, err := owner.CreateUploaderAccount(ctx, "run-42", &expires, "")
 	require.NoError(t, err)
 	// An admin-made token of that account that does not expire itself:
 	// only the account's expires_at (users/current) can stop it.
-	acct2, err := admin.Create(ctx, owner, "run-43", &expires, "")
+	acct2, err := owner.CreateUploaderAccount(ctx, "run-43", &expires, "")
 	require.NoError(t, err)
 	var unexpiring arvados.APIClientAuthorization
 	require.NoError(t, c.client(c.api.AdminToken()).Call(ctx, http.MethodPost, "arvados/v1/api_client_authorizations", nil,

@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
@@ -271,7 +270,7 @@ func TestProxy_admission_slowClientsOfOneUser(t *testing.T) {
 		o.BodyIdleTimeout = time.Minute // the attacker is slow, not silent
 	}, nil)
 	_, ownerToken := c.newUser(t, "owner")
-	acct, err := admin.Create(context.Background(), c.client(ownerToken), "sequencer", nil, "")
+	acct, err := c.client(ownerToken).CreateUploaderAccount(context.Background(), "sequencer", nil, "")
 	require.NoError(t, err)
 	addr := strings.TrimPrefix(c.proxyTS.URL, "http://")
 

@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/broker"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
@@ -38,19 +37,19 @@ func TestAccounts_command(t *testing.T) {
 	owner, err := keepclient.NewClient(keepclient.Config{APIHost: strings.TrimPrefix(u, "https://"), Token: cl.UserToken, Insecure: true, MaxElapsed: time.Second})
 	require.NoError(t, err)
 
-	acct, err := admin.Create(ctx, owner, "sequencer", nil, "")
+	acct, err := owner.CreateUploaderAccount(ctx, "sequencer", nil, "")
 	require.NoError(t, err)
 	_, err = cl.Client(acct.APIToken).CurrentUser(ctx)
 	require.NoError(t, err)
-	list, err := admin.List(ctx, owner)
+	list, err := owner.ListUploaderAccounts(ctx)
 	require.NoError(t, err)
 	require.Len(t, list, 1)
-	_, err = admin.Deactivate(ctx, owner, acct.UUID)
+	_, err = owner.DeactivateUploaderAccount(ctx, acct.UUID)
 	require.NoError(t, err)
 	_, err = cl.Client(acct.APIToken).CurrentUser(ctx)
 	assert.True(t, keepclient.IsStatus(err, http.StatusUnauthorized), "%v", err)
 
-	_, err = admin.List(ctx, owner.WithToken(acct.APIToken))
+	_, err = owner.WithToken(acct.APIToken).ListUploaderAccounts(ctx)
 	assert.True(t, keepclient.IsStatus(err, http.StatusUnauthorized), "%v", err)
 	logs := d.stderr.String()
 	assert.Contains(t, logs, `"path":"/arvados/v1/uploader_accounts"`)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/arv-upload/arv-upload/admin"
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -108,7 +108,7 @@ collection, for one upload with arv-upload start --update-collection.`,
 				if name == "" {
 					name = "Upload slot " + time.Now().UTC().Format("2006-01-02 15:04:05 UTC")
 				}
-				s, err := admin.CreateSlot(cmd.Context(), c, name, project, exp)
+				s, err := c.CreateUploadSlot(cmd.Context(), name, project, exp)
 				if err != nil {
 					return err
 				}
@@ -128,7 +128,7 @@ collection, for one upload with arv-upload start --update-collection.`,
 				fmt.Fprintf(out, "To revoke it: arv api_client_authorization delete --uuid %s\n", s.TokenUUID)
 				return nil
 			}
-			acct, err := admin.Create(cmd.Context(), ac, name, exp, project)
+			acct, err := ac.CreateUploaderAccount(cmd.Context(), name, exp, project)
 			if err != nil {
 				return err
 			}
@@ -172,13 +172,13 @@ func newAccountListCommand(connect func(*cobra.Command) (*keepclient.Client, err
 			if err != nil {
 				return err
 			}
-			accts, err := admin.List(cmd.Context(), c)
+			accts, err := c.ListUploaderAccounts(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if asJSON {
 				if accts == nil {
-					accts = []admin.Account{}
+					accts = []arvados.UploaderAccount{}
 				}
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -210,7 +210,7 @@ func newAccountDeactivateCommand(connect func(*cobra.Command) (*keepclient.Clien
 			if err != nil {
 				return err
 			}
-			acct, err := admin.Deactivate(cmd.Context(), c, args[0])
+			acct, err := c.DeactivateUploaderAccount(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

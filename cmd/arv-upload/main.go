@@ -2,7 +2,7 @@
 //
 // start, resume, status, abort and list run and inspect upload jobs
 // (package agent, journal in package store); account manages uploader
-// accounts (package admin). Credentials come from flags, then
+// accounts (keepclient's uploader-account calls). Credentials come from flags, then
 // ARVADOS_API_HOST/ARVADOS_API_TOKEN/ARVADOS_API_HOST_INSECURE, then
 // ~/.config/arvados/settings.conf.
 package main

@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
@@ -37,7 +36,7 @@ func TestStart_projectUUIDWithUploaderAccount(t *testing.T) {
 		return g.UUID
 	}
 	runs, private := mkProject("instrument runs"), mkProject("private")
-	var acct admin.Account
+	var acct arvados.UploaderAccount
 	require.NoError(t, owner.Call(ctx, http.MethodPost, "arvados/v1/uploader_accounts", nil,
 		map[string]any{"uploader_account": map[string]any{"name": "sequencer", "project_uuid": runs}}, &acct))
 	require.Equal(t, runs, acct.ProjectUUID)

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/admin"
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/arv-upload/arv-upload/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
@@ -39,14 +38,14 @@ func TestAccountSlot_uploadWithUpdatesOnly(t *testing.T) {
 	r := runCLI(ctx, t, bin, append(base, "ARVADOS_API_TOKEN="+cl.UserToken), "account", "create", "--slot",
 		"--project-uuid", box.UUID, "--name", "run 9 slot", "--expires", "7d", "--json")
 	require.Equal(t, 0, r.code, r.stderr)
-	var s admin.Slot
+	var s keepclient.UploadSlot
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &s))
 	require.NotEmpty(t, s.APIToken)
 	require.NotNil(t, s.ExpiresAt)
 	slotTok := cl.Client(s.APIToken)
 	cur, err := slotTok.CurrentToken(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, admin.SlotScopes(s.CollectionUUID), cur.Scopes)
+	assert.Equal(t, arvados.SlotScopes(s.CollectionUUID), cur.Scopes)
 
 	src := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(src, "lane1"), 0o755))

@@ -1,4 +1,4 @@
-package agent
+package keepclient
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// jsonStringWriter's output, quoted, decodes back to its input and counts
+// JSONStringWriter's output, quoted, decodes back to its input and counts
 // what it wrote, for any valid UTF-8 (what a manifest holds), across
 // buffer flushes.
 func TestJSONStringWriter_roundTrip(t *testing.T) {
@@ -22,7 +22,7 @@ func TestJSONStringWriter_roundTrip(t *testing.T) {
 			in.WriteRune(alphabet[rnd.Intn(len(alphabet))])
 		}
 		var out strings.Builder
-		w := newJSONStringWriter(&out)
+		w := NewJSONStringWriter(&out)
 		// Write in odd pieces, as the manifest writer does.
 		s := in.String()
 		for len(s) > 0 {
@@ -32,7 +32,7 @@ func TestJSONStringWriter_roundTrip(t *testing.T) {
 			s = s[n:]
 		}
 		require.NoError(t, w.Flush())
-		assert.Equal(t, int64(out.Len()), w.n)
+		assert.Equal(t, int64(out.Len()), w.Written())
 		var got string
 		require.NoError(t, json.Unmarshal([]byte(`"`+out.String()+`"`), &got))
 		require.Equal(t, in.String(), got)
