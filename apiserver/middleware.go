@@ -160,15 +160,8 @@ func (s *Server) managementOK(w http.ResponseWriter, r *http.Request, health boo
 		}
 		return true
 	}
-	got := ""
-	if h := r.Header.Get("Authorization"); h != "" {
-		for _, p := range []string{"Bearer ", "OAuth2 "} {
-			if len(h) > len(p) && strings.EqualFold(h[:len(p)], p) {
-				got = strings.TrimSpace(h[len(p):])
-			}
-		}
-	}
-	if got == "" {
+	got, ok := httpx.BearerToken(r)
+	if !ok {
 		writeError(w, reqID, errorf(http.StatusUnauthorized, "Not logged in: %s needs the management token", r.URL.Path))
 		return false
 	}

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
@@ -361,14 +362,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 // parameter) and its user. It checks expiry, revocation and that the user
 // is active.
 func (s *Server) authenticate(r *http.Request, params map[string]any) (*session, error) {
-	tok := ""
-	if h := r.Header.Get("Authorization"); h != "" {
-		for _, p := range []string{"Bearer ", "OAuth2 "} {
-			if strings.HasPrefix(h, p) {
-				tok = strings.TrimSpace(h[len(p):])
-			}
-		}
-	}
+	tok, _ := httpx.BearerToken(r)
 	if tok == "" {
 		if v, ok := params["api_token"].(string); ok {
 			tok = v

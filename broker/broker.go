@@ -150,20 +150,10 @@ func (s *Server) errorBody(err error, reqID string) (int, any) {
 	return status, map[string]any{"errors": []string{fmt.Sprintf("%s (%s)", err.Error(), reqID)}}
 }
 
-func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	for _, p := range []string{"Bearer ", "OAuth2 "} {
-		if strings.HasPrefix(h, p) {
-			return strings.TrimSpace(h[len(p):])
-		}
-	}
-	return ""
-}
-
 // authenticate checks the caller's token with the upstream, as the caller.
 func (s *Server) authenticate(ctx context.Context, r *http.Request) (*caller, error) {
-	tok := bearer(r)
-	if tok == "" {
+	tok, ok := httpx.BearerToken(r)
+	if !ok {
 		return nil, errorf(http.StatusUnauthorized, "Not logged in: send your own API token as Authorization: Bearer")
 	}
 	c := &caller{client: s.opts.Admin.WithToken(tok)}

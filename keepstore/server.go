@@ -218,15 +218,11 @@ func (s *Server) checkToken(w http.ResponseWriter, r *http.Request, want string)
 // (PROTOCOL 1.2): Authorization Bearer/OAuth2, Basic password, api_token
 // query parameter, arvados_api_token cookie.
 func requestToken(r *http.Request) string {
-	if a := r.Header.Get("Authorization"); a != "" {
-		for _, scheme := range []string{"Bearer ", "OAuth2 "} {
-			if len(a) > len(scheme) && strings.EqualFold(a[:len(scheme)], scheme) {
-				return strings.TrimSpace(a[len(scheme):])
-			}
-		}
-		if _, pw, ok := r.BasicAuth(); ok && pw != "" {
-			return pw
-		}
+	if tok, ok := httpx.BearerToken(r); ok {
+		return tok
+	}
+	if _, pw, ok := r.BasicAuth(); ok && pw != "" {
+		return pw
 	}
 	if t := r.URL.Query().Get("api_token"); t != "" {
 		return t

@@ -1,7 +1,8 @@
 // Package httpx holds the HTTP plumbing the daemons (keepstore, proxy,
-// API server) share, so that each rule exists once: which request IDs a
-// client may choose, how request log lines are levelled, which method
-// names become metric labels, how signatures are kept out of logs.
+// API server, accounts broker) share, so that each rule exists once:
+// where a request's token is, which request IDs a client may choose, how
+// request log lines are levelled, which method names become metric
+// labels, how signatures are kept out of logs.
 package httpx
 
 import (
@@ -9,7 +10,30 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 )
+
+// BearerToken returns the token of an "Authorization: Bearer <token>" or
+// "Authorization: OAuth2 <token>" header (PROTOCOL 1.2; OAuth2 is what
+// pre-3.0 Arvados clients send), and whether there was a non-empty one.
+// The scheme is matched without regard to case (RFC 7235 §2.1; upstream
+// Arvados matches it exactly, so every client that works there works
+// here), it must be followed by a space, and the token is trimmed of the
+// spaces around it. Other schemes (Basic) and other places for a token
+// (api_token, cookies) are each server's own business.
+func BearerToken(r *http.Request) (string, bool) {
+	return ParseAuthorization(r.Header.Get("Authorization"))
+}
+
+// ParseAuthorization is BearerToken for an Authorization header's value.
+func ParseAuthorization(header string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !(strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "OAuth2")) {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
 
 var requestIDRE = regexp.MustCompile(`^[-0-9A-Za-z_.]{1,64}$`)
 
