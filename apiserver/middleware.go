@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/arv-upload/arv-upload/internal/httpx"
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // Defaults of the request limits, applied by Open.
@@ -65,12 +64,7 @@ func (o *Options) applyLimits() error {
 // metrics and one log line. The API itself is serveAPI.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	reqID := r.Header.Get("X-Request-Id")
-	if !reqIDRe.MatchString(reqID) {
-		reqID = keepclient.NewRequestID()
-		r.Header.Set("X-Request-Id", reqID)
-	}
-	w.Header().Set("X-Request-Id", reqID)
+	reqID := httpx.RequestID(w, r)
 	rec := &httpx.Recorder{ResponseWriter: w}
 	info := &reqInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))

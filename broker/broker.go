@@ -95,12 +95,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 func (s *Server) handle(h func(ctx context.Context, c *caller, r *http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		reqID := r.Header.Get("X-Request-Id")
-		if !httpx.ValidRequestID(reqID) {
-			reqID = httpx.NewRequestID()
-		}
+		reqID := httpx.RequestID(w, r)
 		ctx := keepclient.ContextWithRequestID(r.Context(), reqID)
-		w.Header().Set("X-Request-Id", reqID)
 		var userUUID string
 		out, err := func() (any, error) {
 			c, err := s.authenticate(ctx, r)

@@ -123,12 +123,8 @@ func (s *Server) BuffersInUse() int { return int(s.pool.inUse.Load()) }
 // and one log line, then routes it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	reqID := r.Header.Get("X-Request-Id")
-	if !httpx.ValidRequestID(reqID) {
-		reqID = httpx.NewRequestID()
-	}
+	reqID := httpx.RequestID(w, r)
 	h := w.Header()
-	h.Set("X-Request-Id", reqID)
 	h.Set("Access-Control-Allow-Methods", "GET, HEAD, PUT, OPTIONS")
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Length, Content-Type, X-Keep-Desired-Replicas, X-Keep-Signature, X-Keep-Storage-Classes")

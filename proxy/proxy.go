@@ -363,13 +363,8 @@ func (s *Server) SpoolDepth() int { return s.spool.Depth() }
 // ServeHTTP routes a request (PROTOCOL 7.1), and counts and logs it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	reqID := r.Header.Get("X-Request-Id")
-	if !httpx.ValidRequestID(reqID) {
-		reqID = httpx.NewRequestID()
-		r.Header.Set("X-Request-Id", reqID)
-	}
+	reqID := httpx.RequestID(w, r)
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-	rec.Header().Set("X-Request-Id", reqID)
 	info := &reqInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 	setCORS(rec.Header())

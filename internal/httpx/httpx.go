@@ -41,6 +41,21 @@ var requestIDRE = regexp.MustCompile(`^[-0-9A-Za-z_.]{1,64}$`)
 // logged) as it is: short, and of characters that cannot forge a log line.
 func ValidRequestID(s string) bool { return requestIDRE.MatchString(s) }
 
+// RequestID returns the ID of a request, the one rule of every server:
+// the client's X-Request-Id when ValidRequestID accepts it, else a new
+// one, so that what a client sends can neither forge a log line nor grow
+// one without bound. The ID is set on r, for the handlers and the calls
+// they make upstream, and on the response.
+func RequestID(w http.ResponseWriter, r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if !ValidRequestID(id) {
+		id = NewRequestID()
+		r.Header.Set("X-Request-Id", id)
+	}
+	w.Header().Set("X-Request-Id", id)
+	return id
+}
+
 // NewRequestID returns "req-" and 20 characters of [0-9a-z] (PROTOCOL 1.3).
 func NewRequestID() string {
 	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
