@@ -105,20 +105,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
 	s.metrics.bytesIn.Add(float64(body.n))
 	s.metrics.bytesOut.Add(float64(rec.Bytes))
-	attrs := []slog.Attr{
-		slog.String("request_id", reqID),
-		slog.String("remote_addr", r.RemoteAddr),
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
-		slog.Int("status", status),
-		slog.Int64("bytes_in", body.n),
-		slog.Int64("bytes_out", rec.Bytes),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-	}
+	var extra []slog.Attr
 	if info.user != "" {
-		attrs = append(attrs, slog.String("user_uuid", info.user))
+		extra = append(extra, slog.String("user_uuid", info.user))
 	}
-	s.log.LogAttrs(r.Context(), httpx.RequestLevel(status), "request", attrs...)
+	httpx.LogRequest(r.Context(), s.log, r, httpx.Access{ID: reqID, Status: status, BytesIn: body.n, BytesOut: rec.Bytes, Duration: d}, extra...)
 }
 
 // serveHealth answers /_health/ping as keepstore and the proxy do (404

@@ -117,16 +117,14 @@ func (s *Server) handle(h func(ctx context.Context, c *caller, r *http.Request) 
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
 		n, _ := w.Write(append(body, '\n'))
-		// The fields every arv-server daemon's request line has.
-		attrs := []any{"request_id", reqID, "remote_addr", r.RemoteAddr, "method", r.Method, "path", r.URL.Path,
-			"status", status, "bytes_in", r.ContentLength, "bytes_out", n, "duration_ms", time.Since(start).Milliseconds()}
+		var extra []slog.Attr
 		if userUUID != "" {
-			attrs = append(attrs, "user_uuid", userUUID)
+			extra = append(extra, slog.String("user_uuid", userUUID))
 		}
 		if err != nil {
-			attrs = append(attrs, "err", err.Error())
+			extra = append(extra, slog.String("err", err.Error()))
 		}
-		s.opts.Logger.Log(ctx, httpx.RequestLevel(status), "request", attrs...)
+		httpx.LogRequest(ctx, s.opts.Logger, r, httpx.Access{ID: reqID, Status: status, BytesIn: r.ContentLength, BytesOut: int64(n), Duration: time.Since(start)}, extra...)
 	}
 }
 

@@ -145,16 +145,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPut {
 		s.metrics.putDuration.Observe(d.Seconds())
 	}
-	s.log.LogAttrs(r.Context(), httpx.RequestLevel(rw.Status), "request",
-		slog.String("request_id", reqID),
-		slog.String("remote_addr", r.RemoteAddr),
-		slog.String("method", r.Method),
-		slog.String("path", httpx.LogPath(r.URL.Path)),
-		slog.Int("status", rw.Status),
-		slog.Int64("bytes_in", body.n),
-		slog.Int64("bytes_out", rw.Bytes),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-	)
+	httpx.LogRequest(r.Context(), s.log, r, httpx.Access{ID: reqID, Status: rw.Status, BytesIn: body.n, BytesOut: rw.Bytes, Duration: d})
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {

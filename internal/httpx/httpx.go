@@ -6,11 +6,13 @@
 package httpx
 
 import (
+	"context"
 	"crypto/rand"
 	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // BearerToken returns the token of an "Authorization: Bearer <token>" or
@@ -99,6 +101,42 @@ var signHintRE = regexp.MustCompile(`\+[AR][^+/]*`)
 // LogPath is a request path fit for a log: signature hints (+A..., +R...)
 // removed, since a signed locator is a capability.
 func LogPath(p string) string { return signHintRE.ReplaceAllString(p, "") }
+
+// Access is what a daemon's request line says about a request beyond the
+// request itself.
+type Access struct {
+	ID       string // the request ID (RequestID)
+	Status   int    // the response status; 0 is 200 (nothing was written)
+	BytesIn  int64  // request body bytes read
+	BytesOut int64  // response body bytes written
+	Duration time.Duration
+}
+
+// LogRequest writes the one line a daemon writes per request: message
+// "request" at RequestLevel(status), with request_id, remote_addr, method,
+// path (LogPath), status, bytes_in, bytes_out and duration_ms (a float),
+// then the server's own extra fields (user_uuid, ...).
+func LogRequest(ctx context.Context, log *slog.Logger, r *http.Request, a Access, extra ...slog.Attr) {
+	status := a.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	level := RequestLevel(status)
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	attrs := append([]slog.Attr{
+		slog.String("request_id", a.ID),
+		slog.String("remote_addr", r.RemoteAddr),
+		slog.String("method", r.Method),
+		slog.String("path", LogPath(r.URL.Path)),
+		slog.Int("status", status),
+		slog.Int64("bytes_in", a.BytesIn),
+		slog.Int64("bytes_out", a.BytesOut),
+		slog.Float64("duration_ms", float64(a.Duration.Microseconds())/1000),
+	}, extra...)
+	log.LogAttrs(ctx, level, "request", attrs...)
+}
 
 // Recorder remembers a response's status (0 until one is written) and
 // counts its body bytes, for the request log and metrics. Unwrap keeps

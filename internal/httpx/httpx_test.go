@@ -1,10 +1,18 @@
 package httpx
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestBearerToken(t *testing.T) {
@@ -51,4 +59,37 @@ func TestBearerToken(t *testing.T) {
 	r.Header.Set("Authorization", "Bearer a b")
 	got, _ := BearerToken(r)
 	assert.Equal(t, "a b", got)
+}
+
+func TestLogRequest(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	r := httptest.NewRequest(http.MethodPut, "/acbd18db4cc2f85cedef654fccc4a4d8+3+A0123456789abcdef0123456789abcdef01234567@6b21f9d7", nil)
+	LogRequest(context.Background(), log, r, Access{ID: "req-x", BytesIn: 3, BytesOut: 92, Duration: 1500 * time.Microsecond},
+		slog.String("user_uuid", "zzzzz-tpzed-000000000000000"))
+	LogRequest(context.Background(), log, r, Access{ID: "req-y", Status: http.StatusForbidden})
+	LogRequest(context.Background(), log, r, Access{ID: "req-z", Status: http.StatusInternalServerError})
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
+		lines = append(lines, m)
+	}
+	require.Len(t, lines, 3)
+	first := lines[0]
+	assert.Equal(t, "request", first["msg"])
+	assert.Equal(t, "INFO", first["level"])
+	assert.Equal(t, "req-x", first["request_id"])
+	assert.Equal(t, r.RemoteAddr, first["remote_addr"])
+	assert.Equal(t, "PUT", first["method"])
+	assert.Equal(t, "/acbd18db4cc2f85cedef654fccc4a4d8+3", first["path"], "no signature in the log")
+	assert.EqualValues(t, 200, first["status"], "nothing written is 200")
+	assert.EqualValues(t, 3, first["bytes_in"])
+	assert.EqualValues(t, 92, first["bytes_out"])
+	assert.EqualValues(t, 1.5, first["duration_ms"])
+	assert.Equal(t, "zzzzz-tpzed-000000000000000", first["user_uuid"])
+	assert.Equal(t, "WARN", lines[1]["level"])
+	assert.EqualValues(t, 403, lines[1]["status"])
+	assert.NotContains(t, lines[1], "user_uuid")
+	assert.Equal(t, "ERROR", lines[2]["level"])
 }
