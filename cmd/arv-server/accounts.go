@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -18,6 +16,10 @@ import (
 	"github.com/arv-upload/arv-upload/broker"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
+
+// Calls through the broker take seconds (each is a few upstream calls
+// within a 20 s retry budget); 30 s lets them finish on SIGTERM.
+const accountsShutdownTimeout = 30 * time.Second
 
 type accountsFlags struct {
 	listen          string
@@ -60,16 +62,9 @@ func runAccounts(ctx context.Context, stderr io.Writer, f accountsFlags) error {
 	if f.adminTokenFile == "" {
 		return errors.New("--admin-token-file is required: see `arv-server accounts --help` for the token's scopes")
 	}
-	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return errors.New("--tls-cert and --tls-key go together")
-	}
-	var tlsConf *tls.Config
-	if f.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
-			return fmt.Errorf("load TLS certificate and key: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsConf, err := loadTLS(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return err
 	}
 	token, err := readSecretFile(f.adminTokenFile, "admin token")
 	if err != nil {
@@ -89,34 +84,14 @@ func runAccounts(ctx context.Context, stderr io.Writer, f accountsFlags) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute,
-		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), TLSConfig: tlsConf}
+	srv := newHTTPServer(b, log, tlsConf)
+	srv.ReadTimeout, srv.WriteTimeout = time.Minute, 2*time.Minute
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
-	listenScheme := "http"
-	if tlsConf != nil {
-		listenScheme = "https"
-	}
-	errc := make(chan error, 1)
-	go func() {
-		if tlsConf != nil {
-			errc <- srv.ServeTLS(ln, "", "")
-		} else {
-			errc <- srv.Serve(ln)
-		}
-	}()
-	log.Info("listening", "service", "accounts", "url", serviceURL(listenScheme, ln.Addr()), "upstream", scheme+"://"+host)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shut down HTTP server: %w", err)
+	if err := serve(ctx, log, "accounts", srv, ln, accountsShutdownTimeout, "upstream", scheme+"://"+host); err != nil {
+		return err
 	}
 	log.Info("stopped", "service", "accounts")
 	return nil
