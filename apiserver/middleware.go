@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,12 +144,12 @@ func (s *Server) managementOK(w http.ResponseWriter, r *http.Request, health boo
 		}
 		return true
 	}
-	got, ok := httpx.BearerToken(r)
-	if !ok {
+	got, _ := httpx.BearerToken(r)
+	switch httpx.TokenStatus(got, want) {
+	case http.StatusUnauthorized:
 		writeError(w, reqID, errorf(http.StatusUnauthorized, "Not logged in: %s needs the management token", r.URL.Path))
 		return false
-	}
-	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+	case http.StatusForbidden:
 		writeError(w, reqID, errorf(http.StatusForbidden, "Forbidden: %s needs the management token", r.URL.Path))
 		return false
 	}

@@ -1,14 +1,12 @@
 package keepstore
 
 import (
-	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -139,7 +137,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.Status = http.StatusOK
 	}
 	d := time.Since(start)
-	s.metrics.requests.WithLabelValues(httpx.MethodLabel(r.Method), strconv.Itoa(rw.Status)).Inc()
+	s.metrics.requests.Count(r.Method, rw.Status)
 	s.metrics.bytesIn.Add(float64(body.n))
 	s.metrics.bytesOut.Add(float64(rw.Bytes))
 	if r.Method == http.MethodPut {
@@ -185,16 +183,15 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, `{"health":"OK"}`+"\n")
 }
 
-// checkToken answers 401 when the request has no Authorization header and 403
-// when its token is not want (or want is empty), and reports whether the
-// request may go on.
+// checkToken answers 401 when the request carries no token and 403 when
+// its token is not want (or want is empty), and reports whether the
+// request may go on (httpx.TokenStatus).
 func (s *Server) checkToken(w http.ResponseWriter, r *http.Request, want string) bool {
-	got := requestToken(r)
-	if got == "" {
+	switch httpx.TokenStatus(requestToken(r), want) {
+	case http.StatusUnauthorized:
 		httpError(w, http.StatusUnauthorized, "Unauthorized")
 		return false
-	}
-	if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+	case http.StatusForbidden:
 		httpError(w, http.StatusForbidden, "Forbidden")
 		return false
 	}

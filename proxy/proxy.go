@@ -2,14 +2,12 @@ package proxy
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -374,7 +372,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code == 0 {
 		code = http.StatusOK
 	}
-	s.metrics.requests.WithLabelValues(httpx.MethodLabel(r.Method), strconv.Itoa(code)).Inc()
+	s.metrics.requests.Count(r.Method, code)
 	var extra []slog.Attr
 	if info.user != "" {
 		extra = append(extra, slog.String("user_uuid", info.user))
@@ -455,11 +453,12 @@ func (s *Server) managementOK(w http.ResponseWriter, r *http.Request) bool {
 		textError(w, "disabled", http.StatusNotFound)
 		return false
 	}
-	if r.Header.Get("Authorization") == "" {
+	got, _ := httpx.BearerToken(r)
+	switch httpx.TokenStatus(got, s.opts.ManagementToken) {
+	case http.StatusUnauthorized:
 		textError(w, "Unauthorized", http.StatusUnauthorized)
 		return false
-	}
-	if subtle.ConstantTimeCompare([]byte(tokenFrom(r.Header.Get("Authorization"))), []byte(s.opts.ManagementToken)) != 1 {
+	case http.StatusForbidden:
 		textError(w, "Forbidden", http.StatusForbidden)
 		return false
 	}

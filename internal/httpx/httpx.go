@@ -8,6 +8,7 @@ package httpx
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -25,6 +26,21 @@ import (
 // (api_token, cookies) are each server's own business.
 func BearerToken(r *http.Request) (string, bool) {
 	return ParseAuthorization(r.Header.Get("Authorization"))
+}
+
+// TokenStatus is the status of a request for a route that needs the token
+// want (the management token, keepstore's system root token), given the
+// token got it carries: 401 when it carries none (got is ""), 403 when it
+// carries another one (or want is "", which no token matches), else 200.
+// The comparison takes the same time however much the two share.
+func TokenStatus(got, want string) int {
+	switch {
+	case got == "":
+		return http.StatusUnauthorized
+	case want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1:
+		return http.StatusForbidden
+	}
+	return http.StatusOK
 }
 
 // ParseAuthorization is BearerToken for an Authorization header's value.

@@ -93,3 +93,12 @@ func TestLogRequest(t *testing.T) {
 	assert.NotContains(t, lines[1], "user_uuid")
 	assert.Equal(t, "ERROR", lines[2]["level"])
 }
+
+func TestTokenStatus(t *testing.T) {
+	assert.Equal(t, http.StatusOK, TokenStatus("mgmt", "mgmt"))
+	assert.Equal(t, http.StatusUnauthorized, TokenStatus("", "mgmt"), "no token")
+	assert.Equal(t, http.StatusForbidden, TokenStatus("other", "mgmt"))
+	assert.Equal(t, http.StatusForbidden, TokenStatus("mgm", "mgmt"), "a prefix is another token")
+	assert.Equal(t, http.StatusForbidden, TokenStatus("mgmt", ""), "no token matches an unset one")
+	assert.Equal(t, http.StatusUnauthorized, TokenStatus("", ""))
+}
