@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"strings"
 	"time"
 
@@ -22,11 +21,11 @@ import (
 const accountsShutdownTimeout = 30 * time.Second
 
 type accountsFlags struct {
-	listen          string
-	tlsCert, tlsKey string
-	upstream        string
-	adminTokenFile  string
-	insecure        bool
+	listen         string
+	tls            tlsFlags
+	upstream       string
+	adminTokenFile string
+	insecure       bool
 }
 
 func newAccountsCommand() *cobra.Command {
@@ -47,8 +46,7 @@ It stores nothing: accounts are users, permission links and tokens upstream.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:25108", "address to listen on")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	f.tls.register(fl)
 	fl.StringVar(&f.upstream, "upstream", "", "the cluster's API server: host:port for HTTPS, or http(s)://host:port; required")
 	fl.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding an admin token scoped to the calls listed above; required")
 	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the upstream")
@@ -62,7 +60,7 @@ func runAccounts(ctx context.Context, stderr io.Writer, f accountsFlags) error {
 	if f.adminTokenFile == "" {
 		return errors.New("--admin-token-file is required: see `arv-server accounts --help` for the token's scopes")
 	}
-	tlsConf, err := loadTLS(f.tlsCert, f.tlsKey)
+	tlsConf, err := f.tls.load()
 	if err != nil {
 		return err
 	}
@@ -70,10 +68,7 @@ func runAccounts(ctx context.Context, stderr io.Writer, f accountsFlags) error {
 	if err != nil {
 		return err
 	}
-	scheme, host := "https", f.upstream
-	if u, err := url.Parse(f.upstream); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
-		scheme, host = u.Scheme, u.Host
-	}
+	scheme, host := apiHost(f.upstream)
 	// A short retry budget: a caller waits on each call.
 	api, err := keepclient.NewClient(keepclient.Config{APIHost: host, Scheme: scheme, Token: token, Insecure: f.insecure, MaxElapsed: 20 * time.Second})
 	if err != nil {

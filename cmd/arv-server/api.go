@@ -28,7 +28,7 @@ const (
 
 type apiFlags struct {
 	listen              string
-	tlsCert, tlsKey     string
+	tls                 tlsFlags
 	insecureHTTP        bool
 	keepstores, proxies []string
 	managementTokenFile string
@@ -59,8 +59,7 @@ proxy in front terminates HTTPS.`,
 	fl.StringVar(&opts.DataDir, "data", "", "data directory (store and bootstrap secrets)")
 	fl.StringVar(&opts.ClusterID, "cluster-id", "zzzzz", "five-character cluster ID")
 	fl.StringVar(&opts.ExternalURL, "external-url", "", "public URL of this server, e.g. https://api.example:443")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	f.tls.register(fl)
 	fl.BoolVar(&f.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address (only behind a proxy that terminates TLS)")
 	fl.StringArrayVar(&f.keepstores, "keepstore", nil, "internal keepstore URL (repeatable)")
 	fl.StringArrayVar(&f.proxies, "proxy", nil, "public keep proxy URL (repeatable)")
@@ -86,7 +85,7 @@ proxy in front terminates HTTPS.`,
 func runAPI(ctx context.Context, stderr io.Writer, f apiFlags, opts apiserver.Options) error {
 	log := newLogger(stderr, slog.LevelInfo)
 	opts.Logger = log
-	tlsConf, err := loadTLS(f.tlsCert, f.tlsKey)
+	tlsConf, err := f.tls.load()
 	if err != nil {
 		return err
 	}

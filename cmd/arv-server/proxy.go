@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,7 +22,7 @@ import (
 
 type proxyFlags struct {
 	listen              string
-	tlsCert, tlsKey     string
+	tls                 tlsFlags
 	apiHost             string
 	insecure            bool
 	serviceTokenFile    string
@@ -63,8 +62,7 @@ answers 503 and one error line a minute says so. See docs/DEPLOY.md.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", ":25107", "address to listen on")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	f.tls.register(fl)
 	fl.StringVar(&f.apiHost, "api-host", os.Getenv("ARVADOS_API_HOST"), "API server host:port for HTTPS, or http://host:port (default $ARVADOS_API_HOST)")
 	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the API server and keepstores")
 	fl.StringVar(&f.serviceTokenFile, "service-token-file", "", "file holding the proxy's own API token: lists the keepstores when no --keepstore is given, and posts the audit logs when no --audit-token-file is given")
@@ -120,7 +118,7 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	if f.spoolDir == "" {
 		return errors.New("--spool-dir is required: audit records are spooled there until the API server has them")
 	}
-	tlsConf, err := loadTLS(f.tlsCert, f.tlsKey)
+	tlsConf, err := f.tls.load()
 	if err != nil {
 		return err
 	}
@@ -147,11 +145,7 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	}
 	log := newLogger(stderr, slog.LevelInfo)
 
-	// --api-host is host:port (HTTPS), or a URL to choose the scheme.
-	scheme, host := "https", f.apiHost
-	if u, err := url.Parse(f.apiHost); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
-		scheme, host = u.Scheme, u.Host
-	}
+	scheme, host := apiHost(f.apiHost)
 	api, err := keepclient.NewClient(keepclient.Config{APIHost: host, Scheme: scheme, Token: token, Insecure: f.insecure})
 	if err != nil {
 		return fmt.Errorf("create API client: %w", err)

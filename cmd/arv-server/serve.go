@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/arv-upload/arv-upload/internal/httpx"
+	"github.com/spf13/pflag"
 )
 
 // newLogger is every daemon's logger: JSON lines on w, and nothing else
@@ -20,21 +22,39 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-// loadTLS returns the TLS configuration of --tls-cert and --tls-key, or nil
-// when neither is given (plain HTTP). It is called before anything else
-// starts, so that a bad pair fails the start at once.
-func loadTLS(certFile, keyFile string) (*tls.Config, error) {
-	if (certFile == "") != (keyFile == "") {
+// tlsFlags are --tls-cert and --tls-key, of the daemons that can serve
+// HTTPS.
+type tlsFlags struct{ cert, key string }
+
+func (t *tlsFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&t.cert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
+	fl.StringVar(&t.key, "tls-key", "", "TLS private key file (PEM)")
+}
+
+// load returns the TLS configuration of the flags, or nil when neither is
+// given (plain HTTP). It is called before anything else starts, so that
+// a bad pair fails the start at once.
+func (t tlsFlags) load() (*tls.Config, error) {
+	if (t.cert == "") != (t.key == "") {
 		return nil, usageError{errors.New("--tls-cert and --tls-key go together")}
 	}
-	if certFile == "" {
+	if t.cert == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := tls.LoadX509KeyPair(t.cert, t.key)
 	if err != nil {
 		return nil, fmt.Errorf("load TLS certificate and key: %w", err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// apiHost reads an API server flag (--api-host, --upstream): host:port
+// for HTTPS, or a URL to choose the scheme, http(s)://host:port.
+func apiHost(s string) (scheme, host string) {
+	if u, err := url.Parse(s); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
+		return u.Scheme, u.Host
+	}
+	return "https", s
 }
 
 // newHTTPServer is every daemon's HTTP server: headers within 10 s (they
