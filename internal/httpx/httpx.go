@@ -1,8 +1,9 @@
 // Package httpx holds the HTTP plumbing the daemons (keepstore, proxy,
 // API server, accounts broker) share, so that each rule exists once:
-// where a request's token is, which request IDs a client may choose, how
-// request log lines are levelled, which method names become metric
-// labels, how signatures are kept out of logs.
+// where a request's token is, which request IDs a client may choose, what
+// the request log line says and at which level, how signatures are kept
+// out of logs, how a management token is checked, which method names
+// become metric labels; and Serve, the one serve/graceful-shutdown loop.
 package httpx
 
 import (
