@@ -32,10 +32,13 @@
 // object_owner_uuid is derived by the server, so audit records cannot be
 // forged or planted in another user's log list.
 //
-// ServeHTTP is middleware around the API (serveAPI): request ID, the
+// ServeHTTP is middleware around the API (serveAPI): request ID (the
+// client's when it is a short plain string, else a new one, by the rule
+// of every daemon: httpx.RequestID), the
 // management routes (/_health/ping, /metrics) outside the request limit,
 // admission (at most MaxConcurrentRequests in progress, else 503 with
 // Retry-After), read deadlines re-armed before each body read (a pause
 // over BodyIdleTimeout, or a body slower than BodyTimeout, is 408) and a
-// response deadline, Prometheus metrics by route, and one JSON log line.
+// response deadline, Prometheus metrics by route, and one JSON log line
+// with the fields of every daemon's (httpx.LogRequest) and user_uuid.
 package apiserver

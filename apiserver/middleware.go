@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/arv-upload/arv-upload/internal/httpx"
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // Defaults of the request limits, applied by Open.
@@ -65,12 +63,7 @@ func (o *Options) applyLimits() error {
 // metrics and one log line. The API itself is serveAPI.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	reqID := r.Header.Get("X-Request-Id")
-	if !reqIDRe.MatchString(reqID) {
-		reqID = keepclient.NewRequestID()
-		r.Header.Set("X-Request-Id", reqID)
-	}
-	w.Header().Set("X-Request-Id", reqID)
+	reqID := httpx.RequestID(w, r)
 	rec := &httpx.Recorder{ResponseWriter: w}
 	info := &reqInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
@@ -111,20 +104,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
 	s.metrics.bytesIn.Add(float64(body.n))
 	s.metrics.bytesOut.Add(float64(rec.Bytes))
-	attrs := []slog.Attr{
-		slog.String("request_id", reqID),
-		slog.String("remote_addr", r.RemoteAddr),
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
-		slog.Int("status", status),
-		slog.Int64("bytes_in", body.n),
-		slog.Int64("bytes_out", rec.Bytes),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-	}
+	var extra []slog.Attr
 	if info.user != "" {
-		attrs = append(attrs, slog.String("user_uuid", info.user))
+		extra = append(extra, slog.String("user_uuid", info.user))
 	}
-	s.log.LogAttrs(r.Context(), httpx.RequestLevel(status), "request", attrs...)
+	httpx.LogRequest(r.Context(), s.log, r, httpx.Access{ID: reqID, Status: status, BytesIn: body.n, BytesOut: rec.Bytes, Duration: d}, extra...)
 }
 
 // serveHealth answers /_health/ping as keepstore and the proxy do (404
@@ -160,19 +144,12 @@ func (s *Server) managementOK(w http.ResponseWriter, r *http.Request, health boo
 		}
 		return true
 	}
-	got := ""
-	if h := r.Header.Get("Authorization"); h != "" {
-		for _, p := range []string{"Bearer ", "OAuth2 "} {
-			if len(h) > len(p) && strings.EqualFold(h[:len(p)], p) {
-				got = strings.TrimSpace(h[len(p):])
-			}
-		}
-	}
-	if got == "" {
+	got, _ := httpx.BearerToken(r)
+	switch httpx.TokenStatus(got, want) {
+	case http.StatusUnauthorized:
 		writeError(w, reqID, errorf(http.StatusUnauthorized, "Not logged in: %s needs the management token", r.URL.Path))
 		return false
-	}
-	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+	case http.StatusForbidden:
 		writeError(w, reqID, errorf(http.StatusForbidden, "Forbidden: %s needs the management token", r.URL.Path))
 		return false
 	}

@@ -348,3 +348,32 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestServer_authorizationSchemes: the API server reads the token as every
+// arv-server daemon does (httpx.BearerToken): Bearer or OAuth2, the scheme
+// in any case; a scheme without a token is no token.
+func TestServer_authorizationSchemes(t *testing.T) {
+	ctx := context.Background()
+	s, ts := openWith(t, Options{})
+	_, tok, err := s.CreateUser(ctx, arvados.User{FullName: "U", IsActive: true})
+	require.NoError(t, err)
+	for _, c := range []struct {
+		header string
+		want   int
+	}{
+		{"Bearer " + tok, 200},
+		{"OAuth2 " + tok, 200},
+		{"bearer " + tok, 200},
+		{"Bearer  " + tok + " ", 200},
+		{"Bearer", 401},
+		{"Basic " + tok, 401},
+	} {
+		req, err := http.NewRequest(http.MethodGet, ts.URL+"/arvados/v1/users/current", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", c.header)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, c.want, resp.StatusCode, "Authorization: %s", strings.Replace(c.header, tok, "<token>", 1))
+	}
+}

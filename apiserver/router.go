@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/arv-upload/arv-upload/arvados"
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // Routing: every API method is a row of the route table (routes.go),
@@ -94,11 +93,7 @@ func (s *Server) routeHandler(rt route) http.Handler {
 // serveAPI serves one API request (ServeHTTP wraps it in the middleware:
 // limits, metrics, health, the request log).
 func (s *Server) serveAPI(rw http.ResponseWriter, r *http.Request) {
-	reqID := r.Header.Get("X-Request-Id")
-	if !reqIDRe.MatchString(reqID) {
-		reqID = keepclient.NewRequestID()
-	}
-	rw.Header().Set("X-Request-Id", reqID)
+	reqID := r.Header.Get("X-Request-Id") // ServeHTTP chose it (httpx.RequestID)
 	w := &statusWriter{ResponseWriter: rw, status: 200}
 	st := &reqState{reqID: reqID}
 	st.err = func() error {
@@ -172,8 +167,6 @@ func checkPathUUID(resource, id string) error {
 	}
 	return errorf(http.StatusNotFound, "%s %q not found", singular(resource), id)
 }
-
-var reqIDRe = regexp.MustCompile(`^req-[0-9a-z]{20}$`)
 
 var uuidRe = regexp.MustCompile(`^[0-9a-z]{5}-[0-9a-z]{5}-[0-9a-z]{15}$`)
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/arv-upload/arv-upload/arvados"
+	"github.com/arv-upload/arv-upload/internal/httpx"
 )
 
 // Options configure a Server. The zero value of each field means its default.
@@ -365,14 +366,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 // parameter) and its user. It checks expiry, revocation and that the user
 // is active.
 func (s *Server) authenticate(r *http.Request, params map[string]any) (*session, error) {
-	tok := ""
-	if h := r.Header.Get("Authorization"); h != "" {
-		for _, p := range []string{"Bearer ", "OAuth2 "} {
-			if strings.HasPrefix(h, p) {
-				tok = strings.TrimSpace(h[len(p):])
-			}
-		}
-	}
+	tok, _ := httpx.BearerToken(r)
 	if tok == "" {
 		if v, ok := params["api_token"].(string); ok {
 			tok = v

@@ -95,12 +95,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 func (s *Server) handle(h func(ctx context.Context, c *caller, r *http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		reqID := r.Header.Get("X-Request-Id")
-		if !httpx.ValidRequestID(reqID) {
-			reqID = httpx.NewRequestID()
-		}
+		reqID := httpx.RequestID(w, r)
 		ctx := keepclient.ContextWithRequestID(r.Context(), reqID)
-		w.Header().Set("X-Request-Id", reqID)
 		var userUUID string
 		out, err := func() (any, error) {
 			c, err := s.authenticate(ctx, r)
@@ -121,16 +117,14 @@ func (s *Server) handle(h func(ctx context.Context, c *caller, r *http.Request) 
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
 		n, _ := w.Write(append(body, '\n'))
-		// The fields every arv-server daemon's request line has.
-		attrs := []any{"request_id", reqID, "remote_addr", r.RemoteAddr, "method", r.Method, "path", r.URL.Path,
-			"status", status, "bytes_in", r.ContentLength, "bytes_out", n, "duration_ms", time.Since(start).Milliseconds()}
+		var extra []slog.Attr
 		if userUUID != "" {
-			attrs = append(attrs, "user_uuid", userUUID)
+			extra = append(extra, slog.String("user_uuid", userUUID))
 		}
 		if err != nil {
-			attrs = append(attrs, "err", err.Error())
+			extra = append(extra, slog.String("err", err.Error()))
 		}
-		s.opts.Logger.Log(ctx, httpx.RequestLevel(status), "request", attrs...)
+		httpx.LogRequest(ctx, s.opts.Logger, r, httpx.Access{ID: reqID, Status: status, BytesIn: r.ContentLength, BytesOut: int64(n), Duration: time.Since(start)}, extra...)
 	}
 }
 
@@ -150,20 +144,10 @@ func (s *Server) errorBody(err error, reqID string) (int, any) {
 	return status, map[string]any{"errors": []string{fmt.Sprintf("%s (%s)", err.Error(), reqID)}}
 }
 
-func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	for _, p := range []string{"Bearer ", "OAuth2 "} {
-		if strings.HasPrefix(h, p) {
-			return strings.TrimSpace(h[len(p):])
-		}
-	}
-	return ""
-}
-
 // authenticate checks the caller's token with the upstream, as the caller.
 func (s *Server) authenticate(ctx context.Context, r *http.Request) (*caller, error) {
-	tok := bearer(r)
-	if tok == "" {
+	tok, ok := httpx.BearerToken(r)
+	if !ok {
 		return nil, errorf(http.StatusUnauthorized, "Not logged in: send your own API token as Authorization: Bearer")
 	}
 	c := &caller{client: s.opts.Admin.WithToken(tok)}

@@ -1,6 +1,7 @@
 package keepstore
 
 import (
+	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -8,7 +9,7 @@ import (
 // own so that several Servers can live in one process (tests, devcluster).
 type metrics struct {
 	reg         *prometheus.Registry
-	requests    *prometheus.CounterVec
+	requests    httpx.RequestCounter
 	bytesIn     prometheus.Counter
 	bytesOut    prometheus.Counter
 	putDuration prometheus.Histogram
@@ -16,11 +17,8 @@ type metrics struct {
 
 func newMetrics(pool *bufferPool, max int) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "arvupload", Subsystem: "keepstore", Name: "requests_total",
-			Help: "HTTP requests by method and status code.",
-		}, []string{"method", "code"}),
+		reg:      prometheus.NewRegistry(),
+		requests: httpx.NewRequestCounter("keepstore"),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "arvupload", Subsystem: "keepstore", Name: "received_bytes_total",
 			Help: "Request body bytes read.",

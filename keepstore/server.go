@@ -1,14 +1,12 @@
 package keepstore
 
 import (
-	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -123,12 +121,8 @@ func (s *Server) BuffersInUse() int { return int(s.pool.inUse.Load()) }
 // and one log line, then routes it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	reqID := r.Header.Get("X-Request-Id")
-	if !httpx.ValidRequestID(reqID) {
-		reqID = httpx.NewRequestID()
-	}
+	reqID := httpx.RequestID(w, r)
 	h := w.Header()
-	h.Set("X-Request-Id", reqID)
 	h.Set("Access-Control-Allow-Methods", "GET, HEAD, PUT, OPTIONS")
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Length, Content-Type, X-Keep-Desired-Replicas, X-Keep-Signature, X-Keep-Storage-Classes")
@@ -143,22 +137,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.Status = http.StatusOK
 	}
 	d := time.Since(start)
-	s.metrics.requests.WithLabelValues(httpx.MethodLabel(r.Method), strconv.Itoa(rw.Status)).Inc()
+	s.metrics.requests.Count(r.Method, rw.Status)
 	s.metrics.bytesIn.Add(float64(body.n))
 	s.metrics.bytesOut.Add(float64(rw.Bytes))
 	if r.Method == http.MethodPut {
 		s.metrics.putDuration.Observe(d.Seconds())
 	}
-	s.log.LogAttrs(r.Context(), httpx.RequestLevel(rw.Status), "request",
-		slog.String("request_id", reqID),
-		slog.String("remote_addr", r.RemoteAddr),
-		slog.String("method", r.Method),
-		slog.String("path", httpx.LogPath(r.URL.Path)),
-		slog.Int("status", rw.Status),
-		slog.Int64("bytes_in", body.n),
-		slog.Int64("bytes_out", rw.Bytes),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-	)
+	httpx.LogRequest(r.Context(), s.log, r, httpx.Access{ID: reqID, Status: rw.Status, BytesIn: body.n, BytesOut: rw.Bytes, Duration: d})
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
@@ -198,16 +183,15 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, `{"health":"OK"}`+"\n")
 }
 
-// checkToken answers 401 when the request has no Authorization header and 403
-// when its token is not want (or want is empty), and reports whether the
-// request may go on.
+// checkToken answers 401 when the request carries no token and 403 when
+// its token is not want (or want is empty), and reports whether the
+// request may go on (httpx.TokenStatus).
 func (s *Server) checkToken(w http.ResponseWriter, r *http.Request, want string) bool {
-	got := requestToken(r)
-	if got == "" {
+	switch httpx.TokenStatus(requestToken(r), want) {
+	case http.StatusUnauthorized:
 		httpError(w, http.StatusUnauthorized, "Unauthorized")
 		return false
-	}
-	if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+	case http.StatusForbidden:
 		httpError(w, http.StatusForbidden, "Forbidden")
 		return false
 	}
@@ -218,15 +202,11 @@ func (s *Server) checkToken(w http.ResponseWriter, r *http.Request, want string)
 // (PROTOCOL 1.2): Authorization Bearer/OAuth2, Basic password, api_token
 // query parameter, arvados_api_token cookie.
 func requestToken(r *http.Request) string {
-	if a := r.Header.Get("Authorization"); a != "" {
-		for _, scheme := range []string{"Bearer ", "OAuth2 "} {
-			if len(a) > len(scheme) && strings.EqualFold(a[:len(scheme)], scheme) {
-				return strings.TrimSpace(a[len(scheme):])
-			}
-		}
-		if _, pw, ok := r.BasicAuth(); ok && pw != "" {
-			return pw
-		}
+	if tok, ok := httpx.BearerToken(r); ok {
+		return tok
+	}
+	if _, pw, ok := r.BasicAuth(); ok && pw != "" {
+		return pw
 	}
 	if t := r.URL.Query().Get("api_token"); t != "" {
 		return t

@@ -5,11 +5,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/arv-upload/arv-upload/arvados"
+	"github.com/arv-upload/arv-upload/internal/httpx"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -159,11 +159,8 @@ func (c *authCache) len() int {
 }
 
 // tokenFrom returns the token of an "Authorization: Bearer|OAuth2 <tok>"
-// header, or "".
+// header, or "" (httpx.ParseAuthorization: one rule in every server).
 func tokenFrom(header string) string {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
-	if !ok || (scheme != "Bearer" && scheme != "OAuth2") {
-		return ""
-	}
-	return strings.TrimSpace(tok)
+	tok, _ := httpx.ParseAuthorization(header)
+	return tok
 }

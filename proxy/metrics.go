@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/arv-upload/arv-upload/internal/httpx"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -8,7 +9,7 @@ import (
 // that several Servers (tests, devcluster) can live in one process.
 type metrics struct {
 	reg            *prometheus.Registry
-	requests       *prometheus.CounterVec
+	requests       httpx.RequestCounter
 	bytesIn        prometheus.Counter
 	replicasStored prometheus.Counter
 	upstreamErrors prometheus.Counter
@@ -26,11 +27,8 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "arvupload", Subsystem: "proxy", Name: "requests_total",
-			Help: "HTTP requests by method and status code.",
-		}, []string{"method", "code"}),
+		reg:      prometheus.NewRegistry(),
+		requests: httpx.NewRequestCounter("proxy"),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "arvupload", Subsystem: "proxy", Name: "received_bytes_total",
 			Help: "Block bytes received from clients (complete bodies only).",

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -364,38 +363,31 @@ func (s *Server) SpoolDepth() int { return s.spool.Depth() }
 // ServeHTTP routes a request (PROTOCOL 7.1), and counts and logs it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	reqID := r.Header.Get("X-Request-Id")
-	if !httpx.ValidRequestID(reqID) {
-		reqID = httpx.NewRequestID()
-		r.Header.Set("X-Request-Id", reqID)
-	}
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-	rec.Header().Set("X-Request-Id", reqID)
+	reqID := httpx.RequestID(w, r)
+	rec := &httpx.Recorder{ResponseWriter: w}
 	info := &reqInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 	setCORS(rec.Header())
 	s.mux.ServeHTTP(rec, r)
-	code := rec.status
-	s.metrics.requests.WithLabelValues(httpx.MethodLabel(r.Method), fmt.Sprint(code)).Inc()
-	attrs := []any{
-		"request_id", reqID, "remote_addr", r.RemoteAddr, "method", r.Method,
-		"path", httpx.LogPath(r.URL.Path), "status", code,
-		"bytes_in", info.bytes, "bytes_out", rec.n,
-		"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
+	code := rec.Status
+	if code == 0 {
+		code = http.StatusOK
 	}
+	s.metrics.requests.Count(r.Method, code)
+	var extra []slog.Attr
 	if info.user != "" {
-		attrs = append(attrs, "user_uuid", info.user)
+		extra = append(extra, slog.String("user_uuid", info.user))
 	}
 	if info.locator != "" {
-		attrs = append(attrs, "locator", info.locator, "want_replicas", info.want, "replicas", info.replicas)
+		extra = append(extra, slog.String("locator", info.locator), slog.Int("want_replicas", info.want), slog.Int("replicas", info.replicas))
 	}
 	if info.queued >= time.Millisecond {
-		attrs = append(attrs, "queued_ms", float64(info.queued.Microseconds())/1000)
+		extra = append(extra, slog.Float64("queued_ms", float64(info.queued.Microseconds())/1000))
 	}
 	if info.err != "" {
-		attrs = append(attrs, "err", info.err)
+		extra = append(extra, slog.String("err", info.err))
 	}
-	s.log.Log(r.Context(), httpx.RequestLevel(code), "request", attrs...)
+	httpx.LogRequest(r.Context(), s.log, r, httpx.Access{ID: reqID, Status: code, BytesIn: info.bytes, BytesOut: rec.Bytes, Duration: time.Since(start)}, extra...)
 }
 
 // reqInfo collects the per-request facts for the log line.
@@ -414,31 +406,6 @@ func infoFrom(r *http.Request) *reqInfo {
 	}
 	return &reqInfo{}
 }
-
-// recorder remembers the status code; Unwrap keeps http.ResponseController
-// working (read deadlines).
-type recorder struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-	n      int64 // bytes written
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	r.wrote = true
-	n, err := r.ResponseWriter.Write(b)
-	r.n += int64(n)
-	return n, err
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // setCORS sets keepproxy's CORS headers (PROTOCOL 4.6).
 func setCORS(h http.Header) {
@@ -487,11 +454,12 @@ func (s *Server) managementOK(w http.ResponseWriter, r *http.Request) bool {
 		textError(w, "disabled", http.StatusNotFound)
 		return false
 	}
-	if r.Header.Get("Authorization") == "" {
+	got, _ := httpx.BearerToken(r)
+	switch httpx.TokenStatus(got, s.opts.ManagementToken) {
+	case http.StatusUnauthorized:
 		textError(w, "Unauthorized", http.StatusUnauthorized)
 		return false
-	}
-	if subtle.ConstantTimeCompare([]byte(tokenFrom(r.Header.Get("Authorization"))), []byte(s.opts.ManagementToken)) != 1 {
+	case http.StatusForbidden:
 		textError(w, "Forbidden", http.StatusForbidden)
 		return false
 	}

@@ -253,6 +253,7 @@ func TestServer_ServeHTTP_management(t *testing.T) {
 		{"health disabled", "", "/_health/ping", "", 404, "disabled\n"},
 		{"health no auth", "m", "/_health/ping", "", 401, "Unauthorized\n"},
 		{"health wrong auth", "m", "/_health/ping", "Bearer x", 403, "Forbidden\n"},
+		{"health no bearer token", "m", "/_health/ping", "Basic bTpt", 401, "Unauthorized\n"},
 		{"health OAuth2", "m", "/_health/ping", "OAuth2 m", 200, "{\"health\":\"OK\"}\n"},
 		{"health other check", "m", "/_health/other", "Bearer m", 400, "Bad Request\n"},
 		{"health ok", "m", "/_health/ping", "Bearer m", 200, "{\"health\":\"OK\"}\n"},

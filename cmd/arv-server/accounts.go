@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -19,12 +16,16 @@ import (
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
+// Calls through the broker take seconds (each is a few upstream calls
+// within a 20 s retry budget); 30 s lets them finish on SIGTERM.
+const accountsShutdownTimeout = 30 * time.Second
+
 type accountsFlags struct {
-	listen          string
-	tlsCert, tlsKey string
-	upstream        string
-	adminTokenFile  string
-	insecure        bool
+	listen         string
+	tls            tlsFlags
+	upstream       string
+	adminTokenFile string
+	insecure       bool
 }
 
 func newAccountsCommand() *cobra.Command {
@@ -45,8 +46,7 @@ It stores nothing: accounts are users, permission links and tokens upstream.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:25108", "address to listen on")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	f.tls.register(fl)
 	fl.StringVar(&f.upstream, "upstream", "", "the cluster's API server: host:port for HTTPS, or http(s)://host:port; required")
 	fl.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding an admin token scoped to the calls listed above; required")
 	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the upstream")
@@ -60,25 +60,15 @@ func runAccounts(ctx context.Context, stderr io.Writer, f accountsFlags) error {
 	if f.adminTokenFile == "" {
 		return errors.New("--admin-token-file is required: see `arv-server accounts --help` for the token's scopes")
 	}
-	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return errors.New("--tls-cert and --tls-key go together")
-	}
-	var tlsConf *tls.Config
-	if f.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
-			return fmt.Errorf("load TLS certificate and key: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsConf, err := f.tls.load()
+	if err != nil {
+		return err
 	}
 	token, err := readSecretFile(f.adminTokenFile, "admin token")
 	if err != nil {
 		return err
 	}
-	scheme, host := "https", f.upstream
-	if u, err := url.Parse(f.upstream); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
-		scheme, host = u.Scheme, u.Host
-	}
+	scheme, host := apiHost(f.upstream)
 	// A short retry budget: a caller waits on each call.
 	api, err := keepclient.NewClient(keepclient.Config{APIHost: host, Scheme: scheme, Token: token, Insecure: f.insecure, MaxElapsed: 20 * time.Second})
 	if err != nil {
@@ -89,34 +79,14 @@ func runAccounts(ctx context.Context, stderr io.Writer, f accountsFlags) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute,
-		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), TLSConfig: tlsConf}
+	srv := newHTTPServer(b, log, tlsConf)
+	srv.ReadTimeout, srv.WriteTimeout = time.Minute, 2*time.Minute
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
-	listenScheme := "http"
-	if tlsConf != nil {
-		listenScheme = "https"
-	}
-	errc := make(chan error, 1)
-	go func() {
-		if tlsConf != nil {
-			errc <- srv.ServeTLS(ln, "", "")
-		} else {
-			errc <- srv.Serve(ln)
-		}
-	}()
-	log.Info("listening", "service", "accounts", "url", serviceURL(listenScheme, ln.Addr()), "upstream", scheme+"://"+host)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shut down HTTP server: %w", err)
+	if err := serve(ctx, log, "accounts", srv, ln, accountsShutdownTimeout, "upstream", scheme+"://"+host); err != nil {
+		return err
 	}
 	log.Info("stopped", "service", "accounts")
 	return nil

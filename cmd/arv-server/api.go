@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"time"
@@ -31,7 +28,7 @@ const (
 
 type apiFlags struct {
 	listen              string
-	tlsCert, tlsKey     string
+	tls                 tlsFlags
 	insecureHTTP        bool
 	keepstores, proxies []string
 	managementTokenFile string
@@ -62,8 +59,7 @@ proxy in front terminates HTTPS.`,
 	fl.StringVar(&opts.DataDir, "data", "", "data directory (store and bootstrap secrets)")
 	fl.StringVar(&opts.ClusterID, "cluster-id", "zzzzz", "five-character cluster ID")
 	fl.StringVar(&opts.ExternalURL, "external-url", "", "public URL of this server, e.g. https://api.example:443")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	f.tls.register(fl)
 	fl.BoolVar(&f.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address (only behind a proxy that terminates TLS)")
 	fl.StringArrayVar(&f.keepstores, "keepstore", nil, "internal keepstore URL (repeatable)")
 	fl.StringArrayVar(&f.proxies, "proxy", nil, "public keep proxy URL (repeatable)")
@@ -89,8 +85,9 @@ proxy in front terminates HTTPS.`,
 func runAPI(ctx context.Context, stderr io.Writer, f apiFlags, opts apiserver.Options) error {
 	log := newLogger(stderr, slog.LevelInfo)
 	opts.Logger = log
-	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return usageError{errors.New("--tls-cert and --tls-key go together")}
+	tlsConf, err := f.tls.load()
+	if err != nil {
+		return err
 	}
 	for _, u := range f.keepstores {
 		s, err := serviceFromURL(u, "disk", opts.ClusterID)
@@ -113,22 +110,12 @@ func runAPI(ctx context.Context, stderr io.Writer, f apiFlags, opts apiserver.Op
 		}
 		opts.ManagementToken = tok
 	}
-	var tlsConf *tls.Config
-	if f.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
-			return fmt.Errorf("load TLS certificate and key: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
 	defer ln.Close()
-	scheme := "https"
 	if tlsConf == nil {
-		scheme = "http"
 		if !isLoopback(ln.Addr()) {
 			if !f.insecureHTTP {
 				return usageError{fmt.Errorf("refusing to serve plain HTTP on %s, which other machines can reach: "+
@@ -146,32 +133,10 @@ func runAPI(ctx context.Context, stderr io.Writer, f apiFlags, opts apiserver.Op
 	defer srv.Close()
 	// The API's own deadlines cut slow bodies and responses; the HTTP
 	// server bounds the headers, which come before any handler runs.
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: f.readHeaderTimeout,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		TLSConfig:         tlsConf,
-	}
-	errc := make(chan error, 1)
-	go func() {
-		if tlsConf != nil {
-			errc <- hs.ServeTLS(ln, "", "")
-		} else {
-			errc <- hs.Serve(ln)
-		}
-	}()
-	log.Info("listening", "service", "api", "url", serviceURL(scheme, ln.Addr()), "external_url", opts.ExternalURL, "data_dir", opts.DataDir)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: finishing in-flight requests", "service", "api")
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shut down HTTP server: %w", err)
+	hs := newHTTPServer(srv, log, tlsConf)
+	hs.ReadHeaderTimeout = f.readHeaderTimeout
+	if err := serve(ctx, log, "api", hs, ln, f.shutdownTimeout, "external_url", opts.ExternalURL, "data_dir", opts.DataDir); err != nil {
+		return err
 	}
 	log.Info("stopped", "service", "api")
 	return nil

@@ -96,10 +96,6 @@ func deployUnits(t *testing.T) map[string]systemdUnit {
 	return units
 }
 
-// accountsShutdownTimeout is how long arv-server accounts waits for the
-// requests in flight on SIGTERM (runAccounts' srv.Shutdown; it has no flag).
-const accountsShutdownTimeout = 30 * time.Second
-
 // Issue 12.4: the units in DEPLOY.md run the real commands with flags they
 // have, and give each the time its shutdown takes before systemd kills it.
 func TestDeployGuide_systemdUnits(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -85,32 +84,16 @@ func runKeepstore(ctx context.Context, stderr io.Writer, f keepstoreFlags, opts 
 	if err != nil {
 		return fmt.Errorf("start keepstore: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           ks,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       5 * time.Minute,
-		WriteTimeout:      10 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(ks, log, nil)
+	srv.ReadTimeout, srv.WriteTimeout = 5*time.Minute, 10*time.Minute
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
-	log.Info("listening", "service", "keepstore", "url", serviceURL("http", ln.Addr()), "dir", opts.Dir,
-		"signing", len(opts.SigningKey) > 0, "enforce_signing", opts.EnforceSigning, "max_buffers", opts.MaxBuffers)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	if err := serve(ctx, log, "keepstore", srv, ln, f.shutdownTimeout, "dir", opts.Dir,
+		"signing", len(opts.SigningKey) > 0, "enforce_signing", opts.EnforceSigning, "max_buffers", opts.MaxBuffers); err != nil {
+		return err
 	}
-	log.Info("shutting down: finishing in-flight requests", "service", "keepstore")
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shut down HTTP server: %w", err)
-	}
+	log.Info("stopped", "service", "keepstore")
 	return ctx.Err()
 }

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,7 +23,7 @@ import (
 
 type proxyFlags struct {
 	listen              string
-	tlsCert, tlsKey     string
+	tls                 tlsFlags
 	apiHost             string
 	insecure            bool
 	serviceTokenFile    string
@@ -65,8 +63,7 @@ answers 503 and one error line a minute says so. See docs/DEPLOY.md.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", ":25107", "address to listen on")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	f.tls.register(fl)
 	fl.StringVar(&f.apiHost, "api-host", os.Getenv("ARVADOS_API_HOST"), "API server host:port for HTTPS, or http://host:port (default $ARVADOS_API_HOST)")
 	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the API server and keepstores")
 	fl.StringVar(&f.serviceTokenFile, "service-token-file", "", "file holding the proxy's own API token: lists the keepstores when no --keepstore is given, and posts the audit logs when no --audit-token-file is given")
@@ -122,20 +119,11 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	if f.spoolDir == "" {
 		return errors.New("--spool-dir is required: audit records are spooled there until the API server has them")
 	}
-	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return errors.New("--tls-cert and --tls-key go together")
-	}
-	var tlsConf *tls.Config
-	if f.tlsCert != "" {
-		// Loaded first, so that a bad pair fails the start at once.
-		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
-			return fmt.Errorf("load TLS certificate and key: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsConf, err := f.tls.load()
+	if err != nil {
+		return err
 	}
 	var token, auditToken string
-	var err error
 	if f.serviceTokenFile != "" {
 		if token, err = readSecretFile(f.serviceTokenFile, "service token"); err != nil {
 			return err
@@ -158,11 +146,7 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	}
 	log := newLogger(stderr, slog.LevelInfo)
 
-	// --api-host is host:port (HTTPS), or a URL to choose the scheme.
-	scheme, host := "https", f.apiHost
-	if u, err := url.Parse(f.apiHost); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
-		scheme, host = u.Scheme, u.Host
-	}
+	scheme, host := apiHost(f.apiHost)
 	api, err := keepclient.NewClient(keepclient.Config{APIHost: host, Scheme: scheme, Token: token, Insecure: f.insecure})
 	if err != nil {
 		return fmt.Errorf("create API client: %w", err)
@@ -220,52 +204,25 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 		px.Close()
 		return err
 	}
-	srv := &http.Server{
-		Handler:           px,
-		ReadHeaderTimeout: 10 * time.Second,
-		// ReadTimeout covers the headers and the wait for a slot; a block
-		// body then has its own deadlines (--body-idle-timeout,
-		// --min-body-rate), however long a slow link takes. The proxy
-		// also gives each PUT's response a fresh write deadline.
-		ReadTimeout:  5 * time.Minute,
-		WriteTimeout: 10 * time.Minute,
-		IdleTimeout:  2 * time.Minute,
-		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		TLSConfig:    tlsConf,
-	}
+	srv := newHTTPServer(px, log, tlsConf)
+	// ReadTimeout covers the headers and the wait for a slot; a block body
+	// then has its own deadlines (--body-idle-timeout, --min-body-rate),
+	// however long a slow link takes. The proxy also gives each PUT's
+	// response a fresh write deadline.
+	srv.ReadTimeout, srv.WriteTimeout = 5*time.Minute, 10*time.Minute
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		px.Close()
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
-	listenScheme := "http"
-	if srv.TLSConfig != nil {
-		listenScheme = "https"
-	}
-	errc := make(chan error, 1)
-	go func() {
-		if srv.TLSConfig != nil {
-			errc <- srv.ServeTLS(ln, "", "")
-		} else {
-			errc <- srv.Serve(ln)
-		}
-	}()
-	log.Info("listening", "service", "proxy", "url", serviceURL(listenScheme, ln.Addr()), "keepstores", len(services), "reads", f.enableReads)
-	select {
-	case err = <-errc:
-		px.Close()
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: finishing in-flight writes", "service", "proxy")
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-	defer cancel()
-	serr := srv.Shutdown(sctx)
+	err = serve(ctx, log, "proxy", srv, ln, f.shutdownTimeout, "keepstores", len(services), "reads", f.enableReads)
+	// After the writes in flight: Close ends the audit delivery after a
+	// short drain of the spool.
 	if cerr := px.Close(); cerr != nil {
 		return fmt.Errorf("close proxy: %w", cerr)
 	}
-	if serr != nil {
-		return fmt.Errorf("shut down HTTP server: %w", serr)
+	if err != nil {
+		return err
 	}
 	log.Info("stopped", "service", "proxy")
 	return nil // a requested shutdown that finished cleanly is a success
