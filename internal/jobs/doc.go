@@ -39,7 +39,9 @@
 //
 // Only the process that holds the journal's lock (bbolt's exclusive flock,
 // taken by store.Open or by LockJournal) runs the job and writes its status
-// file and record. Other commands read them; the one exception is a job
+// file and record; `start` writes the first record just before it creates
+// the journal (so a rebuild knows the options whatever becomes of it), when
+// no other process can know the job. Other commands read them; the one exception is a job
 // whose journal is damaged (MarkDamaged): nobody can run it, and whichever
 // command finds it so records state "damaged" in the status file, so that
 // status and list show it without reading the journal. `abort` writes the
