@@ -1,7 +1,9 @@
 // Command arv-upload uploads a directory tree to Arvados as a collection.
 //
-// start, resume, status, abort and list run and inspect upload jobs
-// (package agent, journal in package store); account manages uploader
+// start, resume, status, abort, list and prune run and inspect upload
+// jobs (package agent; journal in package store; the job's files, locks
+// and listing in internal/jobs), one file a command; run.go wires a run
+// and its progress printers (progress.go, bar.go). account manages uploader
 // accounts (package admin). Credentials come from flags, then
 // ARVADOS_API_HOST/ARVADOS_API_TOKEN/ARVADOS_API_HOST_INSECURE, then
 // ~/.config/arvados/settings.conf.

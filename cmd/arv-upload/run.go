@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"time"
@@ -54,50 +52,60 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd jobs.
 	}
 	keep := keepclient.NewKeep(c, keepOpts)
 	errw := cmd.ErrOrStderr()
-	var bar *barPrinter
 	if progress == "auto" {
 		progress = "summary" // a line a minute, for nohup, systemd and logs
 		if f, ok := errw.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			progress = "bar"
 		}
 	}
-	if progress == "bar" {
-		bar = newBarPrinter(errw, job)
+	var display printer = nonePrinter{}
+	switch progress {
+	case "bar":
+		bar := newBarPrinter(errw, job)
 		defer bar.stop()
+		display = bar
+	case "summary":
+		display = newSummaryPrinter(errw, job)
 	}
 	interval, _ := cmd.Flags().GetDuration("progress-interval")
 	if interval <= 0 {
 		interval = time.Second
 	}
-	// NDJSON records: on stdout with --progress json (then stdout holds
-	// nothing else), and to --progress-file whatever the display.
-	var records []io.Writer
+	// out serializes what goes to stderr (the bar, JSON lines, warnings),
+	// so that a warning never lands in the middle of the bar. say prints
+	// a warning with out held.
+	var out sync.Mutex
+	say := func(msg string) {
+		display.clear()
+		fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg)
+	}
+	warn := func(msg string) {
+		out.Lock()
+		defer out.Unlock()
+		say(msg)
+	}
+	// NDJSON records first: on stdout with --progress json (then stdout
+	// holds nothing else), and to --progress-file whatever the display.
+	var printers []printer
 	if progress == "json" {
-		records = append(records, cmd.OutOrStdout())
+		printers = append(printers, &jsonPrinter{w: cmd.OutOrStdout(), name: "stdout", failed: say})
 	}
 	if path, _ := cmd.Flags().GetString("progress-file"); path != "" {
 		pf, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return fmt.Errorf("open --progress-file %s: %w", path, err)
 		}
-		defer pf.Close()
-		records = append(records, pf)
+		defer func() {
+			if err := pf.Close(); err != nil {
+				warn(fmt.Sprintf("--progress-file %s: %v", path, err))
+			}
+		}()
+		printers = append(printers, &jsonPrinter{w: pf, name: "--progress-file " + path, failed: say})
 	}
-	lastSummary := time.Now()
+	printers = append(printers, display)
 	statusErrSaid := false
 	start := time.Now()
 	var last status
-	// out serializes what goes to stderr (the bar, JSON lines, warnings),
-	// so that a warning never lands in the middle of the bar.
-	var out sync.Mutex
-	warn := func(msg string) {
-		out.Lock()
-		defer out.Unlock()
-		if bar != nil {
-			bar.clear()
-		}
-		fmt.Fprintf(errw, "arv-upload: warning: %s\n", msg)
-	}
 	if recErr != nil {
 		warn(recErr.Error() + " (it is what a rebuild needs if the journal is damaged)")
 	}
@@ -114,6 +122,8 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd jobs.
 			}
 		}
 	}
+	// publish writes p as the status file and shows it; final ends the
+	// printers with the run's outcome.
 	publish := func(p agent.Progress, final bool, outcome error) {
 		out.Lock()
 		defer out.Unlock()
@@ -136,40 +146,13 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd jobs.
 			// Once: `status` from another window then shows stale figures,
 			// the upload itself goes on (the journal is what counts).
 			statusErrSaid = true
-			if bar != nil {
-				bar.clear()
-			}
-			fmt.Fprintf(errw, "arv-upload: warning: cannot write the status file (%v); `arv-upload status` will lag\n", err)
+			say(fmt.Sprintf("cannot write the status file (%v); `arv-upload status` will lag", err))
 		}
-		if len(records) > 0 {
-			rec := progressRecord{status: st}
+		for _, pr := range printers {
 			if final {
-				rec.Outcome = outcomeOf(outcome, cmd.Context().Err() != nil)
-				if outcome != nil {
-					rec.Error = outcome.Error()
-				}
-			}
-			b, _ := json.Marshal(rec)
-			for _, w := range records {
-				fmt.Fprintln(w, string(b))
-			}
-		}
-		switch progress {
-		case "summary":
-			if final || time.Since(lastSummary) < time.Minute {
-				break
-			}
-			lastSummary = time.Now()
-			line := fmt.Sprintf("arv-upload: job %s: %s of %s, %d of %d files", job, humanBytes(p.BytesDone), humanBytes(p.BytesTotal), p.FilesDone, p.FilesTotal)
-			if p.Retrying {
-				line += fmt.Sprintf(", retrying at %s (%s)", p.RetryAt.Local().Format("15:04:05"), p.LastError)
-			} else if st.RateBPS > 0 {
-				line += fmt.Sprintf(", %s/s", humanBytes(int64(st.RateBPS)))
-			}
-			fmt.Fprintln(errw, line)
-		case "bar":
-			if !final {
-				bar.update(p)
+				pr.finish(st, outcome, cmd.Context().Err() != nil)
+			} else {
+				pr.show(st)
 			}
 		}
 	}
@@ -202,12 +185,6 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd jobs.
 	close(done)
 	<-stopped // publish is not safe for concurrent use
 	publish(up.Progress(), true, runErr)
-	if bar != nil {
-		if runErr == nil {
-			bar.update(up.Progress())
-		}
-		bar.finish(runErr == nil)
-	}
 	if runErr != nil {
 		if cmd.Context().Err() != nil {
 			if sd.Aborting(job) {

@@ -19,7 +19,11 @@ const StateDamaged = "damaged"
 // process publishes and `status --json` prints.
 type Status struct {
 	agent.Progress
-	PID         int     `json:"pid,omitempty"` // the running process; 0 once it ended
+	// PID is the running process; 0 once it ended.
+	PID int `json:"pid,omitempty"`
+	// RateBPS is this run's average: bytes sent over ElapsedSecs (the
+	// displays show a sliding window's instead); ETASeconds the bytes left
+	// at that rate.
 	RateBPS     float64 `json:"rate_bytes_per_second"`
 	ETASeconds  float64 `json:"eta_seconds"`
 	UpdatedAt   string  `json:"updated_at"`
