@@ -33,10 +33,6 @@ const minBarWidth = 10
 // maxBarWidth is the bar's width on a wide terminal.
 const maxBarWidth = 40
 
-// rateWindow is the span the rate is measured over: long enough to smooth
-// the bursts of 64 MiB blocks, short enough to follow a change of link.
-const rateWindow = 20 * time.Second
-
 // barPrinter draws the progress of one run.
 type barPrinter struct {
 	w     io.Writer
@@ -145,8 +141,20 @@ func (b *barPrinter) clear() {
 	}
 }
 
-// finish leaves the bar as it is (at 100% when done) and ends the line.
-func (b *barPrinter) finish(done bool) {
+// show draws st's progress (printer).
+func (b *barPrinter) show(st status) { b.update(st.Progress) }
+
+// finish draws the last status if the run is done and ends the line
+// (printer).
+func (b *barPrinter) finish(st status, err error, _ bool) {
+	if err == nil {
+		b.update(st.Progress)
+	}
+	b.end(err == nil)
+}
+
+// end leaves the bar as it is (at 100% when done) and ends the line.
+func (b *barPrinter) end(done bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.bar != nil {
@@ -220,46 +228,4 @@ func shortDuration(d time.Duration) string {
 		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
 	}
 	return fmt.Sprintf("%ds", int(d.Seconds()))
-}
-
-// rateMeter measures bytes per second over the last rateWindow from
-// samples of a growing counter (this run's bytes sent).
-type rateMeter struct {
-	samples []rateSample
-}
-
-type rateSample struct {
-	at time.Time
-	n  int64
-}
-
-func (m *rateMeter) add(at time.Time, n int64) {
-	m.samples = append(m.samples, rateSample{at, n})
-	cut := 0
-	for cut < len(m.samples)-1 && at.Sub(m.samples[cut+1].at) >= rateWindow {
-		cut++
-	}
-	m.samples = m.samples[cut:]
-}
-
-// perSecond is the rate over the window, 0 until it spans 2 s.
-func (m *rateMeter) perSecond(now time.Time) float64 {
-	if len(m.samples) < 2 {
-		return 0
-	}
-	first, last := m.samples[0], m.samples[len(m.samples)-1]
-	span := last.at.Sub(first.at).Seconds()
-	if span < 2 || last.n <= first.n {
-		return 0
-	}
-	return float64(last.n-first.n) / span
-}
-
-// rateField is the rate beside the bar, "-/s" until one is known (a
-// 64 MiB block takes a while to be confirmed: 0 B/s would be a lie).
-func rateField(rate float64) string {
-	if rate <= 0 {
-		return "-/s"
-	}
-	return humanBytes(int64(rate)) + "/s"
 }

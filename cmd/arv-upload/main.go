@@ -1,18 +1,24 @@
 // Command arv-upload uploads a directory tree to Arvados as a collection.
 //
-// start, resume, status, abort and list run and inspect upload jobs
-// (package agent, journal in package store); account manages uploader
+// start, resume, status, abort, list and prune run and inspect upload
+// jobs (package agent; journal in package store; the job's files, locks
+// and listing in internal/jobs), one file a command; run.go wires a run
+// and its progress printers (progress.go, bar.go). account manages uploader
 // accounts (keepclient's uploader-account calls). Credentials come from flags, then
 // ARVADOS_API_HOST/ARVADOS_API_TOKEN/ARVADOS_API_HOST_INSECURE, then
 // ~/.config/arvados/settings.conf.
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -103,13 +109,16 @@ func completeJobs(cmd *cobra.Command, args []string, toComplete string) ([]strin
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	sd, err := stateDir()
+	sd, err := stateDir(cmd)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveError
 	}
-	jobs, _ := listJobs(sd)
+	names, err := sd.List()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
+	}
 	var out []string
-	for _, j := range jobs {
+	for _, j := range names {
 		if strings.HasPrefix(j, toComplete) {
 			out = append(out, j)
 		}
@@ -184,4 +193,37 @@ func version() string {
 		return fmt.Sprintf("%s (%s%s, %s)", v, rev, dirty, bi.GoVersion)
 	}
 	return fmt.Sprintf("%s (%s)", v, bi.GoVersion)
+}
+
+// settingsConf reads ~/.config/arvados/settings.conf (KEY=VALUE lines).
+func settingsConf() map[string]string {
+	out := map[string]string{}
+	base := os.Getenv("XDG_CONFIG_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".config")
+	}
+	f, err := os.Open(filepath.Join(base, "arvados", "settings.conf"))
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return out
+}
+
+// tokenFingerprint identifies a token without revealing it: the UUID of a
+// v2 token, else a short SHA-256.
+func tokenFingerprint(tok string) string {
+	if parts := strings.Split(tok, "/"); len(parts) >= 3 && parts[0] == "v2" {
+		return parts[1]
+	}
+	sum := sha256.Sum256([]byte(tok))
+	return "sha256:" + hex.EncodeToString(sum[:8])
 }
