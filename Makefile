@@ -20,9 +20,9 @@ test:
 # test` runs it from then on with the seeds.
 FUZZTIME ?= 30s
 FUZZ_TARGETS := \
-	./apiserver:FuzzReadParams ./apiserver:FuzzServeHTTP \
-	./keepstore:FuzzPutHash ./keepstore:FuzzRequestHeaders ./keepstore:FuzzServeHTTP \
-	./proxy:FuzzServeHTTP \
+	./internal/apiserver:FuzzReadParams ./internal/apiserver:FuzzServeHTTP \
+	./internal/keepstore:FuzzPutHash ./internal/keepstore:FuzzRequestHeaders ./internal/keepstore:FuzzServeHTTP \
+	./internal/proxy:FuzzServeHTTP \
 	./arvados:FuzzValidateManifest ./arvados:FuzzNormalize
 
 fuzz:

@@ -21,7 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/arvados"
-	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/internal/devcluster"
 )
 
 // sdkDir is the real Python SDK, beside the repository (shared/).

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arv-upload/arv-upload/apiserver"
 	"github.com/arv-upload/arv-upload/arvados"
+	"github.com/arv-upload/arv-upload/internal/apiserver"
 	"github.com/arv-upload/arv-upload/keepclient"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

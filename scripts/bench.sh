@@ -45,7 +45,7 @@ for b in arv-upload arv-server; do
 done
 if [ -n "${BENCH_SRC:-}" ]; then
   SRC=$(cd "$BENCH_SRC" && pwd)
-elif [ -f "$BIN/../go.mod" ] && [ -f "$BIN/../agent/bench_test.go" ]; then
+elif [ -f "$BIN/../go.mod" ] && { [ -f "$BIN/../internal/agent/bench_test.go" ] || [ -f "$BIN/../agent/bench_test.go" ]; }; then
   SRC=$(cd "$BIN/.." && pwd)
 else
   SRC=$ROOT
@@ -339,8 +339,11 @@ if want arvput; then
 fi
 
 if want engine; then
-  note "engine alone: go test -bench 'Benchmark(Upload|Plan)_' -benchtime 3x -count $RUNS ./agent/ in $SRC"
-  (cd "$SRC" && go test -run '^$' -bench 'Benchmark(Upload|Plan)_' -benchtime 3x -count "$RUNS" -timeout 30m ./agent/) >"$W/gobench.out" 2>&1 || {
+  # The engine moved under internal/ after 1b54955; older checkouts have it at ./agent.
+  agentpkg=./internal/agent/
+  [ -d "$SRC/internal/agent" ] || agentpkg=./agent/
+  note "engine alone: go test -bench 'Benchmark(Upload|Plan)_' -benchtime 3x -count $RUNS $agentpkg in $SRC"
+  (cd "$SRC" && go test -run '^$' -bench 'Benchmark(Upload|Plan)_' -benchtime 3x -count "$RUNS" -timeout 30m "$agentpkg") >"$W/gobench.out" 2>&1 || {
     echo "bench: the engine benchmarks failed:" >&2
     cat "$W/gobench.out" >&2
     exit 1

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/arv-upload/arv-upload/broker"
+	"github.com/arv-upload/arv-upload/internal/broker"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 

@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/broker"
-	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/internal/broker"
+	"github.com/arv-upload/arv-upload/internal/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 

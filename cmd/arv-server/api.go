@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/arv-upload/arv-upload/apiserver"
 	"github.com/arv-upload/arv-upload/arvados"
+	"github.com/arv-upload/arv-upload/internal/apiserver"
 )
 
 // Defaults of `arv-server api` that are the HTTP server's, not the API's.

@@ -26,7 +26,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/keepstore"
+	"github.com/arv-upload/arv-upload/internal/keepstore"
 )
 
 // daemon is an arv-server subcommand running in-process for one test.

@@ -20,11 +20,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/apiserver"
 	"github.com/arv-upload/arv-upload/arvados"
-	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/internal/apiserver"
+	"github.com/arv-upload/arv-upload/internal/devcluster"
+	"github.com/arv-upload/arv-upload/internal/proxy"
 	"github.com/arv-upload/arv-upload/keepclient"
-	"github.com/arv-upload/arv-upload/proxy"
 )
 
 // docBlock is one fenced block of a Markdown file.

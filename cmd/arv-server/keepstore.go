@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/arv-upload/arv-upload/arvados"
-	"github.com/arv-upload/arv-upload/keepstore"
+	"github.com/arv-upload/arv-upload/internal/keepstore"
 )
 
 type keepstoreFlags struct {

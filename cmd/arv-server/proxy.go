@@ -17,8 +17,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/arv-upload/arv-upload/arvados"
+	"github.com/arv-upload/arv-upload/internal/proxy"
 	"github.com/arv-upload/arv-upload/keepclient"
-	"github.com/arv-upload/arv-upload/proxy"
 )
 
 type proxyFlags struct {

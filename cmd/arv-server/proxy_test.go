@@ -19,9 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/arvados"
-	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/internal/devcluster"
+	"github.com/arv-upload/arv-upload/internal/proxy"
 	"github.com/arv-upload/arv-upload/keepclient"
-	"github.com/arv-upload/arv-upload/proxy"
 )
 
 // Issue 12.3: a proxy given only the API server (no --keepstore) finds

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/arvados"
-	"github.com/arv-upload/arv-upload/broker"
-	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/internal/broker"
+	"github.com/arv-upload/arv-upload/internal/devcluster"
 )
 
 // On a cluster without uploader_accounts (the broker in front of our API

@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/internal/agent"
 	"github.com/arv-upload/arv-upload/internal/jobs"
-	"github.com/arv-upload/arv-upload/store"
+	"github.com/arv-upload/arv-upload/internal/store"
 )
 
 // readStatusFile reads the status file at path.

@@ -9,7 +9,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/internal/agent"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 

@@ -10,10 +10,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/internal/agent"
 	"github.com/arv-upload/arv-upload/internal/jobs"
+	"github.com/arv-upload/arv-upload/internal/store"
 	"github.com/arv-upload/arv-upload/keepclient"
-	"github.com/arv-upload/arv-upload/store"
 )
 
 // A damaged journal (store.ErrDamaged) is never used and never replaced

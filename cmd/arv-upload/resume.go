@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/arv-upload/arv-upload/agent"
-	"github.com/arv-upload/arv-upload/store"
+	"github.com/arv-upload/arv-upload/internal/agent"
+	"github.com/arv-upload/arv-upload/internal/store"
 )
 
 func newResumeCommand() *cobra.Command {

@@ -11,10 +11,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/internal/agent"
 	"github.com/arv-upload/arv-upload/internal/jobs"
+	"github.com/arv-upload/arv-upload/internal/store"
 	"github.com/arv-upload/arv-upload/keepclient"
-	"github.com/arv-upload/arv-upload/store"
 )
 
 // keepWriter wires keepclient into the agent's BlockWriter. One

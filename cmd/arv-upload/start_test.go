@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/arvados"
-	"github.com/arv-upload/arv-upload/devcluster"
+	"github.com/arv-upload/arv-upload/internal/devcluster"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/internal/agent"
 )
 
 // Dir is a state directory holding jobs.

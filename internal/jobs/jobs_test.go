@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/agent"
-	"github.com/arv-upload/arv-upload/store"
+	"github.com/arv-upload/arv-upload/internal/agent"
+	"github.com/arv-upload/arv-upload/internal/store"
 )
 
 // newJob makes job's journal in d, recording meta (Job set to job).

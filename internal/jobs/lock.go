@@ -10,8 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/arv-upload/arv-upload/agent"
-	"github.com/arv-upload/arv-upload/store"
+	"github.com/arv-upload/arv-upload/internal/agent"
+	"github.com/arv-upload/arv-upload/internal/store"
 )
 
 // PIDAlive reports whether process pid exists.

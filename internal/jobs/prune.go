@@ -4,8 +4,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/arv-upload/arv-upload/agent"
-	"github.com/arv-upload/arv-upload/store"
+	"github.com/arv-upload/arv-upload/internal/agent"
+	"github.com/arv-upload/arv-upload/internal/store"
 )
 
 // Prunable is a finished job whose files may go: its collection stays.

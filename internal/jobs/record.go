@@ -6,7 +6,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/internal/agent"
 )
 
 // Record is the job record, JOB.job.json beside the journal: what a

@@ -7,8 +7,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/arv-upload/arv-upload/agent"
-	"github.com/arv-upload/arv-upload/store"
+	"github.com/arv-upload/arv-upload/internal/agent"
+	"github.com/arv-upload/arv-upload/internal/store"
 )
 
 // StateDamaged is the state of a job whose journal is damaged

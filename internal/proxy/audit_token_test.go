@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/apiserver"
 	"github.com/arv-upload/arv-upload/arvados"
+	"github.com/arv-upload/arv-upload/internal/apiserver"
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 

@@ -19,7 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
-	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/internal/agent"
 )
 
 // ErrDamaged means a journal file is damaged (truncated, overwritten,
@@ -168,7 +168,7 @@ func journalPanic(r any) bool {
 	}
 }
 
-const thisPackage = "github.com/arv-upload/arv-upload/store"
+const thisPackage = "github.com/arv-upload/arv-upload/internal/store"
 
 // standardLibrary reports whether a function (as runtime.Frame names it,
 // "import/path.Func") belongs to the standard library or the runtime:

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/internal/agent"
 )
 
 func reopen(t *testing.T, j *Journal, path string) *Journal {

@@ -28,7 +28,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/arv-upload/arv-upload/agent"
+	"github.com/arv-upload/arv-upload/internal/agent"
 )
 
 // ErrLocked means another process (a running arv-upload) holds the journal.

@@ -16,10 +16,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/apiserver"
 	"github.com/arv-upload/arv-upload/arvados"
+	"github.com/arv-upload/arv-upload/internal/apiserver"
+	"github.com/arv-upload/arv-upload/internal/keepstore"
 	"github.com/arv-upload/arv-upload/keepclient"
-	"github.com/arv-upload/arv-upload/keepstore"
 )
 
 // realCluster is our API server, two keepstores and the proxy, each on its

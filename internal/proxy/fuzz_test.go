@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/arvados"
-	"github.com/arv-upload/arv-upload/proxy"
+	"github.com/arv-upload/arv-upload/internal/proxy"
 )
 
 // fuzzAuth accepts one token, of an active user.

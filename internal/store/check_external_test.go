@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/arv-upload/arv-upload/agent"
-	"github.com/arv-upload/arv-upload/store"
+	"github.com/arv-upload/arv-upload/internal/agent"
+	"github.com/arv-upload/arv-upload/internal/store"
 )
 
 // A panic in a caller's callback (here, another package, as the agent

@@ -38,11 +38,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/arv-upload/arv-upload/apiserver"
 	"github.com/arv-upload/arv-upload/arvados"
+	"github.com/arv-upload/arv-upload/internal/apiserver"
+	"github.com/arv-upload/arv-upload/internal/keepstore"
+	"github.com/arv-upload/arv-upload/internal/proxy"
 	"github.com/arv-upload/arv-upload/keepclient"
-	"github.com/arv-upload/arv-upload/keepstore"
-	"github.com/arv-upload/arv-upload/proxy"
 )
 
 // Options configures a dev cluster. The zero value (with Dir set) runs the
