@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/arv-upload/arv-upload/internal/httpx"
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // Defaults of the request limits, applied by Open.
@@ -67,7 +66,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	reqID := r.Header.Get("X-Request-Id")
 	if !reqIDRe.MatchString(reqID) {
-		reqID = keepclient.NewRequestID()
+		reqID = httpx.NewRequestID()
 		r.Header.Set("X-Request-Id", reqID)
 	}
 	w.Header().Set("X-Request-Id", reqID)

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/arv-upload/arv-upload/arvados"
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/internal/httpx"
 )
 
 // Routing: every API method is a row of the route table (routes.go),
@@ -96,7 +96,7 @@ func (s *Server) routeHandler(rt route) http.Handler {
 func (s *Server) serveAPI(rw http.ResponseWriter, r *http.Request) {
 	reqID := r.Header.Get("X-Request-Id")
 	if !reqIDRe.MatchString(reqID) {
-		reqID = keepclient.NewRequestID()
+		reqID = httpx.NewRequestID()
 	}
 	rw.Header().Set("X-Request-Id", reqID)
 	w := &statusWriter{ResponseWriter: rw, status: 200}
