@@ -144,6 +144,14 @@ type Config struct {
 	// RetryWait is the first wait before a run is retried after an outage
 	// (retry.go); 0 means 10 s.
 	RetryWait time.Duration
+
+	// Test seams, set by export_test.go so that tests can run in parallel.
+	// blockSize is the Keep block size the plan fills (0 means
+	// keepclient.BlockSize; tests plan smaller blocks to exercise many
+	// blocks with little data). readHook, when set, sees every file path
+	// the reader opens, from several goroutines at once.
+	blockSize int64
+	readHook  func(path string)
 }
 
 // changeRetries is how many times Run plans again for files that change
@@ -228,6 +236,9 @@ func New(cfg Config) (*Uploader, error) {
 	}
 	if cfg.RetryWait == 0 {
 		cfg.RetryWait = defaultRetryWait
+	}
+	if cfg.blockSize == 0 {
+		cfg.blockSize = keepclient.BlockSize
 	}
 	if cfg.ChangeRetryWait == 0 {
 		cfg.ChangeRetryWait = 5 * time.Second

@@ -24,11 +24,14 @@
 // the planned identity of its file. Files and blocks are journaled in
 // batches of 4096.
 //
-// Upload: a pipeline in one errgroup: one reader fills pooled buffers from
-// the planned file ranges; --threads uploaders hash them (so MD5 runs on
-// several cores) and PUT those Keep does not hold yet;
-// one committer journals stored blocks in batches (64 records or 200 ms).
-// A block is journaled as stored only after Keep confirmed it, so `kill -9`
+// Upload: a pipeline of three stages, each a small type with
+// run(ctx) error, composed in one errgroup (upload.go): the blockReader
+// fills pooled buffers from the planned file ranges; putters (--threads
+// goroutines) hash them (so MD5 runs on several cores) and PUT those Keep
+// does not hold yet; the committer journals stored blocks in batches
+// (commitBatch 64 records or commitInterval 200 ms), and reads on after
+// another stage failed, so what Keep confirmed is journaled. The first
+// error is the run's. A block is journaled as stored only after Keep confirmed it, so `kill -9`
 // loses at most the blocks in flight (threads + 1). Content already stored
 // under the same hash (from an earlier plan of the same job) is not PUT
 // again. A file that is not the planned one any more, before or after the

@@ -1,10 +1,6 @@
 package agent
 
-import (
-	"context"
-
-	"github.com/arv-upload/arv-upload/keepclient"
-)
+import "context"
 
 // UploadOnly runs the upload phase alone (tests).
 func (u *Uploader) UploadOnly(ctx context.Context) error { return u.upload(ctx) }
@@ -12,19 +8,19 @@ func (u *Uploader) UploadOnly(ctx context.Context) error { return u.upload(ctx) 
 // Checkpoint saves the partial collection now (tests).
 func (u *Uploader) Checkpoint(ctx context.Context) error { return u.checkpoint(ctx) }
 
-// SetReadHook makes the reader call f with each file path it reads
-// (tests); nil removes it.
-func SetReadHook(f func(path string)) { readHook = f }
-
-// SetBlockSize makes plans use n-byte blocks (tests); the returned func
-// restores the real size.
-func SetBlockSize(n int64) (restore func()) {
-	blockSize = n
-	return func() { blockSize = keepclient.BlockSize }
+// WithBlockSize returns cfg with plans that use n-byte blocks (tests).
+func WithBlockSize(cfg Config, n int64) Config {
+	cfg.blockSize = n
+	return cfg
 }
 
+// SetReadHook makes u's reader call f with each file path it reads, from
+// several goroutines at once (tests); nil removes it.
+func (u *Uploader) SetReadHook(f func(path string)) { u.cfg.readHook = f }
+
 // SetBeforeSend makes f run between measuring a manifest and sending it
-// (tests); nil removes it.
+// (tests); nil removes it. It is a package variable (save.go): a test that
+// sets it must not run in parallel.
 func SetBeforeSend(f func()) { beforeSend = f }
 
 // Retryable is retryable (tests).

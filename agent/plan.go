@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // FileKey orders files (and empty-directory markers, name "") so that a
@@ -30,10 +28,6 @@ func fileKeyOf(rel string) string {
 	dir, name := path.Split(rel)
 	return FileKey(strings.TrimSuffix(dir, "/"), name)
 }
-
-// blockSize is the Keep block size the plan fills (keepclient.BlockSize;
-// tests make it smaller to exercise many blocks with little data).
-var blockSize int64 = keepclient.BlockSize
 
 // maxBlockParts caps the files packed into one block, so a block record
 // (read whole by the reader, rewritten when stored) stays around 2 MiB
@@ -346,6 +340,7 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 		return nil, err
 	}
 	kept := map[int64]bool{}
+	blockSize := u.cfg.blockSize
 
 	// Records are written in batches of about batch files or parts, so
 	// that memory holds one batch (and the packed block being filled),
