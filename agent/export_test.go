@@ -25,3 +25,10 @@ func SetBeforeSend(f func()) { beforeSend = f }
 
 // Retryable is retryable (tests).
 func Retryable(err error) bool { return retryable(err) }
+
+// WithStatParallelism returns cfg with a walk that has n stat calls in
+// flight per directory (tests).
+func WithStatParallelism(cfg Config, n int) Config {
+	cfg.statParallelism = n
+	return cfg
+}
