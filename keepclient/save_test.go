@@ -14,6 +14,7 @@ import (
 // what it wrote, for any valid UTF-8 (what a manifest holds), across
 // buffer flushes.
 func TestJSONStringWriter_roundTrip(t *testing.T) {
+	t.Parallel()
 	rnd := rand.New(rand.NewSource(3))
 	alphabet := []rune("abc \\\"\n\t\x00\x01\x1f\x7fü✓\u2028<>&:")
 	for i := 0; i < 200; i++ {

@@ -147,6 +147,19 @@ type Config struct {
 	// RetryWait is the first wait before a run is retried after an outage
 	// (retry.go); 0 means 10 s.
 	RetryWait time.Duration
+
+	// Test seams, set by export_test.go so that tests can run in parallel.
+	// blockSize is the Keep block size the plan fills (0 means
+	// arvados.BlockSize; tests plan smaller blocks to exercise many
+	// blocks with little data). readHook, when set, sees every file path
+	// the reader opens, from several goroutines at once. statParallelism
+	// bounds the walk's stat calls in flight (walkstat.go). beforeSend,
+	// when set, runs between measuring a manifest and sending it
+	// (save.go).
+	blockSize       int64
+	readHook        func(path string)
+	statParallelism int // 0 means statParallelism
+	beforeSend      func()
 }
 
 // changeRetries is how many times Run plans again for files that change
@@ -212,6 +225,10 @@ type Uploader struct {
 	changedFiles map[string]bool
 	// skipped counts the paths the current walk skipped.
 	skipped int64
+	// plannedFilesDone is how many files the plan just made found with
+	// every block stored (or none to store), for the upload that follows;
+	// -1 when the journal was not planned since the last upload.
+	plannedFilesDone int64
 }
 
 // New returns an Uploader for the job recorded in cfg.Journal.
@@ -232,13 +249,19 @@ func New(cfg Config) (*Uploader, error) {
 	if cfg.RetryWait == 0 {
 		cfg.RetryWait = defaultRetryWait
 	}
+	if cfg.statParallelism == 0 {
+		cfg.statParallelism = statParallelism
+	}
+	if cfg.blockSize == 0 {
+		cfg.blockSize = arvados.BlockSize
+	}
 	if cfg.ChangeRetryWait == 0 {
 		cfg.ChangeRetryWait = 5 * time.Second
 	}
 	if o := meta.Options; o.UpdateCollection != "" && (len(o.Links) > 0 || o.ProjectUUID != "") {
 		return nil, errors.New("an upload into an existing collection (--update-collection) takes no links and no project: the collection is where it is, and its token may not create links")
 	}
-	return &Uploader{cfg: cfg, meta: meta, checkpointed: -1}, nil
+	return &Uploader{cfg: cfg, meta: meta, checkpointed: -1, plannedFilesDone: -1}, nil
 }
 
 // Meta returns the job's metadata as last saved.

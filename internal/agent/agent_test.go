@@ -85,6 +85,7 @@ func newUploader(t *testing.T, j agent.Journal, kw *keepWriter, c *keepclient.Cl
 }
 
 func TestUpload_endToEnd_resumeAfterOutage(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
 	require.NoError(t, err)
@@ -170,6 +171,7 @@ func TestUpload_endToEnd_resumeAfterOutage(t *testing.T) {
 // A file that vanishes after planning gives an error that names it and
 // says how to go on; nothing is uploaded for it.
 func TestUpload_vanishedFileIsAClearError(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "a"), []byte("x"), 0o644))
 	j, err := store.Open(filepath.Join(t.TempDir(), "j.db"), 0)
@@ -192,6 +194,7 @@ func TestUpload_vanishedFileIsAClearError(t *testing.T) {
 }
 
 func TestFileKey_ordersLikeDirLess(t *testing.T) {
+	t.Parallel()
 	dirs := []string{"", "B", "a", "a/b", "a b", "a-c", "a/b/c"}
 	for _, x := range dirs {
 		for _, y := range dirs {
@@ -206,6 +209,7 @@ func TestFileKey_ordersLikeDirLess(t *testing.T) {
 // However tiny the files, a packed block holds at most 16384 of them, so
 // a block record stays small (the reader loads it whole).
 func TestPlan_capsFilesPerBlock(t *testing.T) {
+	t.Parallel()
 	const n = 16384 + 1
 	j := newJob(t, tinyFiles(t, n), agent.Options{}).j
 	meta, err := planOnly(t, j)
@@ -240,6 +244,7 @@ func (p *partsJournal) PutBlocks(bs []agent.BlockRecord) error {
 // the end: memory holds a batch, not every file's part (a million 100-byte
 // files once took the heap to 480 MiB).
 func TestPlan_journalsPackedBlocksAsTheyFill(t *testing.T) {
+	t.Parallel()
 	pj := &partsJournal{Journal: newJob(t, tinyFiles(t, 2*16384+300), agent.Options{}).j}
 	meta, err := planOnly(t, pj)
 	require.NoError(t, err)
@@ -287,6 +292,7 @@ func treeWriter(t *testing.T, root string, seed int64) (write func(rel string, s
 // (and the PDH check would fail after days of upload): the plan stops at
 // once, naming the file and the way out; excluding it lets the job run.
 func TestPlan_invalidUTF8Name(t *testing.T) {
+	t.Parallel()
 	for _, bad := range []string{"bad\xff.txt", "dir\xc3/ok.txt"} {
 		t.Run(fmt.Sprintf("%q", bad), func(t *testing.T) {
 			src := t.TempDir()
@@ -308,6 +314,7 @@ func TestPlan_invalidUTF8Name(t *testing.T) {
 // Issue 13.6: an --exclude pattern that matches nothing is warned about
 // (a typo would otherwise upload what was meant to be skipped).
 func TestPlan_excludeMatchingNothingIsWarned(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "a.log"), []byte("x"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "b.txt"), []byte("y"), 0o644))
@@ -325,21 +332,20 @@ func TestPlan_excludeMatchingNothingIsWarned(t *testing.T) {
 // Issue 13.6: a file of several blocks that vanishes while the upload
 // runs is named once, not once per block.
 func TestUpload_vanishedFileNamedOnce(t *testing.T) {
-	t.Cleanup(agent.SetBlockSize(testBlockSize))
+	t.Parallel()
 	c, keep := cluster(t)
 	src := t.TempDir()
 	write, _ := treeWriter(t, src, 51)
 	write("big.bin", 3*testBlockSize)
 	write("small.txt", 10)
 	var once sync.Once
-	agent.SetReadHook(func(p string) {
+	var w warnings
+	up := uploader(t, newJob(t, src, agent.Options{Threads: 1}).j, newKW(keep), c, "t", &w, -1)
+	up.SetReadHook(func(p string) {
 		if p == "big.bin" {
 			once.Do(func() { os.Remove(filepath.Join(src, "big.bin")) })
 		}
 	})
-	t.Cleanup(func() { agent.SetReadHook(nil) })
-	var w warnings
-	up := uploader(t, newJob(t, src, agent.Options{Threads: 1}).j, newKW(keep), c, "t", &w, -1)
 	_, err := up.Run(context.Background())
 	require.NoError(t, err, "planned again without it")
 	assert.Contains(t, w.String(), "1 file(s)")
@@ -350,6 +356,7 @@ func TestUpload_vanishedFileNamedOnce(t *testing.T) {
 // Issue 13.6: a dry run (Survey) lists in one pass what the upload would
 // skip and what --exclude leaves out, without a warning per path.
 func TestSurvey_listsSkippedAndExcluded(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "a.txt"), []byte("x"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "b.log"), []byte("y"), 0o644))
@@ -371,6 +378,7 @@ func TestSurvey_listsSkippedAndExcluded(t *testing.T) {
 // Issue 13.6: --follow-links follows directory links (arv-put does), and
 // a link back into the tree (a loop) is skipped with a warning.
 func TestUpload_followLinksIntoDirectories(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	src := t.TempDir()

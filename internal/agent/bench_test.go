@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/arv-upload/arv-upload/internal/agent"
 	"github.com/arv-upload/arv-upload/internal/store"
@@ -100,6 +102,23 @@ func benchTree(b *testing.B, name string, n, size int) (dir string, total int64)
 	return dir, total
 }
 
+// cpuTime is the CPU time (user and system, every thread) the process has
+// used. The machine these benchmarks run on is shared, so wall time swings
+// with the load; CPU time per file much less.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time used since start per iteration (it
+// includes the untimed journal opening and closing, a few ms).
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime(b)-start)/1e6/float64(b.N), "cpu-ms/op")
+}
+
 // newBenchUploader opens a fresh journal for dir in b.TempDir().
 func newBenchUploader(b *testing.B, dir string, keep agent.BlockWriter) (*agent.Uploader, *store.Journal) {
 	b.Helper()
@@ -124,6 +143,7 @@ func benchUpload(b *testing.B, dir string, total int64) {
 	keep := &discardKeep{}
 	b.SetBytes(total)
 	b.ReportAllocs()
+	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -142,6 +162,7 @@ func benchUpload(b *testing.B, dir string, total int64) {
 		b.StartTimer()
 	}
 	b.StopTimer()
+	reportCPU(b, cpu0)
 	// Random data leaves nothing to deduplicate: every byte is sent once.
 	if got, want := keep.bytes.Load(), total*int64(b.N); got != want {
 		b.Fatalf("sent %d bytes to Keep, want %d", got, want)
@@ -166,6 +187,7 @@ func BenchmarkPlan_smallFiles(b *testing.B) {
 	ctx := context.Background()
 	keep := &discardKeep{}
 	b.ReportAllocs()
+	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -181,5 +203,6 @@ func BenchmarkPlan_smallFiles(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
+	reportCPU(b, cpu0)
 	b.ReportMetric(float64(benchSmallFiles)*float64(b.N)/b.Elapsed().Seconds(), "files/s")
 }

@@ -5,39 +5,50 @@
 //
 // Scan: a sorted walk of the directory (names sorted bytewise at every
 // level; excludes as arv-put; symlinks skipped unless --follow-links, and
-// then only links to files; special files skipped with a warning). A
-// fingerprint of every (path, size, mtime, ctime, inode) decides whether
-// the recorded plan still describes the tree; if it does, the plan is
-// reused as it is, so a resumed run builds the same blocks and the same
-// portable data hash.
+// then only links to files; special files skipped with a warning). The
+// walk is one goroutine, so its order is the plan's; what it asks of each
+// entry (lstat, and access(2) for whether a file is readable) is fetched
+// ahead, a window of 1024 entries of the directory at a time, 8 calls in
+// flight (walkstat.go). A fingerprint of every (path, size, mtime, ctime,
+// inode) decides whether the recorded plan still describes the tree; if it
+// does, the plan is reused as it is, so a resumed run builds the same
+// blocks and the same portable data hash.
 //
-// Plan (deterministic): in walk order, a file of at least half a block
-// (32 MiB) gets its own 64 MiB blocks (the last one partial); a smaller
+// Plan (deterministic): in walk order, a file of at least half a block (32
+// MiB) gets its own 64 MiB blocks (the last one partial); a smaller
 // non-empty file is appended to the current packed block, and a new packed
 // block starts when it would not fit (or the block holds maxBlockParts
-// files), so a small file never spans two blocks. Empty files get no block; empty directories get a manifest
-// marker. When the tree changed since the last plan, a file whose record
-// still matches (size, mtime, ctime, inode) and whose blocks are all
-// stored keeps them and is not read again; every other file is planned
-// into new blocks; blocks nothing references are dropped, and records of
-// vanished files pruned (by plan generation). Each part of a block carries
-// the planned identity of its file. Files and blocks are journaled in
-// batches of 4096.
+// files), so a small file never spans two blocks. Empty files get no
+// block; empty directories get a manifest marker. When the tree changed
+// since the last plan, a file whose record still matches (size, mtime,
+// ctime, inode) and whose blocks are all stored keeps them and is not read
+// again (a new job's journal has no records, and the plan then looks none
+// up); every other file is planned into new blocks; blocks nothing
+// references are dropped, and records of vanished files pruned (by plan
+// generation). Each part of a block carries the planned identity of its
+// file. Files and blocks are journaled in batches of 4096.
 //
-// Upload: a pipeline in one errgroup: one reader fills pooled buffers from
-// the planned file ranges; --threads uploaders hash them (so MD5 runs on
-// several cores) and PUT those Keep does not hold yet;
-// one committer journals stored blocks in batches (64 records or 200 ms).
-// A block is journaled as stored only after Keep confirmed it, so `kill -9`
-// loses at most the blocks in flight (threads + 1). Content already stored
-// under the same hash (from an earlier plan of the same job) is not PUT
-// again. A file that is not the planned one any more, before or after the
-// read, or that vanished or shrank, has its block skipped, never mixed;
-// after the pass Run plans again and retries, up to three times with a
-// growing wait (a file still being written), then stops with a resumable
-// ErrFileChanged. Memory: at most threads+1 buffers of 64 MiB, mapped
-// outside the Go heap so that they do not inflate the garbage collector's
-// heap goal, plus tables proportional to the number of blocks (not files).
+// Upload: a pipeline of three stages, each a small type with run(ctx)
+// error, composed in one errgroup (upload.go): the blockReader fills
+// pooled buffers from the planned file ranges, the files of a packed block
+// 8 at a time, each into its fixed place in the buffer, with open, pread,
+// fstat and close (4 syscalls a small file); putters (--threads
+// goroutines) hash them (so MD5 runs on several cores) and PUT those Keep
+// does not hold yet; the committer journals stored blocks in batches
+// (commitBatch 64 records or commitInterval 200 ms), and reads on after
+// another stage failed, so what Keep confirmed is journaled. The first
+// error is the run's. A block is journaled as stored only after Keep
+// confirmed it, so `kill -9` loses at most the blocks in flight (threads +
+// 1). Content already stored under the same hash (from an earlier plan of
+// the same job) is not PUT again. A file that is not the planned one any
+// more (its fstat after the read, and for a part of 1 MiB or more before
+// it too, differs from the planned size, mtime, ctime or inode), or that
+// vanished or shrank, has its block skipped, never mixed; after the pass
+// Run plans again and retries, up to three times with a growing wait (a
+// file still being written), then stops with a resumable ErrFileChanged.
+// Memory: at most threads+1 buffers of 64 MiB, mapped outside the Go heap
+// so that they do not inflate the garbage collector's heap goal, plus
+// tables proportional to the number of blocks (not files).
 //
 // Partial collection: every CheckpointInterval (10 min; the first after a
 // minute), on interrupt and on failure, the agent saves a collection named
@@ -85,6 +96,8 @@
 //
 // Memory, whatever the number of files: threads+1 block buffers, one
 // journal batch (4096 records), one directory's files while a manifest is
-// written, and tables proportional to the number of blocks. One exception:
+// written, the walk's stat window (1024 entries) and listing for each
+// directory on its current path, and tables proportional to the number
+// of blocks. One exception:
 // refreshing signatures reads the partial collection's manifest whole.
 package agent

@@ -1,10 +1,6 @@
 package agent
 
-import (
-	"context"
-
-	"github.com/arv-upload/arv-upload/arvados"
-)
+import "context"
 
 // UploadOnly runs the upload phase alone (tests).
 func (u *Uploader) UploadOnly(ctx context.Context) error { return u.upload(ctx) }
@@ -12,20 +8,26 @@ func (u *Uploader) UploadOnly(ctx context.Context) error { return u.upload(ctx) 
 // Checkpoint saves the partial collection now (tests).
 func (u *Uploader) Checkpoint(ctx context.Context) error { return u.checkpoint(ctx) }
 
-// SetReadHook makes the reader call f with each file path it reads
-// (tests); nil removes it.
-func SetReadHook(f func(path string)) { readHook = f }
-
-// SetBlockSize makes plans use n-byte blocks (tests); the returned func
-// restores the real size.
-func SetBlockSize(n int64) (restore func()) {
-	blockSize = n
-	return func() { blockSize = arvados.BlockSize }
+// WithBlockSize returns cfg with plans that use n-byte blocks (tests).
+func WithBlockSize(cfg Config, n int64) Config {
+	cfg.blockSize = n
+	return cfg
 }
 
-// SetBeforeSend makes f run between measuring a manifest and sending it
+// SetReadHook makes u's reader call f with each file path it reads, from
+// several goroutines at once (tests); nil removes it.
+func (u *Uploader) SetReadHook(f func(path string)) { u.cfg.readHook = f }
+
+// SetBeforeSend makes u run f between measuring a manifest and sending it
 // (tests); nil removes it.
-func SetBeforeSend(f func()) { beforeSend = f }
+func (u *Uploader) SetBeforeSend(f func()) { u.cfg.beforeSend = f }
 
 // Retryable is retryable (tests).
 func Retryable(err error) bool { return retryable(err) }
+
+// WithStatParallelism returns cfg with a walk that has n stat calls in
+// flight per directory (tests).
+func WithStatParallelism(cfg Config, n int) Config {
+	cfg.statParallelism = n
+	return cfg
+}

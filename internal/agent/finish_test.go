@@ -51,6 +51,7 @@ func collectionsNamed(t *testing.T, c *keepclient.Client, s string) []arvados.Co
 // when the server is slow) is retried; the retry must not make a second
 // collection.
 func TestFinish_createCommittedResponseLost_oneCollection(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	var dropped atomic.Int32
 	c, keep := faultCluster(t, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
@@ -83,6 +84,7 @@ func TestFinish_createCommittedResponseLost_oneCollection(t *testing.T) {
 // collection: never a wrong collection under the final name, never a
 // second one.
 func TestFinish_pdhMismatch_keepsFinishingNameAndResumes(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	var corrupt atomic.Bool
 	corrupt.Store(true)
@@ -125,6 +127,7 @@ func TestFinish_pdhMismatch_keepsFinishingNameAndResumes(t *testing.T) {
 // when none were given (a site may manage and protect properties it sets
 // on create); with properties, the finished collection has them.
 func TestFinish_propertiesOnlyWhenAsked(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	var mu sync.Mutex
 	var bodies []string

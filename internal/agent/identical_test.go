@@ -25,7 +25,6 @@ import (
 // and within one file, and two directories of the same small files, packed
 // into two identical blocks. It returns path -> content.
 func identicalTree(t *testing.T, root string) map[string][]byte {
-	t.Cleanup(agent.SetBlockSize(testBlockSize))
 	want := map[string][]byte{}
 	write := func(rel string, data []byte) {
 		p := filepath.Join(root, rel)
@@ -59,6 +58,7 @@ func identicalTree(t *testing.T, root string) map[string][]byte {
 // keepstores' clock moves one second per PUT, so every PUT of a repeated
 // block gets its own signature, whatever the scheduling.
 func TestUpload_identicalBlocksSignedApart_normalizedManifest(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src := t.TempDir()
 	want := identicalTree(t, src)
@@ -122,6 +122,7 @@ func (noReuseJournal) StoredHash(string) (string, int64, bool) { return "", 0, f
 // A partial collection lists a stored block that no complete file
 // references once, however many times it was stored and signed.
 func TestCheckpoint_identicalBlocksSignedApart_listedOnce(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src := t.TempDir()
 	identicalTree(t, src)

@@ -19,6 +19,7 @@ import (
 // slash) as the directory a/, "b/" (with one) as its contents at the
 // root, a file at the root under its name.
 func TestUpload_severalInputs(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	base := t.TempDir()
@@ -38,7 +39,6 @@ func TestUpload_severalInputs(t *testing.T) {
 		got[k] = v
 	}
 	got["c.txt"] = wantC["c.txt"]
-	t.Cleanup(agent.SetBlockSize(testBlockSize))
 
 	ins, err := agent.ResolveInputs([]string{filepath.Join(base, "a"), filepath.Join(base, "b") + "/", filepath.Join(base, "c.txt")})
 	require.NoError(t, err)
@@ -59,6 +59,7 @@ func TestUpload_severalInputs(t *testing.T) {
 // Two inputs that would put something at the same place are refused,
 // naming both, before anything is planned.
 func TestResolveInputs_collision(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(base, "b"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(base, "b", "c.txt"), []byte("1"), 0o644))

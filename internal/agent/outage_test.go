@@ -27,6 +27,7 @@ import (
 // within half a second, so the outage outlasts their own retries, as a
 // network outage of an hour outlasts the default ones.)
 func TestUpload_outage_clusterStopsAndComesBack(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
 	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: dir})
@@ -47,14 +48,14 @@ func TestUpload_outage_clusterStopsAndComesBack(t *testing.T) {
 	var w warnings
 	var sawRetrying atomic.Bool
 	var lastError atomic.Value
-	up, err := agent.New(agent.Config{Journal: jb.j, Keep: kw, API: c, TokenFingerprint: "t", Warn: w.add,
+	up, err := agent.New(agent.WithBlockSize(agent.Config{Journal: jb.j, Keep: kw, API: c, TokenFingerprint: "t", Warn: w.add,
 		CheckpointInterval: -1, RetryWait: 200 * time.Millisecond,
 		OnProgress: func(p agent.Progress) {
 			if p.Retrying {
 				sawRetrying.Store(true)
 				lastError.Store(p.LastError)
 			}
-		}})
+		}}, testBlockSize))
 	require.NoError(t, err)
 	var storedBefore []string
 	kw.before = func(n int) {
@@ -103,6 +104,7 @@ func TestUpload_outage_clusterStopsAndComesBack(t *testing.T) {
 
 // With RetryFor 0 an outage fails the run at once (resumably), as before.
 func TestUpload_outage_noRetryFailsAtOnce(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
 	require.NoError(t, err)
@@ -129,6 +131,7 @@ func TestUpload_outage_noRetryFailsAtOnce(t *testing.T) {
 // disk, a refused token, an invalid request (syscall.Errno satisfies
 // net.Error, so a file's permission error once looked like an outage).
 func TestRetryable(t *testing.T) {
+	t.Parallel()
 	_, perm := os.Open(filepath.Join(t.TempDir(), "missing"))
 	require.Error(t, perm)
 	for _, c := range []struct {

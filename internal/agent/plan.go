@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io/fs"
@@ -14,8 +15,6 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
-
-	"github.com/arv-upload/arv-upload/arvados"
 )
 
 // FileKey orders files (and empty-directory markers, name "") so that a
@@ -30,10 +29,6 @@ func fileKeyOf(rel string) string {
 	dir, name := path.Split(rel)
 	return FileKey(strings.TrimSuffix(dir, "/"), name)
 }
-
-// blockSize is the Keep block size the plan fills (arvados.BlockSize;
-// tests make it smaller to exercise many blocks with little data).
-var blockSize int64 = arvados.BlockSize
 
 // maxBlockParts caps the files packed into one block, so a block record
 // (read whole by the reader, rewritten when stored) stays around 2 MiB
@@ -58,6 +53,12 @@ func identity(info fs.FileInfo) (mtime, ctime int64, ino uint64) {
 		ino, ctime = st.Ino, st.Ctim.Sec*1e9+st.Ctim.Nsec
 	}
 	return
+}
+
+// statEntry is what the reader compares with a part's planned identity
+// (see identity).
+func statEntry(st *syscall.Stat_t) scanEntry {
+	return scanEntry{size: st.Size, mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec, ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec, ino: st.Ino}
 }
 
 // walk visits the regular files (and empty directories) of every input
@@ -99,6 +100,7 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 	// (the OS resolves them again when the files are read), each target
 	// directory once, so a link to an ancestor is a loop, skipped.
 	followed := map[[2]uint64]bool{}
+	stats := newStatAhead(u.cfg.statParallelism)
 	var walkFn fs.WalkDirFunc
 	walkFrom := func(start string) error { return filepath.WalkDir(start, walkFn) }
 	walkFn = func(p string, d fs.DirEntry, err error) error {
@@ -136,7 +138,7 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 		if rel == "." {
 			rel = ""
 		}
-		info, err := os.Lstat(p)
+		info, ahead, err := stats.lstat(p, opts.Excludes)
 		if err != nil {
 			return fmt.Errorf("stat %s: %w", p, err)
 		}
@@ -162,15 +164,18 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 		}
 		switch {
 		case info.IsDir():
-			if rel != "" {
-				ents, err := os.ReadDir(p)
-				if err != nil {
-					if u.survey != nil {
-						u.survey.add(&u.survey.Unreadable, err.Error())
-						return filepath.SkipDir
-					}
-					return fmt.Errorf("%w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", err)
+			ents, err := os.ReadDir(p)
+			if err != nil {
+				if rel == "" {
+					return nil // WalkDir reads it next, and says why it cannot
 				}
+				if u.survey != nil {
+					u.survey.add(&u.survey.Unreadable, err.Error())
+					return filepath.SkipDir
+				}
+				return fmt.Errorf("%w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", err)
+			}
+			if rel != "" {
 				empty := true
 				for _, e := range ents {
 					if !excluded(opts.Excludes, path.Join(inDir, e.Name())) {
@@ -182,9 +187,15 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 					return visit(scanEntry{rel: rel, input: input, emptyDir: true})
 				}
 			}
+			stats.prefetch(p, inDir, ents, opts.Excludes)
 			return nil
 		case info.Mode().IsRegular():
-			f, err := os.Open(p)
+			var err error
+			if ahead != nil && ahead.info == info {
+				err = ahead.accessErr // prefetched
+			} else {
+				err = readable(p)
+			}
 			if err != nil {
 				if u.survey != nil {
 					u.survey.add(&u.survey.Unreadable, err.Error())
@@ -192,7 +203,6 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 				}
 				return fmt.Errorf("%w (fix its permissions, or leave it out with --exclude PATTERN, which resume accepts too)", err)
 			}
-			f.Close()
 			e := scanEntry{rel: rel, input: input, size: info.Size(), mode: uint32(info.Mode())}
 			e.mtime, e.ctime, e.ino = identity(info)
 			return visit(e)
@@ -276,6 +286,7 @@ func (u *Uploader) scan(ctx context.Context) error {
 }
 
 func (u *Uploader) scanTree(ctx context.Context) error {
+	u.plannedFilesDone = -1 // set again by a plan made now
 	u.report(func(p *Progress) { p.Phase = "scanning" })
 	if u.meta.PlanFingerprint != "" {
 		fp := newFingerprint()
@@ -346,6 +357,15 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 		return nil, err
 	}
 	kept := map[int64]bool{}
+	blockSize := u.cfg.blockSize
+	hadFiles := false
+	var filesDone int64 // files whose every block is stored already
+	errFound := errors.New("found")
+	if err := j.EachFile(ctx, func(FileRecord) error { return errFound }); errors.Is(err, errFound) {
+		hadFiles = true
+	} else if err != nil {
+		return nil, err
+	}
 
 	// Records are written in batches of about batch files or parts, so
 	// that memory holds one batch (and the packed block being filled),
@@ -392,14 +412,20 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 		if e.emptyDir {
 			key = FileKey(e.rel, "")
 		}
-		prev, ok, err := j.File(key)
-		if err != nil {
-			return err
+		var prev FileRecord
+		var ok bool
+		if hadFiles { // a new job has no records to look up
+			if prev, ok, err = j.File(key); err != nil {
+				return err
+			}
 		}
 		var rec FileRecord
 		switch {
 		case ok && reusable(prev, e):
 			rec = prev
+			if !e.emptyDir {
+				filesDone++ // every block of it is stored
+			}
 			for _, r := range rec.Ranges {
 				kept[r.Block] = true
 			}
@@ -410,6 +436,7 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 			part := Part{Path: e.rel, Input: e.input, FileSize: e.size, MtimeNS: e.mtime, CtimeNS: e.ctime, Inode: e.ino}
 			switch {
 			case e.size == 0:
+				filesDone++ // nothing to store
 			case e.size >= blockSize/2:
 				for off := int64(0); off < e.size; off += blockSize {
 					p := part
@@ -462,8 +489,10 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 	if err := j.DeleteBlocks(drop); err != nil {
 		return nil, fmt.Errorf("write journal (is the disk full?): %w", err)
 	}
-	if _, err := j.PruneFiles(gen); err != nil {
-		return nil, fmt.Errorf("write journal (is the disk full?): %w", err)
+	if hadFiles { // else every record is of this plan: none to prune
+		if _, err := j.PruneFiles(gen); err != nil {
+			return nil, fmt.Errorf("write journal (is the disk full?): %w", err)
+		}
 	}
 	var nblocks, nbytes int64
 	if err := j.EachBlock(ctx, func(b BlockRecord) error {
@@ -474,6 +503,7 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 		return nil, err
 	}
 	u.meta.PlanGen, u.meta.BlocksTotal, u.meta.BytesTotal = gen, nblocks, nbytes
+	u.plannedFilesDone = filesDone
 	return fp, nil
 }
 

@@ -20,6 +20,7 @@ import (
 // and the collection is the one an uninterrupted run makes. A block known
 // by hash is taken as stored only if its size matches too.
 func TestAdoptPartial(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	src := t.TempDir()

@@ -23,16 +23,15 @@ import (
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
-// testBlockSize is the block size these tests plan with (agent.SetBlockSize),
-// so that a handful of blocks is little data.
+// testBlockSize is the block size the uploaders of these tests plan with
+// (uploader, agent.WithBlockSize), so that a handful of blocks is little
+// data.
 const testBlockSize = 1 << 20
 
-// blockTree makes the agent plan testBlockSize blocks for the rest of the
-// test, writes nbig files of exactly half a block (one block each, named
+// blockTree writes nbig files of exactly half a block (one block each, named
 // big0..) and some small files packed after them, and returns path ->
 // content.
 func blockTree(t *testing.T, root string, seed int64, nbig int) map[string][]byte {
-	t.Cleanup(agent.SetBlockSize(testBlockSize))
 	write, want := treeWriter(t, root, seed)
 	sizes := rand.New(rand.NewSource(seed + 1))
 	for i := 0; i < nbig; i++ {
@@ -125,8 +124,8 @@ func (w *warnings) String() string {
 }
 
 func uploader(t *testing.T, j agent.Journal, kw *keepWriter, c *keepclient.Client, fp string, w *warnings, ckpt time.Duration) *agent.Uploader {
-	up, err := agent.New(agent.Config{Journal: j, Keep: kw, API: c, TokenFingerprint: fp, Warn: w.add,
-		CheckpointInterval: ckpt, ChangeRetryWait: 10 * time.Millisecond})
+	up, err := agent.New(agent.WithBlockSize(agent.Config{Journal: j, Keep: kw, API: c, TokenFingerprint: fp, Warn: w.add,
+		CheckpointInterval: ckpt, ChangeRetryWait: 10 * time.Millisecond}, testBlockSize))
 	require.NoError(t, err)
 	return up
 }
@@ -149,6 +148,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // partial collection becomes the finished one, and it is the collection an
 // uninterrupted run makes.
 func TestUpload_tokenRevokedMidRun_ownerResumesWithoutResending(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir(), Proxy: true, AuthCacheTTL: time.Millisecond})
 	require.NoError(t, err)
@@ -220,6 +220,7 @@ func TestUpload_tokenRevokedMidRun_ownerResumesWithoutResending(t *testing.T) {
 // returns, and a resume finishes it into the same collection an
 // uninterrupted run makes.
 func TestUpload_interruptSavesPartialCollection(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	src := t.TempDir()
@@ -287,6 +288,7 @@ func TestUpload_interruptSavesPartialCollection(t *testing.T) {
 // Periodic checkpoints run while uploading (here every few milliseconds)
 // and the finished collection is the partial one, renamed.
 func TestUpload_periodicCheckpoints(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	src := t.TempDir()
@@ -329,6 +331,7 @@ func assertTrashed(t *testing.T, c *keepclient.Client, uuid string) {
 // collection has the new content, and the files already stored are neither
 // read nor sent again.
 func TestUpload_fileGrowsWhileUploading(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	src := t.TempDir()
@@ -337,8 +340,6 @@ func TestUpload_fileGrowsWhileUploading(t *testing.T) {
 	kw := newKW(keep)
 	var mu sync.Mutex
 	reads := map[string]int{}
-	agent.SetReadHook(func(p string) { mu.Lock(); reads[p]++; mu.Unlock() })
-	defer agent.SetReadHook(nil)
 	kw.before = func(n int) {
 		if n == 1 { // z.txt sits in the last (packed) block, not read yet
 			f, err := os.OpenFile(filepath.Join(src, "z.txt"), os.O_APPEND|os.O_WRONLY, 0)
@@ -350,7 +351,9 @@ func TestUpload_fileGrowsWhileUploading(t *testing.T) {
 		}
 	}
 	var w warnings
-	got, err := uploader(t, jb.j, kw, c, "t", &w, -1).Run(ctx)
+	up := uploader(t, jb.j, kw, c, "t", &w, -1)
+	up.SetReadHook(func(p string) { mu.Lock(); reads[p]++; mu.Unlock() })
+	got, err := up.Run(ctx)
 	require.NoError(t, err)
 	assert.Contains(t, w.String(), "z.txt")
 	assert.Contains(t, w.String(), "planning those files again")
@@ -367,34 +370,27 @@ func TestUpload_fileGrowsWhileUploading(t *testing.T) {
 // A file that never stops changing makes the run give up after a few
 // attempts with ErrFileChanged; the job stays resumable.
 func TestUpload_fileKeepsChanging(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	src := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(src, "a"), []byte("stable"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "log"), []byte("x"), 0o644))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		f, err := os.OpenFile(filepath.Join(src, "log"), os.O_APPEND|os.O_WRONLY, 0)
-		if err != nil {
+	jb := newJob(t, src, agent.Options{})
+	up := uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1)
+	// The log is written to whenever it is about to be read, in every
+	// attempt (a writer on a timer would depend on the scheduling).
+	up.SetReadHook(func(p string) {
+		if p != "log" {
 			return
 		}
-		defer f.Close()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Millisecond):
-				f.WriteString("more\n")
-			}
+		f, err := os.OpenFile(filepath.Join(src, "log"), os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			f.WriteString("more\n")
+			f.Close()
 		}
-	}()
-	jb := newJob(t, src, agent.Options{})
-	meta, err := uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
-	close(stop)
-	wg.Wait()
+	})
+	meta, err := up.Run(ctx)
 	require.ErrorIs(t, err, agent.ErrFileChanged)
 	assert.Contains(t, err.Error(), filepath.Join(src, "log"))
 	assert.Contains(t, err.Error(), "arv-upload resume")
@@ -411,6 +407,7 @@ func TestUpload_fileKeepsChanging(t *testing.T) {
 // unchanged file, and gives the same collection as a fresh upload of the
 // changed tree.
 func TestUpload_replanReadsOnlyWhatChanged(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	src := t.TempDir()
@@ -428,13 +425,13 @@ func TestUpload_replanReadsOnlyWhatChanged(t *testing.T) {
 
 	var mu sync.Mutex
 	reads := map[string]int{}
-	agent.SetReadHook(func(p string) { mu.Lock(); reads[p]++; mu.Unlock() })
-	defer agent.SetReadHook(nil)
 	kw.failAt = 0
 	var w warnings
-	got, err := uploader(t, jb.j, kw, c, "t", &w, -1).Run(ctx)
+	up := uploader(t, jb.j, kw, c, "t", &w, -1)
+	up.SetReadHook(func(p string) { mu.Lock(); reads[p]++; mu.Unlock() })
+	got, err := up.Run(ctx)
 	require.NoError(t, err)
-	agent.SetReadHook(nil)
+	up.SetReadHook(nil)
 	assert.Contains(t, w.String(), "files changed since the last run")
 	assert.Zero(t, reads["big1"], "a stored, unchanged file is not read again")
 	assert.Equal(t, 1, reads["big0"], "a touched file is read again")
@@ -474,6 +471,7 @@ func (f *fullJournal) PutBlocks(bs []agent.BlockRecord) error {
 // A full journal disk stops the run with an error that says so; once
 // there is space, resume completes the same collection.
 func TestUpload_journalDiskFull(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	src := t.TempDir()
@@ -508,6 +506,7 @@ func TestUpload_journalDiskFull(t *testing.T) {
 // sent (it did: the body no longer matched its Content-Length, and every
 // checkpoint of a busy upload failed).
 func TestUpload_checkpointWhileBlocksAreStored(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, keep := cluster(t)
 	src := t.TempDir()
@@ -529,15 +528,15 @@ func TestUpload_checkpointWhileBlocksAreStored(t *testing.T) {
 	}))
 	require.NotEmpty(t, unstored)
 	sent := false
-	agent.SetBeforeSend(func() {
+	up := uploader(t, jb.j, kw, c, "t", &warnings{}, -1)
+	up.SetBeforeSend(func() {
 		// As the committer would: one more block journaled as stored.
 		b := unstored[0]
 		b.Stored, b.Hash, b.Locator, b.Expiry = true, stored[0].Hash, stored[0].Locator, stored[0].Expiry
 		require.NoError(t, jb.j.PutBlocks([]agent.BlockRecord{b}))
 		sent = true
 	})
-	defer agent.SetBeforeSend(nil)
 	// A new run's first checkpoint (the failed run saved one already).
-	require.NoError(t, uploader(t, jb.j, kw, c, "t", &warnings{}, -1).Checkpoint(ctx))
+	require.NoError(t, up.Checkpoint(ctx))
 	assert.True(t, sent)
 }

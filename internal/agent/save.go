@@ -22,10 +22,6 @@ import (
 // Memory stays one directory's files and the block locator table, whatever
 // the number of files.
 
-// beforeSend, when set (tests only), runs between measuring a manifest
-// and sending it.
-var beforeSend func()
-
 // collectionSelect keeps the manifest out of the response.
 var collectionSelect = []string{"uuid", "owner_uuid", "name", "portable_data_hash"}
 
@@ -99,8 +95,8 @@ func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[st
 			return err
 		},
 	}
-	if beforeSend != nil {
-		beforeSend()
+	if u.cfg.beforeSend != nil {
+		u.cfg.beforeSend()
 	}
 	return u.cfg.API.SaveCollection(ctx, uuid, attrs, text, collectionSelect...)
 }

@@ -74,6 +74,7 @@ func resumeSendsNothingTwice(t *testing.T, jb *job, kw *keepWriter, keep *keepcl
 // every 300 ms with versions kept after 200 ms idle, as a site's 10 min
 // and 10 s.
 func TestUpload_collectionVersioning_finishedHasNoPastVersions(t *testing.T) {
+	t.Parallel()
 	c, keep := settingsCluster(t, func(o *apiserver.Options) { o.PreserveVersionIfIdle = 200 * time.Millisecond })
 	src := t.TempDir()
 	blockTree(t, src, 21, 4)
@@ -90,6 +91,7 @@ func TestUpload_collectionVersioning_finishedHasNoPastVersions(t *testing.T) {
 // Issue 12.2: with blob signing off, locators carry no +A; a resume still
 // takes the stored blocks as stored.
 func TestUpload_blobSigningOff_resumeSkipsStoredBlocks(t *testing.T) {
+	t.Parallel()
 	c, keep := settingsCluster(t, func(o *apiserver.Options) { o.DisableBlobSigning = true })
 	src := t.TempDir()
 	want := blockTree(t, src, 22, 3)
@@ -108,6 +110,7 @@ func TestUpload_blobSigningOff_resumeSkipsStoredBlocks(t *testing.T) {
 // margin that was fixed): fresh signatures are not taken for stale ones,
 // and a resume sends nothing twice.
 func TestUpload_shortSigningTTL_resumeSkipsStoredBlocks(t *testing.T) {
+	t.Parallel()
 	c, keep := settingsCluster(t, func(o *apiserver.Options) { o.BlobSigningTTL = 24 * time.Hour })
 	src := t.TempDir()
 	want := blockTree(t, src, 23, 3)
@@ -119,6 +122,7 @@ func TestUpload_shortSigningTTL_resumeSkipsStoredBlocks(t *testing.T) {
 // Issue 12.2: a property a strict vocabulary refuses stops the job before
 // any data is read or sent, not at finish.
 func TestUpload_strictVocabulary_refusedBeforeReading(t *testing.T) {
+	t.Parallel()
 	c, keep := settingsCluster(t, func(o *apiserver.Options) { o.Vocabulary = []string{"run"} })
 	src := t.TempDir()
 	blockTree(t, src, 24, 2)
@@ -137,6 +141,7 @@ func TestUpload_strictVocabulary_refusedBeforeReading(t *testing.T) {
 // changed only by admins) survives the finish, with the properties asked
 // for beside it; finishing no longer replaces what the server holds.
 func TestUpload_protectedManagedProperty(t *testing.T) {
+	t.Parallel()
 	c, keep := settingsCluster(t, func(o *apiserver.Options) {
 		o.ManagedProperties = map[string]apiserver.ManagedProperty{"responsible_person_uuid": {Function: "original_owner", Protected: true}}
 	})

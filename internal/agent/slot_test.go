@@ -18,6 +18,7 @@ import (
 // same collection an ordinary run makes, in the slot, without sending a
 // stored block again or making any other collection.
 func TestUpload_updateCollection_interruptAndResume(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cl, err := devcluster.Start(ctx, devcluster.Options{Dir: t.TempDir()})
 	require.NoError(t, err)

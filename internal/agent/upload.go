@@ -6,12 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/arv-upload/arv-upload/arvados"
@@ -36,7 +36,18 @@ type errChanged struct{ path string }
 
 func (e errChanged) Error() string { return e.path }
 
-// upload sends every block not yet stored. Memory: at most threads+1
+// Committer batching: stored blocks are journaled (one transaction, one
+// fsync) every commitBatch blocks or commitInterval, whichever comes
+// first.
+const (
+	commitBatch    = 64
+	commitInterval = 200 * time.Millisecond
+)
+
+// upload sends every block not yet stored, through three stages composed
+// in one errgroup: a blockReader fills pooled buffers from the planned file
+// ranges, putters hash them and PUT those Keep does not hold yet, and a
+// committer journals what Keep confirmed. Memory: at most threads+1
 // buffers of up to 64 MiB exist at once (the pool), whatever the dataset.
 // Blocks whose files changed since they were planned are skipped; the
 // error then wraps ErrFileChanged and names them, after every other block
@@ -57,9 +68,15 @@ func (u *Uploader) upload(ctx context.Context) error {
 		return err
 	}
 	files := newFilesDone(u.cfg.Journal, stored)
-	filesDone, err := files.count(ctx)
-	if err != nil {
-		return err
+	// The plan just made counted the files done; else count them, which
+	// reads every file record.
+	filesDone := u.plannedFilesDone
+	u.plannedFilesDone = -1
+	if filesDone < 0 {
+		var err error
+		if filesDone, err = files.count(ctx); err != nil {
+			return err
+		}
 	}
 	u.report(func(p *Progress) {
 		p.Phase = "uploading"
@@ -67,238 +84,392 @@ func (u *Uploader) upload(ctx context.Context) error {
 		p.BlocksStored, p.BytesDone, p.FilesDone = int64(len(stored)), storedBytes, filesDone
 	})
 	threads := u.threads()
-	margin := u.signatureMargin(ctx)
-	pool := make(chan []byte, threads+1)
-	var taken [][]byte
-	defer func() { // after every stage has stopped (g.Wait below)
-		for _, b := range taken {
-			putBlockBuffer(b)
-		}
-	}()
-	for i := 0; i < threads+1; i++ {
-		pool <- nil // allocated on first use
-	}
+	pool := newBufferPool(threads + 1)
+	defer pool.release() // after every stage has stopped (g.Wait below)
 	toPut := make(chan readBlock)
 	done := make(chan BlockRecord, threads)
-	g, gctx := errgroup.WithContext(ctx)
-	gctx, cancel := context.WithCancel(gctx)
-	defer cancel()
-	var changed []string // written by the reader only; read after g.Wait
+	reader := &blockReader{u: u, todo: todo, pool: pool, out: toPut}
+	putters := &putters{u: u, n: threads, margin: u.signatureMargin(ctx), pool: pool, in: toPut, out: done}
+	committer := &committer{u: u, files: files, in: done}
 
-	g.Go(func() error { // reader
-		defer close(toPut)
-		for _, seq := range todo {
-			rec, err := u.cfg.Journal.Block(seq)
-			if err != nil {
-				return err
-			}
-			var buf []byte
-			select {
-			case buf = <-pool:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-			if buf == nil {
-				buf = getBlockBuffer()
-				taken = append(taken, buf)
-			}
-			buf = buf[:rec.Size]
-			if err := u.readParts(rec, buf); err != nil {
-				pool <- buf
-				var ce errChanged
-				if errors.As(err, &ce) {
-					changed = append(changed, ce.path)
-					continue
-				}
-				return err
-			}
-			select {
-			case toPut <- readBlock{rec, buf}:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}
+	g, gctx := errgroup.WithContext(ctx)
+	stopCheckpoints := u.startCheckpoints(gctx)
+	defer stopCheckpoints()
+	g.Go(func() error { return reader.run(gctx) })
+	g.Go(func() error { return putters.run(gctx) })
+	g.Go(func() error { return committer.run(gctx) })
+	// The first error is the cause: a stage that fails cancels the others,
+	// and the committer still journals what Keep confirmed before it stops.
+	err := g.Wait()
+	stopCheckpoints()
+	if err != nil {
+		return err
+	}
+	return u.changedError(reader.changed)
+}
+
+// changedError names the files the reader found changed (nil if none) and
+// counts them in Progress.FilesChanged.
+func (u *Uploader) changedError(changed []string) error {
+	if len(changed) == 0 {
 		return nil
-	})
-	for i := 0; i < threads; i++ {
-		g.Go(func() error { // uploader: hash (so hashing runs on threads cores), then PUT unless stored
-			for rb := range toPut {
-				sum := md5.Sum(rb.buf)
-				rb.rec.Hash = hex.EncodeToString(sum[:])
-				// A stored block is reused only when it is this block: same
-				// hash and same size (the journal keys stored blocks by hash).
-				if loc, exp, ok := u.cfg.Journal.StoredHash(rb.rec.Hash); ok && fresh(loc, exp, time.Now().Add(margin)) && sameSize(loc, rb.rec.Size) {
-					rb.rec.Locator, rb.rec.Expiry, rb.rec.Stored = loc, exp, true
-					pool <- rb.buf
-					select {
-					case done <- rb.rec:
-					case <-gctx.Done():
-						return gctx.Err()
-					}
-					continue
-				}
-				loc, replicas, err := u.cfg.Keep.PutBlock(gctx, rb.buf, rb.rec.Hash)
-				if err != nil {
-					return fmt.Errorf("upload block %d (%s): %w", rb.rec.Seq, rb.rec.Parts[0].Path, err)
-				}
-				u.report(func(p *Progress) { p.BytesSent += int64(len(rb.buf)) })
-				pool <- rb.buf
-				rb.rec.Locator, rb.rec.Replicas, rb.rec.Stored = loc, replicas, true
-				rb.rec.Expiry = arvados.SignatureExpiry(loc).Unix()
-				select {
-				case done <- rb.rec:
-				case <-gctx.Done():
-					return gctx.Err()
+	}
+	// A file of several blocks is met once per block: name it once.
+	slices.Sort(changed)
+	changed = slices.Compact(changed)
+	if u.changedFiles == nil {
+		u.changedFiles = map[string]bool{}
+	}
+	for _, p := range changed {
+		if len(u.changedFiles) < 100000 { // a bound, not a list to keep
+			u.changedFiles[p] = true
+		}
+	}
+	n := int64(len(u.changedFiles))
+	u.report(func(p *Progress) { p.FilesChanged = n })
+	list := changed
+	if len(list) > 5 {
+		list = append(list[:5:5], fmt.Sprintf("and %d more", len(changed)-5))
+	}
+	return fmt.Errorf("%w: %d file(s): %s (if they are still being written, run `arv-upload resume` when they are complete)",
+		ErrFileChanged, len(changed), strings.Join(list, ", "))
+}
+
+// bufferPool hands out at most n block buffers, each taken from the
+// process-wide free list (getBlockBuffer) on first use and given back to it
+// by release.
+type bufferPool struct {
+	free  chan []byte
+	mu    sync.Mutex
+	taken [][]byte
+}
+
+func newBufferPool(n int) *bufferPool {
+	p := &bufferPool{free: make(chan []byte, n)}
+	for range n {
+		p.free <- nil // allocated on first use
+	}
+	return p
+}
+
+// get waits for a buffer.
+func (p *bufferPool) get(ctx context.Context) ([]byte, error) {
+	select {
+	case buf := <-p.free:
+		if buf == nil {
+			buf = getBlockBuffer()
+			p.mu.Lock()
+			p.taken = append(p.taken, buf)
+			p.mu.Unlock()
+		}
+		return buf, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// put gives a buffer back for the next block; it never blocks.
+func (p *bufferPool) put(buf []byte) { p.free <- buf }
+
+// release gives every buffer back to the process; nothing may use them
+// afterwards.
+func (p *bufferPool) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range p.taken {
+		putBlockBuffer(b)
+	}
+	p.taken = nil
+}
+
+// blockReader is the first stage: it reads the blocks to upload, in plan
+// order, each into a buffer from the pool, and sends them on out (closed
+// when it returns). A block whose files changed is skipped; its file is
+// named in changed (read after the stage stopped).
+type blockReader struct {
+	u       *Uploader
+	todo    []int64
+	pool    *bufferPool
+	out     chan<- readBlock
+	changed []string
+}
+
+func (r *blockReader) run(ctx context.Context) error {
+	defer close(r.out)
+	for _, seq := range r.todo {
+		rec, err := r.u.cfg.Journal.Block(seq)
+		if err != nil {
+			return err
+		}
+		buf, err := r.pool.get(ctx)
+		if err != nil {
+			return err
+		}
+		buf = buf[:rec.Size]
+		if err := r.u.readParts(ctx, rec, buf); err != nil {
+			r.pool.put(buf)
+			var ce errChanged
+			if errors.As(err, &ce) {
+				r.changed = append(r.changed, ce.path)
+				continue
+			}
+			return err
+		}
+		select {
+		case r.out <- readBlock{rec, buf}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// putters is the second stage: n goroutines hash the blocks read (so MD5
+// runs on n cores) and PUT those Keep does not hold yet, and send each
+// stored block on out (closed when they have all returned).
+type putters struct {
+	u      *Uploader
+	n      int
+	margin time.Duration
+	pool   *bufferPool
+	in     <-chan readBlock
+	out    chan<- BlockRecord
+}
+
+func (p *putters) run(ctx context.Context) error {
+	defer close(p.out)
+	g, ctx := errgroup.WithContext(ctx)
+	for range p.n {
+		g.Go(func() error {
+			for rb := range p.in {
+				if err := p.put(ctx, rb); err != nil {
+					return err
 				}
 			}
 			return nil
 		})
 	}
-	go func() { g.Wait(); close(done) }()
+	return g.Wait()
+}
 
-	stopCheckpoints := u.startCheckpoints(gctx)
-	defer stopCheckpoints()
-
-	// Committer: journal stored blocks in batches; a block is recorded
-	// only after Keep confirmed it.
-	var pending []BlockRecord
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
+// put hashes one block, stores it unless Keep holds it already, gives its
+// buffer back and sends its record on.
+func (p *putters) put(ctx context.Context, rb readBlock) error {
+	j := p.u.cfg.Journal
+	sum := md5.Sum(rb.buf)
+	rb.rec.Hash = hex.EncodeToString(sum[:])
+	// A stored block is reused only when it is this block: same hash and
+	// same size (the journal keys stored blocks by hash).
+	if loc, exp, ok := j.StoredHash(rb.rec.Hash); ok && fresh(loc, exp, time.Now().Add(p.margin)) && sameSize(loc, rb.rec.Size) {
+		rb.rec.Locator, rb.rec.Expiry, rb.rec.Stored = loc, exp, true
+		p.pool.put(rb.buf)
+	} else {
+		loc, replicas, err := p.u.cfg.Keep.PutBlock(ctx, rb.buf, rb.rec.Hash)
+		if err != nil {
+			p.pool.put(rb.buf)
+			return fmt.Errorf("upload block %d (%s): %w", rb.rec.Seq, rb.rec.Parts[0].Path, err)
 		}
-		recs := make([]BlockRecord, len(pending))
-		for i, b := range pending {
-			recs[i] = b
-			recs[i].Parts = nil // recorded at plan time; not rewritten
-		}
-		if err := u.cfg.Journal.PutBlocks(recs); err != nil {
-			return fmt.Errorf("write journal (is the disk full?): %w", err)
-		}
-		for _, b := range pending {
-			n, err := files.blockStored(b)
-			if err != nil {
-				return err
-			}
-			u.report(func(p *Progress) { p.BlocksStored++; p.BytesDone += b.Size; p.FilesDone += n })
-		}
-		pending = pending[:0]
-		return nil
+		p.u.report(func(pr *Progress) { pr.BytesSent += int64(len(rb.buf)) })
+		p.pool.put(rb.buf)
+		rb.rec.Locator, rb.rec.Replicas, rb.rec.Stored = loc, replicas, true
+		rb.rec.Expiry = arvados.SignatureExpiry(loc).Unix()
 	}
-	tick := time.NewTicker(200 * time.Millisecond)
+	select {
+	case p.out <- rb.rec:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// committer is the last stage: it journals stored blocks in batches
+// (commitBatch records or commitInterval), so a block is recorded as
+// stored only after Keep confirmed it, and `kill -9` loses at most the
+// blocks in flight. It reads in until it is closed, even after another
+// stage failed, so that whatever Keep confirmed is journaled.
+type committer struct {
+	u       *Uploader
+	files   *filesDone
+	in      <-chan BlockRecord
+	pending []BlockRecord
+}
+
+func (c *committer) run(ctx context.Context) error {
+	tick := time.NewTicker(commitInterval)
 	defer tick.Stop()
-	var commitErr error
-loop:
 	for {
 		select {
-		case b, ok := <-done:
+		case b, ok := <-c.in:
 			if !ok {
-				break loop
+				return c.flush()
 			}
-			pending = append(pending, b)
-			if len(pending) >= 64 {
-				if commitErr = flush(); commitErr != nil {
-					break loop
+			c.pending = append(c.pending, b)
+			if len(c.pending) >= commitBatch {
+				if err := c.flush(); err != nil {
+					return err
 				}
 			}
 		case <-tick.C:
-			if commitErr = flush(); commitErr != nil {
-				break loop
+			if err := c.flush(); err != nil {
+				return err
 			}
 		}
 	}
-	if commitErr != nil {
-		cancel()
-		for range done { // let the stages drain and stop
-		}
-	}
-	// Whatever happened, what Keep confirmed is journaled.
-	if err := flush(); err != nil && commitErr == nil {
-		commitErr = err
-	}
-	stopCheckpoints()
-	// The stages' error (if any) is the cause, unless the committer failed
-	// first and cancelled them.
-	if err := g.Wait(); commitErr != nil {
-		return commitErr
-	} else if err != nil {
-		return err
-	}
-	if len(changed) > 0 {
-		// A file of several blocks is met once per block: name it once.
-		slices.Sort(changed)
-		changed = slices.Compact(changed)
-		if u.changedFiles == nil {
-			u.changedFiles = map[string]bool{}
-		}
-		for _, p := range changed {
-			if len(u.changedFiles) < 100000 { // a bound, not a list to keep
-				u.changedFiles[p] = true
-			}
-		}
-		n := int64(len(u.changedFiles))
-		u.report(func(p *Progress) { p.FilesChanged = n })
-		list := changed
-		if len(list) > 5 {
-			list = append(list[:5:5], fmt.Sprintf("and %d more", len(changed)-5))
-		}
-		return fmt.Errorf("%w: %d file(s): %s (if they are still being written, run `arv-upload resume` when they are complete)",
-			ErrFileChanged, len(changed), strings.Join(list, ", "))
-	}
-	return nil
 }
 
-// readParts fills buf with the block's parts. A part whose file is not the
-// one planned any more (size, mtime, ctime or inode differ, before or
-// after the read), or has vanished or shrunk, gives errChanged: two
-// versions of a file are never mixed into one collection.
-func (u *Uploader) readParts(rec BlockRecord, buf []byte) error {
-	off := 0
-	for _, part := range rec.Parts {
-		if err := u.readPart(part, buf[off:off+int(part.Length)]); err != nil {
+func (c *committer) flush() error {
+	if len(c.pending) == 0 {
+		return nil
+	}
+	recs := make([]BlockRecord, len(c.pending))
+	for i, b := range c.pending {
+		recs[i] = b
+		recs[i].Parts = nil // recorded at plan time; not rewritten
+	}
+	if err := c.u.cfg.Journal.PutBlocks(recs); err != nil {
+		return fmt.Errorf("write journal (is the disk full?): %w", err)
+	}
+	for _, b := range c.pending {
+		n, err := c.files.blockStored(b)
+		if err != nil {
 			return err
 		}
-		off += int(part.Length)
+		c.u.report(func(p *Progress) { p.BlocksStored++; p.BytesDone += b.Size; p.FilesDone += n })
 	}
+	clear(c.pending) // drop the parts they hold
+	c.pending = c.pending[:0]
 	return nil
 }
 
-// readHook, when set (tests only), sees every file path the reader opens.
-var readHook func(path string)
+// partReaders is how many files of one packed block are read at once:
+// each part has its fixed place in the block buffer, so readers fill
+// disjoint ranges. On a local disk with a warm cache small files cost
+// syscalls (CPU); on a network file system, round trips: several in
+// flight hide them.
+const partReaders = 8
 
+// readParts fills buf with the block's parts. A part whose file is not the
+// one planned any more (size, mtime, ctime or inode differ, after the read
+// or, for a large part, before it too), or has vanished or shrunk, gives
+// errChanged: two versions of a file are never mixed into one collection.
+// With several parts, partReaders goroutines read them; the error is the
+// one of the first failing part in block order.
+func (u *Uploader) readParts(ctx context.Context, rec BlockRecord, buf []byte) error {
+	if len(rec.Parts) == 1 {
+		return u.readPart(rec.Parts[0], buf)
+	}
+	offs := make([]int64, len(rec.Parts)+1)
+	for i, part := range rec.Parts {
+		offs[i+1] = offs[i] + part.Length
+	}
+	var (
+		next    atomic.Int64
+		failed  atomic.Bool
+		mu      sync.Mutex
+		errAt   = len(rec.Parts)
+		firstEr error
+		wg      sync.WaitGroup
+	)
+	for range min(partReaders, len(rec.Parts)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() && ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(rec.Parts) {
+					return
+				}
+				if err := u.readPart(rec.Parts[i], buf[offs[i]:offs[i+1]]); err != nil {
+					mu.Lock()
+					if i < errAt {
+						errAt, firstEr = i, err
+					}
+					mu.Unlock()
+					failed.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstEr != nil {
+		return firstEr
+	}
+	return ctx.Err()
+}
+
+// checkBefore: a part at least this long has its file's identity checked
+// before it is read too, so that a changed large file is not read in vain.
+// A small file is checked once, after the read, which is enough: what the
+// read returned came from the file that fstat then describes.
+const checkBefore = 1 << 20
+
+// readPart reads one part into buf with few syscalls: open, pread (once
+// for a small file), fstat, close.
 func (u *Uploader) readPart(part Part, buf []byte) error {
 	p := u.diskPath(part)
-	if readHook != nil {
-		readHook(part.Path)
+	if u.cfg.readHook != nil {
+		u.cfg.readHook(part.Path)
 	}
-	f, err := os.Open(p)
+	fd, err := openRead(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return errChanged{p}
 	} else if err != nil {
-		return fmt.Errorf("read %s: %w (fix its permissions, or leave it out with `arv-upload resume --exclude PATTERN`)", p, err)
+		return fmt.Errorf("read %s: %w (fix its permissions, or leave it out with `arv-upload resume --exclude PATTERN`)", p, &fs.PathError{Op: "open", Path: p, Err: err})
 	}
-	defer f.Close()
+	defer syscall.Close(fd)
 	planned := func() bool {
-		info, err := f.Stat()
-		if err != nil {
+		var st syscall.Stat_t
+		if err := ignoringEINTR(func() error { return syscall.Fstat(fd, &st) }); err != nil {
 			return false
 		}
-		e := scanEntry{size: info.Size()}
-		e.mtime, e.ctime, e.ino = identity(info)
-		return sameFile(part.FileSize, part.MtimeNS, part.CtimeNS, part.Inode, e)
+		return sameFile(part.FileSize, part.MtimeNS, part.CtimeNS, part.Inode, statEntry(&st))
 	}
-	if !planned() {
+	if part.Length >= checkBefore && !planned() {
 		return errChanged{p}
 	}
-	if _, err := io.ReadFull(io.NewSectionReader(f, part.FileOffset, part.Length), buf); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	for done := 0; done < len(buf); {
+		var n int
+		err := ignoringEINTR(func() (err error) {
+			n, err = syscall.Pread(fd, buf[done:], part.FileOffset+int64(done))
+			return err
+		})
+		if err != nil {
+			if !planned() { // e.g. replaced by a directory
+				return errChanged{p}
+			}
+			return fmt.Errorf("read %s: %w (the job is resumable)", p, err)
+		}
+		if n == 0 { // shrunk
 			return errChanged{p}
 		}
-		return fmt.Errorf("read %s: %w (the job is resumable)", p, err)
+		done += n
 	}
 	if !planned() {
 		return errChanged{p}
 	}
 	return nil
+}
+
+// openRead opens path read-only without the os package's poller
+// registration (two fcntl and an epoll_ctl per file that a regular file
+// does not need).
+func openRead(path string) (fd int, err error) {
+	err = ignoringEINTR(func() (err error) {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		return err
+	})
+	return fd, err
+}
+
+// ignoringEINTR retries f while it is interrupted by a signal (the Go
+// runtime preempts with signals; some file systems let them through).
+func ignoringEINTR(f func() error) error {
+	for {
+		if err := f(); err != syscall.EINTR {
+			return err
+		}
+	}
 }
 
 // filesDone counts files whose every range is stored, at the start of an
@@ -337,6 +508,10 @@ func (f *filesDone) blockStored(b BlockRecord) (int64, error) {
 	f.stored[b.Seq] = true
 	var n int64
 	for _, p := range b.Parts {
+		if p.FileOffset == 0 && p.Length == p.FileSize {
+			n++ // the whole file is in this block: no need to look it up
+			continue
+		}
 		left, ok := f.remaining[p.Path]
 		if ok {
 			left--
