@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/arv-upload/arv-upload/keepclient"
@@ -209,8 +210,9 @@ type dirWriter struct {
 	v           *DirVolume
 	hash, final string
 	f           *os.File
-	direct      bool // f is open with O_DIRECT; only the write goroutine changes it
-	done        bool // Commit or Abort was called
+	direct      bool  // f is open with O_DIRECT; only the write goroutine changes it
+	off         int64 // bytes written so far; only the write goroutine changes it
+	done        bool  // Commit or Abort was called
 }
 
 // ReadFrom reads r window by window; a writer goroutine writes each full
@@ -308,10 +310,36 @@ func (w *dirWriter) write(b []byte) error {
 		}
 		w.direct = false
 	}
-	if err := w.v.writeData(w.f, b); err != nil {
+	err := w.v.writeData(w.f, b)
+	if err != nil && w.direct && errors.Is(err, syscall.EINVAL) {
+		err = w.finishBuffered(b)
+	}
+	if err != nil {
 		return fmt.Errorf("write block %s: %w", w.hash, err)
 	}
+	w.off += int64(len(b))
 	return nil
+}
+
+// finishBuffered writes the rest of window b through the page cache after
+// an O_DIRECT write of it failed with EINVAL. A short O_DIRECT write (the
+// disk filling up) leaves the file offset unaligned and the retry of the
+// rest fails with EINVAL; written buffered, the rest fails with the real
+// cause (ENOSPC: 507, not 503) or succeeds.
+func (w *dirWriter) finishBuffered(b []byte) error {
+	pos, err := w.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	done := pos - w.off
+	if done < 0 || done > int64(len(b)) {
+		return fmt.Errorf("file offset %d outside the window at %d", pos, w.off)
+	}
+	if err := clearDirect(w.f); err != nil {
+		return err
+	}
+	w.direct = false
+	return w.v.writeData(w.f, b[done:])
 }
 
 // Commit fdatasyncs the temporary file (its data and the size needed to
