@@ -215,7 +215,7 @@ func streamDirect(window, depth int) writeVariant {
 // streamProduction is the chosen path: DirVolume.Create, ReadFrom through
 // the server's bodyReader (md5 on the window), Commit.
 func streamProduction(dir, name string, src io.Reader) error {
-	v := &DirVolume{root: dir, writeData: writeAll}
+	v := &DirVolume{root: dir, writeData: writeAll, openDirect: createDirect}
 	w, err := v.Create(context.Background(), name)
 	if err != nil {
 		return err

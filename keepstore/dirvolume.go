@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,6 +32,12 @@ type DirVolume struct {
 	// writeData writes the block to the temporary file; tests replace it to
 	// inject faults (a disk that fills up half-way).
 	writeData func(f *os.File, data []byte) error
+	// openDirect creates a temporary file with O_DIRECT (createDirect);
+	// tests replace it to act as a filesystem that refuses O_DIRECT.
+	openDirect func(name string) (*os.File, error)
+	// noDirect is set once the filesystem refused O_DIRECT; later blocks
+	// are written buffered without trying again.
+	noDirect atomic.Bool
 }
 
 var _ StreamVolume = (*DirVolume)(nil)
@@ -59,7 +66,7 @@ func OpenDir(root string) (*DirVolume, error) {
 	case !fi.IsDir():
 		return nil, fmt.Errorf("open directory volume %s: not a directory", root)
 	}
-	v := &DirVolume{root: root, writeData: writeAll}
+	v := &DirVolume{root: root, writeData: writeAll, openDirect: createDirect}
 	if err := v.removeTemps(); err != nil {
 		return nil, err
 	}
@@ -140,7 +147,7 @@ func (v *DirVolume) Create(ctx context.Context, hash string) (BlockWriter, error
 			return nil, err
 		}
 	}
-	f, direct, err := createTemp(dir, hash)
+	f, direct, err := v.createTemp(dir, hash)
 	if err != nil {
 		return nil, err
 	}
@@ -148,19 +155,30 @@ func (v *DirVolume) Create(ctx context.Context, hash string) (BlockWriter, error
 }
 
 // createTemp creates a new temporary file for hash in dir, with O_DIRECT
-// when the filesystem supports it, else buffered.
-func createTemp(dir, hash string) (f *os.File, direct bool, err error) {
+// unless the filesystem refused it before, else buffered.
+func (v *DirVolume) createTemp(dir, hash string) (f *os.File, direct bool, err error) {
 	for range 100 {
 		name := filepath.Join(dir, tmpPrefix+hash+"-"+strconv.FormatUint(rand.Uint64(), 36))
-		f, err = createDirect(name)
-		if err == nil {
-			return f, true, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			f, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if !v.noDirect.Load() {
+			f, err = v.openDirect(name)
 			if err == nil {
-				return f, false, nil
+				return f, true, nil
 			}
+			if errors.Is(err, fs.ErrExist) {
+				continue
+			}
+			// Some filesystems create the file and then refuse
+			// O_DIRECT (EINVAL): open that name buffered, without
+			// O_EXCL. The name is random, so it is this Put's.
+			if errors.Is(err, syscall.EINVAL) {
+				v.noDirect.Store(true)
+			}
+			f, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		} else {
+			f, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		}
+		if err == nil {
+			return f, false, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, false, fmt.Errorf("create temporary file: %w", err)

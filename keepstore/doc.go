@@ -35,9 +35,10 @@
 //
 // DirVolume stores <dir>/<hash[0:3]>/<hash>. A block is written to a
 // temporary file "tmp-<hash>-*" in the same directory, opened with O_DIRECT
-// (buffered where the filesystem refuses it): each full 1 MiB window goes
+// (buffered once the filesystem refused it): each full 1 MiB window goes
 // from its page-aligned buffer to the device; a last window whose length is
-// not a multiple of 4096 goes through the page cache. Commit then
+// not a multiple of 4096 goes through the page cache, and so does the rest
+// of a window after a short direct write (to get the real error, ENOSPC). Commit then
 // fdatasyncs the file (its data and the size and allocation needed to read
 // it back; O_DIRECT alone leaves data in the disk's volatile cache and the
 // allocation in the journal), renames it to the final name and fsyncs the

@@ -249,3 +249,35 @@ func TestDirVolume_Put_shortDirectWrite(t *testing.T) {
 		})
 	}
 }
+
+// Some filesystems (tmpfs before Linux 6.6) create the file and then refuse
+// O_DIRECT with EINVAL. The block is then written buffered in that same
+// file, nothing stray is left, and O_DIRECT is not tried again.
+func TestDirVolume_Put_filesystemWithoutDirect(t *testing.T) {
+	dir := t.TempDir()
+	v, err := OpenDir(dir)
+	require.NoError(t, err)
+	var tries atomic.Int32
+	v.openDirect = func(name string) (*os.File, error) {
+		tries.Add(1)
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EINVAL}
+	}
+	ctx := context.Background()
+	var want []string
+	for i, size := range []int{3<<20 + 5, 10} {
+		data := randomBlock(int64(50+i), size)
+		hash := keepclient.HashOf(data)
+		require.NoError(t, v.Put(ctx, hash, data))
+		got, err := os.ReadFile(filepath.Join(dir, hash[:3], hash))
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(data, got), "size %d", size)
+		want = append(want, filepath.Join(hash[:3], hash))
+	}
+	assert.ElementsMatch(t, want, listFiles(t, dir), "no stray temporary file")
+	assert.EqualValues(t, 1, tries.Load(), "O_DIRECT is tried once")
+}
