@@ -35,7 +35,7 @@ func newMetrics(pool *bufferPool, max int) *metrics {
 	}
 	buffers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "arvupload", Subsystem: "keepstore", Name: "buffers_in_use",
-		Help: "Block buffers held by requests.",
+		Help: "Buffer slots held by requests (a GET holds a block buffer, a PUT its write windows).",
 	}, func() float64 { return float64(pool.inUse.Load()) })
 	buffersMax := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "arvupload", Subsystem: "keepstore", Name: "buffers_max",

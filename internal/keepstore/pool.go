@@ -32,19 +32,35 @@ func newBufferPool(max int) *bufferPool {
 	return &bufferPool{slots: make(chan struct{}, max)}
 }
 
-// get waits up to wait (and at most until ctx ends) for a slot and returns a
-// buffer of at least size bytes (size < 0: a full block buffer).
-func (p *bufferPool) get(ctx context.Context, size int64, wait time.Duration) ([]byte, error) {
+// acquire waits up to wait (and at most until ctx ends) for a slot. A
+// streaming PUT holds a slot but no block buffer (its small windows belong
+// to the volume); release gives the slot back.
+func (p *bufferPool) acquire(ctx context.Context, wait time.Duration) error {
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case p.slots <- struct{}{}:
 	case <-t.C:
-		return nil, errNoBuffer
+		return errNoBuffer
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	p.inUse.Add(1)
+	return nil
+}
+
+// release gives back a slot taken by acquire.
+func (p *bufferPool) release() {
+	p.inUse.Add(-1)
+	<-p.slots
+}
+
+// get waits like acquire for a slot and returns a buffer of at least size
+// bytes (size < 0: a full block buffer).
+func (p *bufferPool) get(ctx context.Context, size int64, wait time.Duration) ([]byte, error) {
+	if err := p.acquire(ctx, wait); err != nil {
+		return nil, err
+	}
 	if size >= 0 && size <= smallBlock {
 		return make([]byte, size), nil
 	}
@@ -65,6 +81,5 @@ func (p *bufferPool) put(b []byte) {
 		p.free = append(p.free, b[:arvados.BlockSize])
 		p.mu.Unlock()
 	}
-	p.inUse.Add(-1)
-	<-p.slots
+	p.release()
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"slices"
@@ -50,58 +51,30 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusRequestEntityTooLarge, errTooLarge.Error())
 		return
 	}
-	buf, err := s.pool.get(r.Context(), r.ContentLength, s.opts.BufferWait)
-	if err != nil {
-		s.bufferError(w, err)
-		return
-	}
-	defer s.pool.put(buf)
-
-	n, sum, err := readBody(r.Body, buf)
-	switch {
-	case errors.Is(err, errTooLarge):
-		w.Header().Set("Connection", "close") // the rest of the body is not read
-		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
-		return
-	case errors.Is(err, io.ErrUnexpectedEOF) && r.ContentLength > 0:
-		// The body ended early. The client may have gone (then nobody
-		// reads this) or only half-closed (then it gets the reason).
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("content length %d did not match specified data size %d", n, r.ContentLength))
-		return
-	case r.Context().Err() != nil:
-		w.WriteHeader(statusClientClosed)
-		return
-	case err != nil:
-		httpError(w, http.StatusBadRequest, "read request body: "+err.Error())
-		return
-	}
-	data := buf[:n]
-	if r.ContentLength > 0 && int64(n) != r.ContentLength {
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("content length %d did not match specified data size %d", n, r.ContentLength))
-		return
-	}
-	if sum != hash {
-		httpError(w, http.StatusUnprocessableEntity, fmt.Sprintf("content hash %s did not match specified locator %s", sum, hash))
-		return
-	}
-
-	// A request whose client left still stores the block: it is verified,
-	// and storing it is cheaper than having the client send it again.
-	ctx := context.WithoutCancel(r.Context())
-	if err := s.store(ctx, hash, data); err != nil {
-		switch {
-		case errors.Is(err, errCollision):
-			httpError(w, http.StatusInternalServerError, "hash collision")
-		case IsFull(err):
-			httpError(w, http.StatusInsufficientStorage, "insufficient storage")
-		default:
-			httpError(w, http.StatusServiceUnavailable, "volume unavailable")
+	var n int64
+	var err error
+	if sv, ok := s.vol.(StreamVolume); ok {
+		if aerr := s.pool.acquire(r.Context(), s.opts.BufferWait); aerr != nil {
+			s.bufferError(w, aerr)
+			return
 		}
-		s.log.Warn("store block", "request_id", w.Header().Get("X-Request-Id"), "hash", hash, "err", err)
+		defer s.pool.release()
+		n, err = s.putStream(r, sv, hash)
+	} else {
+		buf, gerr := s.pool.get(r.Context(), r.ContentLength, s.opts.BufferWait)
+		if gerr != nil {
+			s.bufferError(w, gerr)
+			return
+		}
+		defer s.pool.put(buf)
+		n, err = s.putBuffered(r, hash, buf)
+	}
+	if err != nil {
+		s.putError(w, r, hash, n, err)
 		return
 	}
 
-	loc := hash + "+" + strconv.Itoa(n)
+	loc := hash + "+" + strconv.FormatInt(n, 10)
 	if tok := requestToken(r); tok != "" && len(s.opts.SigningKey) > 0 {
 		loc = arvados.SignLocator(loc, tok, s.opts.Clock().Add(s.opts.TTL), s.opts.TTL, s.opts.SigningKey)
 	}
@@ -116,6 +89,208 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(loc)+1))
 	io.WriteString(w, loc+"\n")
 }
+
+// bodyError is a failure of the request body itself (cut short, too
+// large, unreadable), as opposed to one of the volume.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "read request body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
+// hashMismatch means the body's md5 is not the hash in the path.
+type hashMismatch struct{ sum, hash string }
+
+func (e *hashMismatch) Error() string {
+	return fmt.Sprintf("content hash %s did not match specified locator %s", e.sum, e.hash)
+}
+
+// putError answers a failed PUT: n is the number of body bytes read.
+func (s *Server) putError(w http.ResponseWriter, r *http.Request, hash string, n int64, err error) {
+	var be *bodyError
+	var hm *hashMismatch
+	switch {
+	case errors.Is(err, errTooLarge):
+		w.Header().Set("Connection", "close") // the rest of the body is not read
+		httpError(w, http.StatusRequestEntityTooLarge, errTooLarge.Error())
+	case errors.As(err, &be) && errors.Is(err, io.ErrUnexpectedEOF) && r.ContentLength > 0:
+		// The body ended early. The client may have gone (then nobody
+		// reads this) or only half-closed (then it gets the reason).
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("content length %d did not match specified data size %d", n, r.ContentLength))
+	case errors.As(err, &be) && r.Context().Err() != nil:
+		w.WriteHeader(statusClientClosed)
+	case errors.As(err, &be):
+		httpError(w, http.StatusBadRequest, err.Error())
+	case errors.As(err, &hm):
+		httpError(w, http.StatusUnprocessableEntity, hm.Error())
+	default:
+		switch {
+		case errors.Is(err, errCollision):
+			httpError(w, http.StatusInternalServerError, "hash collision")
+		case IsFull(err):
+			httpError(w, http.StatusInsufficientStorage, "insufficient storage")
+		default:
+			httpError(w, http.StatusServiceUnavailable, "volume unavailable")
+		}
+		s.log.Warn("store block", "request_id", w.Header().Get("X-Request-Id"), "hash", hash, "err", err)
+	}
+}
+
+// checkBody compares a completely read body of n bytes and md5 sum with
+// the request's Content-Length and the hash in its path.
+func checkBody(r *http.Request, hash string, n int64, sum string) error {
+	if r.ContentLength > 0 && n != r.ContentLength {
+		return &bodyError{io.ErrUnexpectedEOF}
+	}
+	if sum != hash {
+		return &hashMismatch{sum: sum, hash: hash}
+	}
+	return nil
+}
+
+// putStream stores the body as it arrives: each window read from the
+// socket is hashed and written from where it was read (BlockWriter), and
+// the block is committed only when the body ended cleanly with the right
+// length and md5; otherwise the temporary file is removed. A block the
+// volume already holds is not written again: the body is compared with it
+// instead (compareStream).
+//
+// A request whose client leaves after the whole body arrived still stores
+// the block: it is verified, and storing it is cheaper than having the
+// client send it again.
+func (s *Server) putStream(r *http.Request, sv StreamVolume, hash string) (int64, error) {
+	ctx := context.WithoutCancel(r.Context())
+	body := &bodyReader{r: r.Body, h: md5.New()}
+	_, err := sv.Head(ctx, hash)
+	switch {
+	case err == nil:
+		return s.compareStream(ctx, r, hash, body)
+	case !errors.Is(err, ErrNotFound):
+		return 0, err
+	}
+	bw, err := sv.Create(ctx, hash)
+	if err != nil {
+		return 0, err
+	}
+	n, err := bw.ReadFrom(body)
+	if berr := body.failure(); berr != nil {
+		bw.Abort()
+		return n, &bodyError{berr}
+	}
+	if err != nil {
+		bw.Abort()
+		// Read the rest (at most 64 MiB + 1 bytes) so that the client,
+		// still sending, reads the answer rather than a reset.
+		io.Copy(io.Discard, body)
+		return n, err
+	}
+	if err := checkBody(r, hash, n, body.sum()); err != nil {
+		bw.Abort()
+		return n, err
+	}
+	return n, bw.Commit()
+}
+
+// compareStream reads the body through md5 and compares it with the stored
+// block in 64 KiB chunks: equal and with the right md5 means Touch; a
+// right md5 with different bytes is a collision. The stored block is never
+// written.
+func (s *Server) compareStream(ctx context.Context, r *http.Request, hash string, body *bodyReader) (int64, error) {
+	rc, err := s.vol.Get(ctx, hash)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	got := make([]byte, 64<<10)
+	stored := make([]byte, 64<<10)
+	same := true
+	for {
+		m, err := fill(body, got)
+		if same && m > 0 {
+			k, serr := io.ReadFull(rc, stored[:m])
+			if serr != nil && serr != io.EOF && serr != io.ErrUnexpectedEOF {
+				return body.n, fmt.Errorf("read stored block %s: %w", hash, serr)
+			}
+			same = k == m && bytes.Equal(got[:m], stored[:m])
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return body.n, &bodyError{err}
+		}
+	}
+	if err := checkBody(r, hash, body.n, body.sum()); err != nil {
+		return body.n, err
+	}
+	if same {
+		var one [1]byte
+		k, serr := rc.Read(one[:])
+		if serr != nil && serr != io.EOF {
+			return body.n, fmt.Errorf("read stored block %s: %w", hash, serr)
+		}
+		same = k == 0
+	}
+	if !same {
+		return body.n, fmt.Errorf("store %s: %w", hash, errCollision)
+	}
+	return body.n, s.vol.Touch(ctx, hash)
+}
+
+// putBuffered reads the whole body into buf, then stores it: the path for
+// volumes that cannot stream (Volume without Create).
+func (s *Server) putBuffered(r *http.Request, hash string, buf []byte) (int64, error) {
+	n, sum, err := readBody(r.Body, buf)
+	if err != nil {
+		return int64(n), &bodyError{err}
+	}
+	if err := checkBody(r, hash, int64(n), sum); err != nil {
+		return int64(n), err
+	}
+	// See putStream: a verified block is stored even if the client left.
+	return int64(n), s.store(context.WithoutCancel(r.Context()), hash, buf[:n])
+}
+
+// bodyReader hashes and counts a PUT body as it is read, and ends it with
+// errTooLarge at the byte past 64 MiB: it never reads more than 64 MiB + 1
+// bytes. It keeps the body's first error (io.EOF at a clean end), so that
+// a caller can tell a bad body from a failing volume.
+type bodyReader struct {
+	r   io.Reader
+	h   hash.Hash
+	n   int64
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if left := keepclient.BlockSize + 1 - b.n; int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := b.r.Read(p)
+	if b.n+int64(n) > keepclient.BlockSize {
+		n = int(keepclient.BlockSize - b.n)
+		err = errTooLarge
+	}
+	b.h.Write(p[:n])
+	b.n += int64(n)
+	if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// failure returns the body's error, or nil at a clean end or while it is
+// still being read.
+func (b *bodyReader) failure() error {
+	if b.err == io.EOF {
+		return nil
+	}
+	return b.err
+}
+
+func (b *bodyReader) sum() string { return hex.EncodeToString(b.h.Sum(nil)) }
 
 // confirmedClasses returns the classes a PUT confirms: the requested ones this
 // server serves, or all of its classes when none was requested. ok is false

@@ -114,7 +114,8 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// BuffersInUse returns the number of block buffers requests hold now.
+// BuffersInUse returns the number of buffer slots requests hold now (a GET
+// holds a block buffer, a streaming PUT its write windows).
 func (s *Server) BuffersInUse() int { return int(s.pool.inUse.Load()) }
 
 // ServeHTTP wraps every request with the request ID, CORS headers, metrics

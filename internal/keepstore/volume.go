@@ -50,3 +50,28 @@ type Volume interface {
 	// Touch sets the block's mtime to now, or returns ErrNotFound.
 	Touch(ctx context.Context, hash string) error
 }
+
+// StreamVolume is a Volume that can store a block as its body arrives, so
+// that the server needs no block buffer and the disk writes while the
+// network still delivers. DirVolume is one.
+type StreamVolume interface {
+	Volume
+	// Create starts writing the block hash. Nothing is visible under hash
+	// until BlockWriter.Commit returns nil.
+	Create(ctx context.Context, hash string) (BlockWriter, error)
+}
+
+// BlockWriter is one block being written by a StreamVolume. The caller
+// calls ReadFrom once, then exactly one of Commit or Abort.
+type BlockWriter interface {
+	// ReadFrom reads r to io.EOF into the block, reading straight into
+	// the volume's write buffers. It returns r's error as is (never
+	// io.EOF), or a write error, which wraps the cause (IsFull).
+	ReadFrom(r io.Reader) (int64, error)
+	// Commit makes the block durable under its hash: when it returns nil
+	// the block survives a crash. On error nothing is left under hash
+	// that was not there before.
+	Commit() error
+	// Abort discards what was written; it leaves nothing behind.
+	Abort() error
+}
