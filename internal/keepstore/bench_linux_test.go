@@ -21,12 +21,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arv-upload/arv-upload/keepclient"
+	"github.com/arv-upload/arv-upload/arvados"
 )
 
 type writeVariant func(dir, name string, src io.Reader) error
 
-func benchVariant(b *testing.B, fn writeVariant) { benchBytes(b, fn, keepclient.BlockSize) }
+func benchVariant(b *testing.B, fn writeVariant) { benchBytes(b, fn, arvados.BlockSize) }
 
 // benchBytes runs fn b.N times; each run stores perOp bytes.
 func benchBytes(b *testing.B, fn writeVariant, perOp int64) {
@@ -39,7 +39,7 @@ func benchBytes(b *testing.B, fn writeVariant, perOp int64) {
 		}
 		defer os.RemoveAll(dir)
 	}
-	data := randomBlock(1, keepclient.BlockSize)
+	data := randomBlock(1, arvados.BlockSize)
 	b.SetBytes(perOp)
 	cpu0 := cpuTime()
 	b.ResetTimer()
@@ -79,7 +79,7 @@ func finish(f *os.File, dir, name string, sync func(*os.File) error) error {
 func fsyncFile(f *os.File) error { return f.Sync() }
 
 func bufferedWhole(sync func(*os.File) error) writeVariant {
-	buf := make([]byte, keepclient.BlockSize)
+	buf := make([]byte, arvados.BlockSize)
 	return func(dir, name string, src io.Reader) error {
 		n, _, err := readBody(src, buf)
 		if err != nil {
@@ -97,7 +97,7 @@ func bufferedWhole(sync func(*os.File) error) writeVariant {
 }
 
 func directWhole(dir, name string, src io.Reader) error {
-	return directWholeBuf(alignedBuffer(keepclient.BlockSize))(dir, name, src)
+	return directWholeBuf(alignedBuffer(arvados.BlockSize))(dir, name, src)
 }
 
 func directWholeBuf(buf []byte) writeVariant {
@@ -242,7 +242,7 @@ func BenchmarkDirVolumePut_BufferedFdatasync(b *testing.B) {
 
 // (c) the whole body in an aligned buffer, one O_DIRECT write, fdatasync.
 func BenchmarkDirVolumePut_DirectFdatasync(b *testing.B) {
-	benchVariant(b, directWholeBuf(alignedBuffer(keepclient.BlockSize)))
+	benchVariant(b, directWholeBuf(alignedBuffer(arvados.BlockSize)))
 }
 
 // (d) streaming through 1 MiB windows, buffered writes, fdatasync.
@@ -295,7 +295,7 @@ func BenchmarkDirVolumePut_StreamConcurrent(b *testing.B) {
 					}
 				}
 				return err // the files stay until the end of the run
-			}, int64(c)*keepclient.BlockSize)
+			}, int64(c)*arvados.BlockSize)
 		})
 	}
 }

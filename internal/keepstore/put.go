@@ -265,12 +265,12 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if left := keepclient.BlockSize + 1 - b.n; int64(len(p)) > left {
+	if left := arvados.BlockSize + 1 - b.n; int64(len(p)) > left {
 		p = p[:left]
 	}
 	n, err := b.r.Read(p)
-	if b.n+int64(n) > keepclient.BlockSize {
-		n = int(keepclient.BlockSize - b.n)
+	if b.n+int64(n) > arvados.BlockSize {
+		n = int(arvados.BlockSize - b.n)
 		err = errTooLarge
 	}
 	b.h.Write(p[:n])

@@ -16,10 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // The tests below cover what streaming a PUT body to disk (instead of
@@ -30,10 +29,10 @@ import (
 func TestServer_Put_mismatchLeavesNothing(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	data := randomBlock(20, 3<<20+5) // several windows reach the disk before the md5 is known
-	other := keepclient.HashOf([]byte("something else"))
+	other := arvados.HashOf([]byte("something else"))
 	resp, body := ts.do(t, http.MethodPut, "/"+other, data)
 	assert.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, body)
-	assert.Equal(t, "content hash "+keepclient.HashOf(data)+" did not match specified locator "+other+"\n", body)
+	assert.Equal(t, "content hash "+arvados.HashOf(data)+" did not match specified locator "+other+"\n", body)
 	assert.Empty(t, listFiles(t, ts.Dir), "neither the block nor a temporary file")
 	assert.Zero(t, ts.BuffersInUse())
 }
@@ -43,7 +42,7 @@ func TestServer_Put_disconnectMidBodyLeavesNothing(t *testing.T) {
 	data := randomBlock(21, 8<<20)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
 	require.NoError(t, err)
-	fmt.Fprintf(conn, "PUT /%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", keepclient.HashOf(data), len(data))
+	fmt.Fprintf(conn, "PUT /%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", arvados.HashOf(data), len(data))
 	_, err = conn.Write(data[:3<<20+100])
 	require.NoError(t, err)
 	// Wait until the server has written some of it, then go away.
@@ -59,7 +58,7 @@ func TestServer_Put_disconnectMidBodyLeavesNothing(t *testing.T) {
 func TestServer_Put_existingBlockWrongBody(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	data := randomBlock(22, 2<<20+3)
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	ts.put(t, data)
 	p := filepath.Join(ts.Dir, hash[:3], hash)
 	old := time.Now().Add(-time.Hour).Truncate(time.Second)
@@ -87,7 +86,7 @@ func TestServer_Put_existingBlockWrongBody(t *testing.T) {
 func TestServer_Put_concurrentSameBlockUnaligned(t *testing.T) {
 	ts := newTestServer(t, Options{MaxBuffers: 6})
 	data := randomBlock(23, 9<<20+123) // a tail that O_DIRECT cannot write
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	var wg sync.WaitGroup
 	res := make([]string, 6)
 	for i := range res {
@@ -105,7 +104,7 @@ func TestServer_Put_concurrentSameBlockUnaligned(t *testing.T) {
 	}
 	wg.Wait()
 	for _, r := range res {
-		assert.Equal(t, "200 "+keepclient.LocatorFor(data), r)
+		assert.Equal(t, "200 "+arvados.LocatorFor(data), r)
 	}
 	assert.Equal(t, []string{filepath.Join(hash[:3], hash)}, listFiles(t, ts.Dir))
 	got, err := os.ReadFile(filepath.Join(ts.Dir, hash[:3], hash))
@@ -128,7 +127,7 @@ func TestServer_Put_diskFullMidBody(t *testing.T) {
 	}
 	ts := newTestServer(t, Options{Volume: dv})
 	data := randomBlock(24, 6<<20)
-	resp, body := ts.do(t, http.MethodPut, "/"+keepclient.HashOf(data), data)
+	resp, body := ts.do(t, http.MethodPut, "/"+arvados.HashOf(data), data)
 	assert.Equal(t, http.StatusInsufficientStorage, resp.StatusCode, "the client reads the answer, not a reset")
 	assert.Equal(t, "insufficient storage\n", body)
 	assert.Empty(t, listFiles(t, dir))
@@ -137,8 +136,8 @@ func TestServer_Put_diskFullMidBody(t *testing.T) {
 
 func TestServer_Put_tooLargeChunkedLeavesNothing(t *testing.T) {
 	ts := newTestServer(t, Options{})
-	src := &countingSource{limit: keepclient.BlockSize + 1}
-	req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+keepclient.EmptyHash, io.NopCloser(src))
+	src := &countingSource{limit: arvados.BlockSize + 1}
+	req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+arvados.EmptyHash, io.NopCloser(src))
 	require.NoError(t, err)
 	req.ContentLength = -1
 	resp, err := http.DefaultClient.Do(req)
@@ -157,7 +156,7 @@ func TestDirVolume_Put_sizesAroundAlignment(t *testing.T) {
 	ctx := context.Background()
 	for i, size := range []int{1, directAlign - 1, directAlign, directAlign + 1, writeWindow - 1, writeWindow, writeWindow + 1, writeDepth*writeWindow + directAlign + 7} {
 		data := randomBlock(int64(30+i), size)
-		hash := keepclient.HashOf(data)
+		hash := arvados.HashOf(data)
 		require.NoError(t, v.Put(ctx, hash, data), "size %d", size)
 		rc, err := v.Get(ctx, hash)
 		require.NoError(t, err)
@@ -173,7 +172,7 @@ func TestDirVolume_Create_abortLeavesNothing(t *testing.T) {
 	v, err := OpenDir(dir)
 	require.NoError(t, err)
 	data := randomBlock(40, 3<<20)
-	hash := keepclient.HashOf(data)
+	hash := arvados.HashOf(data)
 	w, err := v.Create(context.Background(), hash)
 	require.NoError(t, err)
 	n, err := w.ReadFrom(bytes.NewReader(data))
@@ -211,7 +210,7 @@ func TestDirVolume_Put_shortDirectWrite(t *testing.T) {
 			v, err := OpenDir(dir)
 			require.NoError(t, err)
 			data := randomBlock(41, 3<<20)
-			hash := keepclient.HashOf(data)
+			hash := arvados.HashOf(data)
 			w, err := v.Create(context.Background(), hash)
 			require.NoError(t, err)
 			require.True(t, w.(*dirWriter).direct, "the test directory takes O_DIRECT")
@@ -271,7 +270,7 @@ func TestDirVolume_Put_filesystemWithoutDirect(t *testing.T) {
 	var want []string
 	for i, size := range []int{3<<20 + 5, 10} {
 		data := randomBlock(int64(50+i), size)
-		hash := keepclient.HashOf(data)
+		hash := arvados.HashOf(data)
 		require.NoError(t, v.Put(ctx, hash, data))
 		got, err := os.ReadFile(filepath.Join(dir, hash[:3], hash))
 		require.NoError(t, err)
