@@ -77,6 +77,14 @@
 // rejected: it adds a write and a read of every byte to the path this
 // design shortens.
 //
+// Keepstore buffers. A streamed PUT holds a keepstore buffer (ours: 8 of
+// 64 MiB by default, --max-buffers; a request waits 5s for one, then
+// 503) for as long as its body takes to arrive, not only for a transfer
+// inside the cluster: give the keepstores buffers for about MaxConcurrent
+// x replicas / keepstores streams, or lower MaxConcurrent. A 503 from a
+// keepstore out of buffers comes before it reads the body, so the block
+// goes to the next service (that reader is still at byte 0).
+//
 // Slow clients. A keepstore request fed by a slow client stays open, with
 // a 64 MiB keepstore buffer, as long as the client takes, and our
 // keepstores cut a request after 5 minutes. So the first window is read
@@ -113,6 +121,18 @@
 // client's wrong body then reaches the keepstores whole and is refused
 // there (nothing stored), which costs them a hash of it, not the proxy.
 // Token expiry is still checked before the last bytes go upstream.
+//
+// Throughput measured alongside store and forward (BenchmarkProxyPut64MiB,
+// 64 MiB blocks with the client's md5 in the loop, keepstore volumes on
+// tmpfs, medians of 3 alternating runs, shared 2-core machine at load
+// ~20, proxy md5 still on): replication 1 22.4 -> 26.7 MB/s, replication 2
+// 12.4 -> 23.4 MB/s. End to end (scripts/bench.sh, 1 GiB in 8 files
+// through the dev cluster's TLS proxy, each run the median of 3 uploads):
+// replication 1, ratio to md5sum 1.47 and 1.69 against 2.77, 3.96 and 3.46
+// before; replication 2, 4.36 and 3.63 against 3.34 and 3.55. md5sum of
+// the same data took 3.6 to 26 s from run to run, so these ratios reflect
+// the load more than the proxy; the targets (<= 1.6 and <= 2.5)
+// need a quiet machine to check.
 //
 // GET of blocks answers 405 unless Options.EnableReads, in which case GET
 // and HEAD are passed to the keepstores in probe order; the keepstores
@@ -235,10 +255,10 @@
 //
 // Measured (BenchmarkProxyMemory2x, make bench): the proxy in its own
 // process, at twice its concurrency (32 PUTs at once from 8 users, default
-// limits), peaks at 1052 MiB RSS with 64 MiB blocks and 956 MiB with
-// blocks of 1-64 MiB, against the 1024 MiB buffer bound (the rest is the
-// runtime, the binary and the connections); the earlier pool reached
-// 1670 MiB on the latter (both before cut-through).
+// limits), peaks at 287-288 MiB RSS with 64 MiB blocks and 195-251 MiB
+// with blocks of 1-64 MiB (2 runs, shared machine), against 1044-1046 and
+// 758-804 MiB for store and forward measured alongside (1052 and 956 MiB
+// on a quiet machine; the earlier pool reached 1670 MiB on the latter).
 // arvupload_proxy_block_buffers, arvupload_proxy_block_buffer_bytes and
 // arvupload_proxy_stream_windows show the buffers made;
 // arvupload_proxy_block_writes_total{mode} how blocks went upstream.
