@@ -32,6 +32,7 @@ type proxyFlags struct {
 	authCacheTTL        time.Duration
 	maxConcurrent       int
 	maxPerUser          int
+	retryBuffers        int
 	maxQueued           int
 	maxQueuedPerUser    int
 	queueTimeout        time.Duration
@@ -70,7 +71,8 @@ answers 503 and one error line a minute says so. See docs/DEPLOY.md.`,
 	fl.StringVar(&f.auditTokenFile, "audit-token-file", "", "file holding the token audit records (block_put logs) are posted with: a dedicated non-admin user's token scoped to POST /arvados/v1/logs (on arv-server api, name the user with --audit-user); re-read on SIGHUP (default: the service token, re-read on SIGHUP)")
 	fl.StringArrayVar(&f.keepstores, "keepstore", nil, "internal keepstore URL (repeatable); default: the API's keep_services of type disk (needs an admin service token)")
 	fl.DurationVar(&f.authCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an accepted token is trusted before it is checked again: a deactivated account stops within this (an expiring token or account stops at its expires_at)")
-	fl.IntVar(&f.maxConcurrent, "max-concurrent", proxy.DefaultMaxConcurrent, "block writes in progress, each holding a 64 MiB buffer: the memory bound")
+	fl.IntVar(&f.maxConcurrent, "max-concurrent", proxy.DefaultMaxConcurrent, "block writes in progress, each holding a 1 MiB window, or a 64 MiB buffer for a slow client: the memory bound")
+	fl.IntVar(&f.retryBuffers, "retry-buffers", 0, "block writes streamed to the keepstores that may also keep their whole block (64 MiB) so that a keepstore failing mid-block is replaced; 0 = a quarter of --max-concurrent, -1 = none (such a failure then answers 503 and the client resends)")
 	fl.IntVar(&f.maxPerUser, "max-concurrent-per-user", 0, "block writes in progress per user (token owner); 0 = a quarter of --max-concurrent, so no one identity can take the proxy")
 	fl.IntVar(&f.maxQueued, "max-queued", 0, "block writes waiting for a slot, in all; 0 = 4 x --max-concurrent, -1 = none (beyond: 503 + Retry-After)")
 	fl.IntVar(&f.maxQueuedPerUser, "max-queued-per-user", 0, "block writes waiting per user; 0 = --max-concurrent-per-user, -1 = none")
@@ -173,7 +175,7 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	px, err := proxy.New(proxy.Options{
 		API: api, Keep: keep, Services: services, HTTPClient: keepHTTP,
 		AuthCacheTTL:  f.authCacheTTL,
-		MaxConcurrent: f.maxConcurrent, MaxConcurrentPerUser: f.maxPerUser,
+		MaxConcurrent: f.maxConcurrent, MaxConcurrentPerUser: f.maxPerUser, RetryBuffers: f.retryBuffers,
 		MaxQueued: f.maxQueued, MaxQueuedPerUser: f.maxQueuedPerUser, QueueTimeout: f.queueTimeout,
 		BodyIdleTimeout: f.bodyIdleTimeout, MinBodyRate: f.minBodyRate, MinBodyRateWindow: f.minBodyRateWindow,
 		SpoolDir: f.spoolDir, AuditToken: auditToken,

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/md5"
 	"errors"
 	"fmt"
 	"hash"
@@ -82,46 +83,104 @@ func (p *bodyPacer) progress(now time.Time, n int) error {
 	return nil
 }
 
-// readBody fills data from r.Body while hashing it. Before each read the
-// connection's read deadline is set to the pacer's deadline, so a client is
-// cut (an error wrapping errBodyIdle or errBodyTooSlow) after BodyIdleTimeout
-// without a byte, or when a MinBodyRateWindow brought less than MinBodyRate;
-// a slow client that keeps sending finishes, however long it takes.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, data []byte, h hash.Hash) error {
+// pause moves the pacer's clock by d, a time the proxy itself did not read
+// the body (it waited for the keepstores): the client could not send then.
+func (p *bodyPacer) pause(d time.Duration) {
+	p.last = p.last.Add(d)
+	if p.quota > 0 {
+		p.winEnd = p.winEnd.Add(d)
+	}
+}
+
+// bodyReader reads a PUT's body into a blockStream, hashing it, and paces
+// the client: before each read the connection's read deadline is set to
+// the pacer's deadline, so a client is cut (an error wrapping errBodyIdle
+// or errBodyTooSlow) after BodyIdleTimeout without a byte, or when a
+// MinBodyRateWindow brought less than MinBodyRate; a slow client that
+// keeps sending finishes, however long it takes. Time spent waiting for
+// the keepstores to take the window does not count against the client.
+type bodyReader struct {
+	s     *Server
+	r     *http.Request
+	rc    *http.ResponseController
+	pacer *bodyPacer
+	hash  hash.Hash // nil: not hashed here
+	// last, when set, is called once the whole body is read, before its
+	// last bytes are published: an error aborts the stream there, so no
+	// keepstore ever receives a whole body the proxy refuses.
+	last func() error
+}
+
+// bodyHasher returns the md5 the proxy computes of a body: always when
+// needed, else when verifyMD5 is set; nil = none.
+func (s *Server) bodyHasher(needed bool) hash.Hash {
+	if needed || s.verifyMD5 {
+		return md5.New()
+	}
+	return nil
+}
+
+// newBodyReader lifts the write deadline and starts pacing the body of r.
+func (s *Server) newBodyReader(w http.ResponseWriter, r *http.Request, h hash.Hash, last func() error) (*bodyReader, error) {
 	rc := http.NewResponseController(w)
 	// http.Server's WriteTimeout counts from the request's headers, and
 	// over HTTP/2 it resets the stream when it fires even if nothing is
 	// being written: lift it while the body comes (the response gets its
 	// own, extendWriteDeadline).
 	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return fmt.Errorf("clear write deadline: %w", err)
+		return nil, fmt.Errorf("clear write deadline: %w", err)
 	}
-	p := newBodyPacer(time.Now(), s.opts.BodyIdleTimeout, s.opts.MinBodyRate, s.opts.MinBodyRateWindow)
-	for off := 0; off < len(data); {
-		if err := rc.SetReadDeadline(p.deadline()); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	return &bodyReader{
+		s: s, r: r, rc: rc, hash: h, last: last,
+		pacer: newBodyPacer(time.Now(), s.opts.BodyIdleTimeout, s.opts.MinBodyRate, s.opts.MinBodyRateWindow),
+	}, nil
+}
+
+// fill reads the body into st until st holds until bytes (at most the
+// block's size), publishing them to st's readers as they come.
+func (br *bodyReader) fill(st *blockStream, until int64) error {
+	if st.size == 0 && br.last != nil {
+		return br.last()
+	}
+	for st.filled < until {
+		p, waited, err := st.space()
+		if err != nil {
+			return err
+		}
+		br.pacer.pause(waited)
+		p = p[:min(int64(len(p)), until-st.filled)]
+		if err := br.rc.SetReadDeadline(br.pacer.deadline()); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			return fmt.Errorf("set read deadline: %w", err)
 		}
-		n, err := r.Body.Read(data[off:])
-		h.Write(data[off : off+n]) // hashing overlaps with the network
-		off += n
-		if off == len(data) {
-			break
+		n, err := br.r.Body.Read(p)
+		if br.hash != nil {
+			br.hash.Write(p[:n]) // hashing overlaps with the network
 		}
-		if perr := p.progress(time.Now(), n); perr != nil {
+		if st.filled+int64(n) == st.size {
+			_ = br.rc.SetReadDeadline(time.Time{})
+			if br.last != nil {
+				if lerr := br.last(); lerr != nil {
+					return lerr
+				}
+			}
+			st.publish(n)
+			return nil
+		}
+		st.publish(n)
+		if perr := br.pacer.progress(time.Now(), n); perr != nil {
 			return perr
 		}
 		var ne net.Error
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-			return fmt.Errorf("%w for %v", errBodyIdle, s.opts.BodyIdleTimeout)
+			return fmt.Errorf("%w for %v", errBodyIdle, br.s.opts.BodyIdleTimeout)
 		case errors.Is(err, io.EOF):
 			return io.ErrUnexpectedEOF
 		default:
 			return err
 		}
 	}
-	_ = rc.SetReadDeadline(time.Time{})
 	return nil
 }
 

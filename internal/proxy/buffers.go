@@ -70,3 +70,17 @@ func (p *bufferPool) stats() (made, out int) {
 	defer p.mu.Unlock()
 	return p.made, p.made - len(p.free)
 }
+
+// takeRetryCopy reports whether a streamed PUT may hold a full block
+// buffer as its copy for retries (one of RetryBuffers); it never waits.
+// giveRetryCopy gives the permission back.
+func (s *Server) takeRetryCopy() bool {
+	select {
+	case s.copies <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Server) giveRetryCopy() { <-s.copies }

@@ -16,13 +16,22 @@
 //	  7. admission: a slot of MaxConcurrent, within the user's share, at
 //	     once or after waiting in the queue (see Admission); else 503 +
 //	     Retry-After: 1
-//	  8. read the body into the slot's block buffer while hashing it (no
-//	     byte for BodyIdleTimeout, or a window below MinBodyRate -> 408;
-//	     a short body -> 400; nothing is stored)
-//	  9. md5 check against the path hash (hints stripped) -> 422 on
-//	     mismatch; a token that expired meanwhile -> 403
-//	 10. BlockWriter.PutBlock (keepclient.Keep.Put) with the client's token
-//	     as Bearer, so the keepstores sign for the client
+//	  8. the body is read into a 1 MiB window (streamWindow) or a block
+//	     buffer (see Cut-through), and hashed (no byte for BodyIdleTimeout,
+//	     or a window below MinBodyRate -> 408; a short body -> 400; nothing
+//	     is stored)
+//	  9. once the first window is in, the block goes upstream with the
+//	     client's token as Bearer, so the keepstores sign for the client:
+//	     streamed to them as the rest arrives (cut-through: StreamWriter,
+//	     keepclient.Keep.PutStream), or, for POST /, a block within the
+//	     window and a client too slow for cutThroughBudget, once the whole
+//	     body is in (store and forward: BlockWriter.PutBlock, Keep.Put)
+//	 10. before the body's last bytes go to any keepstore: a token that
+//	     expired meanwhile -> 403, and the upstream requests are cut short,
+//	     so no keepstore has a whole body to store. The md5 is checked
+//	     against the path hash (hints stripped) by every keepstore (see
+//	     "The proxy's own md5"; by the proxy itself for POST /): 422 on
+//	     mismatch
 //	 11. audit record appended to the spool (fsynced) when any replica was
 //	     stored, then the response: 200 + signed locator without newline,
 //	     or 503 "Could not write sufficient replicas: ..." with the partial
@@ -32,10 +41,98 @@
 // Deliberate difference from Arvados keepproxy: a body whose md5 differs
 // from the hash in the path gets 422 "content hash <actual> did not match
 // specified locator <hash>". Keepproxy streams the body upstream while
-// hashing and ends with 503 ("Reader failed checksum"); we hold the whole
-// block before forwarding, so we know it is the client's fault and say so,
-// and a client does not retry it. "PUT /<md5>+<size>" is reliable here (all
-// hints are stripped before comparing), unlike in keepproxy (PROTOCOL 7.3).
+// hashing and ends with 503 ("Reader failed checksum"); we stream too, and
+// pass the keepstores' refusal of the body on as 422 (or refuse it
+// ourselves when we hash), so the client knows it is its fault and does
+// not retry it. "PUT /<md5>+<size>" is
+// reliable here (all hints are stripped before comparing), unlike in
+// keepproxy (PROTOCOL 7.3).
+//
+// # Cut-through
+//
+// A PUT's bytes live in a blockStream: a ring written by the handler as
+// the body arrives and read by one reader per upstream PUT
+// (keepclient.Keep.PutStream starts as many PUTs at once as replicas are
+// wanted, in probe order). The ring is a window (streamWindow, 1 MiB):
+// the handler stops reading the body while it is a window ahead of the
+// slowest keepstore, so body and upstream move together and the PUT
+// holds 1 MiB whatever its block; or a full block buffer, which keeps
+// the whole block while it streams.
+//
+// Replication retries. When an upstream PUT fails (a keepstore that
+// dies, answers 5xx or is full), PutStream gives the block to the next
+// service in probe order (and, once, to one that failed temporarily)
+// from a new reader at byte 0, if the ring still holds byte 0: always
+// with a full buffer; with a window, while no more than a window has been
+// read. A failed PUT's reader is closed only after its replacement has
+// started, so a keepstore that refused the connection (its reader never
+// moved from byte 0) is always replaced. Otherwise the PUT answers 503 with the
+// replicas stored (X-Keep-Replicas-Stored) and the client sends the block
+// again, as arv-put and arv-upload do after any 503. A streamed PUT takes
+// a full buffer as its copy for retries when one of RetryBuffers
+// (MaxConcurrent/4 by default) is free, never waiting for one: without
+// any copy, a keepstore that fails at the end of every body (a full
+// volume is found out only then) would fail every block it ranks first,
+// however often the client retried. Spooling blocks to disk instead was
+// rejected: it adds a write and a read of every byte to the path this
+// design shortens.
+//
+// Keepstore buffers. A streamed PUT holds a keepstore buffer (ours: 8 of
+// 64 MiB by default, --max-buffers; a request waits 5s for one, then
+// 503) for as long as its body takes to arrive, not only for a transfer
+// inside the cluster: give the keepstores buffers for about MaxConcurrent
+// x replicas / keepstores streams, or lower MaxConcurrent. A 503 from a
+// keepstore out of buffers comes before it reads the body, so the block
+// goes to the next service (that reader is still at byte 0).
+//
+// Slow clients. A keepstore request fed by a slow client stays open, with
+// a 64 MiB keepstore buffer, as long as the client takes, and our
+// keepstores cut a request after 5 minutes. So the first window is read
+// before anything goes upstream: if its pace would bring the whole block
+// in more than cutThroughBudget (1 min), the block is held whole first (a
+// full buffer, as every PUT was before cut-through) and written once it
+// is in: a slow client stores its blocks however long they take. A
+// client that slows down after a fast start may outlast a keepstore's
+// timeout: that PUT answers 503, and its retry is measured anew.
+//
+// Nothing wrong is stored: a keepstore stores a block only after reading
+// a whole body whose md5 it checked, and the proxy ends the upstream
+// bodies with an error, never a short EOF, when the client's body is
+// short or too slow, or its token expired (or its md5 wrong, when the
+// proxy hashes it): the transport then drops the connection and the
+// keepstore never sees a whole body.
+//
+// The proxy's own md5. Each of our keepstores, like Arvados keepstores
+// (PROTOCOL 4.2), reads a whole body and checks its md5 against the hash
+// in the path before storing anything, and answers 422 (Arvados: 400
+// "content hash ... did not match ...") otherwise; the proxy passes that
+// on as its 422. So the proxy does not hash bodies it streams through
+// keepWriter: every replica it reports was verified by the keepstore that
+// stored it, and the locator in the audit record is the hash those
+// keepstores verified. It still hashes POST / bodies (the hash names the
+// upstream PUTs) and bodies for a BlockWriter that is not a StreamWriter
+// (it may not check). Measured with BenchmarkPut_Replicas1/2 (64 MiB
+// blocks to 3 keepstores on 127.0.0.1 with their volumes on tmpfs;
+// medians of 3 runs on a 2-core machine shared by other agents, load
+// about 20, so noisy): replication 1, 30 MB/s hashing vs 39 MB/s not
+// (through a window: 34 vs 46); replication 2, 26 vs 31 (window: 26 vs
+// 30). The pass costs about a fifth of the throughput on such a machine,
+// and buys nothing the keepstores do not already check: it is off. A
+// client's wrong body then reaches the keepstores whole and is refused
+// there (nothing stored), which costs them a hash of it, not the proxy.
+// Token expiry is still checked before the last bytes go upstream.
+//
+// Throughput measured alongside store and forward (BenchmarkProxyPut64MiB,
+// 64 MiB blocks with the client's md5 in the loop, keepstore volumes on
+// tmpfs, medians of 3 alternating runs, shared 2-core machine at load
+// ~20, proxy md5 still on): replication 1 22.4 -> 26.7 MB/s, replication 2
+// 12.4 -> 23.4 MB/s. End to end (scripts/bench.sh, 1 GiB in 8 files
+// through the dev cluster's TLS proxy, each run the median of 3 uploads):
+// replication 1, ratio to md5sum 1.47 and 1.69 against 2.77, 3.96 and 3.46
+// before; replication 2, 4.36 and 3.63 against 3.34 and 3.55. md5sum of
+// the same data took 3.6 to 26 s from run to run, so these ratios reflect
+// the load more than the proxy; the issue's targets (<= 1.6 and <= 2.5)
+// need a quiet machine to check.
 //
 // GET of blocks answers 405 unless Options.EnableReads, in which case GET
 // and HEAD are passed to the keepstores in probe order; the keepstores
@@ -105,7 +202,10 @@
 // value = JSON AuditRecord). bbolt fsyncs each commit; concurrent appends
 // share a commit through bolt's Batch, so a busy proxy pays one fsync per
 // small group of blocks, not one per block. If the append fails the client
-// gets 500 and retries; the re-stored block is then audited.
+// gets 500 and retries; the re-stored block is then audited. The record's
+// locator (hash+size) is a verified hash: every keepstore counted in its
+// replicas checked the body's md5 against it before answering 200 (and
+// the proxy did too for POST /).
 //
 // A background deliverer (started by Start) posts records in order as
 // `logs` (event_type "block_put", object_uuid = hash+size, properties =
@@ -133,27 +233,35 @@
 //
 // # What bounds memory
 //
-// Block data lives only in the block buffer pool: at most MaxConcurrent
-// (default 16) buffers, each a full 64 MiB block buffer whatever the size
-// of the block it holds, made on first use, reused (most recently freed
-// first) and never dropped, so block buffers never exceed MaxConcurrent x
-// 64 MiB (1 GiB by default) whatever the mix of block sizes. (Replacing a
-// too small pooled buffer by a bigger one, as an earlier version did, left
-// the old one to the garbage collector, and the heap outgrew the bound.)
-// A buffer's pages are resident only once a block has used them. Only a
-// PUT holding an admission slot takes a buffer; waiting PUTs hold none.
-// The md5 is computed while the body arrives. Oversized bodies are refused
+// Block data lives only in two pools, each of at most MaxConcurrent
+// (default 16) buffers, made on first use, reused (most recently freed
+// first) and never dropped: stream windows of 1 MiB (streamWindow) and
+// full 64 MiB block buffers, whatever the size of the block they hold.
+// (Replacing a too small pooled buffer by a bigger one, as an earlier
+// version did, left the old one to the garbage collector, and the heap
+// outgrew the bound.) Only a PUT holding an admission slot takes buffers,
+// at most one of each; waiting PUTs hold none. A PUT streamed to the
+// keepstores holds a window, and a block buffer only as a retry copy, at
+// most RetryBuffers (default 4) at once; a block buffer is otherwise held
+// by a POST, a slow client (see Cut-through) and a block within the first
+// window (which then needs no window). So fast clients use at most
+// RetryBuffers x 64 MiB + MaxConcurrent x 1 MiB (272 MiB by default), and
+// the bound for any mix is MaxConcurrent x 65 MiB (1040 MiB by default).
+// A buffer's pages are resident only once a block has used them. The md5
+// is computed while the body arrives. Oversized bodies are refused
 // before being read. The token cache is bounded by AuthCacheSize; the audit
 // spool is on disk. What is not bounded by the proxy is the number of
 // connections (a few KiB each): put a connection limit in front of it.
 //
 // Measured (BenchmarkProxyMemory2x, make bench): the proxy in its own
 // process, at twice its concurrency (32 PUTs at once from 8 users, default
-// limits), peaks at 1052 MiB RSS with 64 MiB blocks and 956 MiB with
-// blocks of 1-64 MiB, against the 1024 MiB buffer bound (the rest is the
-// runtime, the binary and the connections); the earlier pool reached
-// 1670 MiB on the latter. arvupload_proxy_block_buffers and
-// arvupload_proxy_block_buffer_bytes show the buffers made.
+// limits), peaks at 287-288 MiB RSS with 64 MiB blocks and 195-251 MiB
+// with blocks of 1-64 MiB (2 runs, shared machine), against 1044-1046 and
+// 758-804 MiB for store and forward measured alongside (1052 and 956 MiB
+// on a quiet machine; the earlier pool reached 1670 MiB on the latter).
+// arvupload_proxy_block_buffers, arvupload_proxy_block_buffer_bytes and
+// arvupload_proxy_stream_windows show the buffers made;
+// arvupload_proxy_block_writes_total{mode} how blocks went upstream.
 //
 // # Shutdown
 //

@@ -37,6 +37,9 @@ type faultyHandler struct {
 	via     atomic.Value // last Via header seen on a PUT
 	classes atomic.Value // last X-Keep-Storage-Classes seen on a PUT
 	reqID   atomic.Value // last X-Request-Id seen on a PUT
+	// cutAfter > 0 makes a PUT read that many body bytes and then drop
+	// the connection: a keepstore dying mid-block.
+	cutAfter atomic.Int64
 }
 
 func (f *faultyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -48,6 +51,13 @@ func (f *faultyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if f.down.Load() {
 		http.Error(w, "volume unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if k := f.cutAfter.Load(); k > 0 && r.Method == http.MethodPut {
+		io.CopyN(io.Discard, r.Body, k)
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
 		return
 	}
 	f.next.ServeHTTP(w, r)

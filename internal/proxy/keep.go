@@ -121,6 +121,11 @@ type keepWriter struct {
 }
 
 func (k keepWriter) PutBlock(ctx context.Context, data []byte, req PutRequest) (PutResult, error) {
+	res, err := k.keep.Put(ctx, data, k.putOptions(ctx, req))
+	return k.result(res), err
+}
+
+func (k keepWriter) putOptions(ctx context.Context, req PutRequest) keepclient.PutOptions {
 	classes := req.StorageClasses
 	if len(classes) == 0 && k.api != nil {
 		cctx, cancel := context.WithTimeout(ctx, authCheckTimeout)
@@ -129,16 +134,45 @@ func (k keepWriter) PutBlock(ctx context.Context, data []byte, req PutRequest) (
 		}
 		cancel()
 	}
-	res, err := k.keep.Put(ctx, data, keepclient.PutOptions{
+	return keepclient.PutOptions{
 		Hash: req.Hash, Token: req.Token, Replicas: req.Replicas,
 		StorageClasses: classes, RequestID: req.RequestID,
-	})
+	}
+}
+
+func (k keepWriter) result(res keepclient.PutResult) PutResult {
 	out := PutResult{Locator: res.Locator, Replicas: res.Replicas}
 	for _, f := range res.Failures {
 		// Without the service URL: internal addresses stay internal.
 		out.Failures = append(out.Failures, fmt.Sprintf("[%d] %v", f.Status, f.Err))
+		if isMismatch(f) && out.Mismatch == "" {
+			out.Mismatch = f.Err.Error()
+		}
 	}
-	return out, err
+	return out
+}
+
+// StreamWriter is a BlockWriter that can also write a block while its
+// bytes arrive (cut-through): PutStream reads the block, of size bytes,
+// from src (one reader per upstream attempt; see keepclient.BlockSource)
+// and returns as PutBlock does. A reader of src fails, and the upstream
+// request with it, if the body turns out wrong or short.
+type StreamWriter interface {
+	BlockWriter
+	PutStream(ctx context.Context, size int64, src keepclient.BlockSource, req PutRequest) (PutResult, error)
+}
+
+func (k keepWriter) PutStream(ctx context.Context, size int64, src keepclient.BlockSource, req PutRequest) (PutResult, error) {
+	res, err := k.keep.PutStream(ctx, req.Hash, size, src, k.putOptions(ctx, req))
+	return k.result(res), err
+}
+
+// isMismatch reports whether a keepstore refused a body whose md5 is not
+// the hash it was sent under: 422 from ours, 400 "content hash ... did not
+// match ..." from Arvados keepstores (PROTOCOL 4.2).
+func isMismatch(f keepclient.ServiceError) bool {
+	return f.Status == http.StatusUnprocessableEntity ||
+		(f.Status == http.StatusBadRequest && strings.Contains(f.Err.Error(), "did not match specified locator"))
 }
 
 // httpReader passes GET/HEAD to the keepstores in probe order.

@@ -18,6 +18,8 @@ type metrics struct {
 	queued         prometheus.Gauge
 	refused        *prometheus.CounterVec
 	buffers        prometheus.Gauge
+	windows        prometheus.Gauge
+	modes          *prometheus.CounterVec
 	bufferBytes    prometheus.Gauge
 	spoolDepth     prometheus.Gauge
 	auditDelivered prometheus.Counter
@@ -65,6 +67,14 @@ func newMetrics() *metrics {
 			Namespace: "arvupload", Subsystem: "proxy", Name: "block_buffer_bytes",
 			Help: "Bytes of the block buffers made (64 MiB each; pages count in RSS once a block has used them).",
 		}),
+		windows: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "stream_windows",
+			Help: "Stream windows (1 MiB each) the proxy has made (never more than its MaxConcurrent; reused, not freed).",
+		}),
+		modes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "arvupload", Subsystem: "proxy", Name: "block_writes_total",
+			Help: "Blocks whose body was read whole, by how they went to the keepstores: cut_through (streamed as they arrived) or store_and_forward (held whole first: POST /, a small block, or a slow client).",
+		}, []string{"mode"}),
 		spoolDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "arvupload", Subsystem: "proxy", Name: "audit_spool_depth",
 			Help: "Audit records waiting for delivery to the API server.",
@@ -83,6 +93,6 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.bytesIn, m.replicasStored, m.upstreamErrors, m.tokenCache,
-		m.inFlight, m.queued, m.refused, m.buffers, m.bufferBytes, m.spoolDepth, m.auditDelivered, m.auditFailed, m.auditRefused)
+		m.inFlight, m.queued, m.refused, m.buffers, m.bufferBytes, m.windows, m.modes, m.spoolDepth, m.auditDelivered, m.auditFailed, m.auditRefused)
 	return m
 }

@@ -45,6 +45,9 @@ type PutResult struct {
 	Locator  string   // signed locator from the last successful PUT
 	Replicas int      // confirmed replicas
 	Failures []string // one "[status] message" per failed service attempt
+	// Mismatch is a keepstore's 422 message (the body is not the block
+	// its hash names), "" when none answered 422.
+	Mismatch string
 }
 
 // BlockReader reads a block from the internal keepstores (only used with
@@ -64,8 +67,9 @@ type ReadError struct {
 func (e *ReadError) Error() string { return fmt.Sprintf("read block: %d %s", e.Status, e.Msg) }
 
 const (
-	// DefaultMaxConcurrent: each PUT in progress holds a 64 MiB block
-	// buffer, so 16 bound block buffers to 1 GiB.
+	// DefaultMaxConcurrent: each PUT in progress holds a 1 MiB stream
+	// window, or a 64 MiB block buffer (slow clients, POST, retry copies),
+	// so 16 bound block data to 16 x 65 MiB.
 	DefaultMaxConcurrent = 16
 	// DefaultQueueTimeout: a waiting client's body does not move, so the
 	// wait must end well inside the Keep client's 2-minute stall timeout;
@@ -113,7 +117,7 @@ type Options struct {
 	BodyIdleTimeout  time.Duration // longest pause while reading a body; default DefaultBodyIdleTimeout
 
 	// Admission. MaxConcurrent PUTs are in progress at once (each holds a
-	// 64 MiB block buffer); default DefaultMaxConcurrent. A user (the
+	// 1 MiB window or a 64 MiB block buffer); default DefaultMaxConcurrent. A user (the
 	// token's owner) holds at most MaxConcurrentPerUser of them; default
 	// MaxConcurrent/4 (at least 1), so one identity, whatever it sends
 	// and however slowly, leaves three quarters of the proxy to the
@@ -126,9 +130,17 @@ type Options struct {
 	// MaxQueuedPerUser means no waiting. The rest get 503 + Retry-After.
 	MaxConcurrent        int
 	MaxConcurrentPerUser int
-	MaxQueued            int
-	MaxQueuedPerUser     int
-	QueueTimeout         time.Duration
+	// RetryBuffers is how many PUTs streamed to the keepstores may also
+	// keep their whole block (a 64 MiB buffer) while it streams, so that
+	// a keepstore failing mid-block is replaced by another one; default
+	// MaxConcurrent/4 (at least 1), negative = none. A PUT finding none
+	// free streams through a window only, and a failure after its first
+	// streamWindow bytes answers 503 with the replicas stored (the client
+	// sends the block again).
+	RetryBuffers     int
+	MaxQueued        int
+	MaxQueuedPerUser int
+	QueueTimeout     time.Duration
 
 	// MinBodyRate, when > 0, cuts (408) a client whose body brings fewer
 	// than MinBodyRate bytes/s over a window of MinBodyRateWindow (default
@@ -172,8 +184,15 @@ type Server struct {
 	metrics *metrics
 	mux     http.Handler
 
-	adm  *admission  // MaxConcurrent slots, shared fairly among users
-	bufs *bufferPool // MaxConcurrent block buffers
+	adm     *admission    // MaxConcurrent slots, shared fairly among users
+	bufs    *bufferPool   // MaxConcurrent block buffers
+	windows *bufferPool   // MaxConcurrent stream windows (streamWindow)
+	copies  chan struct{} // RetryBuffers: block buffers streamed PUTs may hold as a retry copy
+
+	// verifyMD5: the proxy hashes every body itself, besides the
+	// keepstores (see doc.go, "The proxy's own md5").
+	verifyMD5        bool
+	cutThroughBudget time.Duration // see the constant; tests change it
 
 	auditToken atomic.Pointer[string]
 	auditKick  chan struct{} // SetAuditToken: retry delivery now
@@ -209,6 +228,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxQueuedPerUser == 0 {
 		opts.MaxQueuedPerUser = opts.MaxConcurrentPerUser
+	}
+	if opts.RetryBuffers == 0 {
+		opts.RetryBuffers = max(1, opts.MaxConcurrent/4)
 	}
 	if opts.QueueTimeout <= 0 {
 		opts.QueueTimeout = DefaultQueueTimeout
@@ -257,6 +279,11 @@ func New(opts Options) (*Server, error) {
 		s.metrics.queued.Set(float64(queued))
 	}
 	s.bufs = newBufferPool(opts.MaxConcurrent, arvados.BlockSize)
+	s.windows = newBufferPool(opts.MaxConcurrent, streamWindow)
+	s.windows.onMake = func(made int) { s.metrics.windows.Set(float64(made)) }
+	s.copies = make(chan struct{}, max(0, opts.RetryBuffers))
+	s.verifyMD5 = false // the keepstores check every body: see doc.go
+	s.cutThroughBudget = cutThroughBudget
 	s.bufs.onMake = func(made int) {
 		s.metrics.buffers.Set(float64(made))
 		s.metrics.bufferBytes.Set(float64(made) * arvados.BlockSize)
@@ -381,6 +408,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if info.locator != "" {
 		extra = append(extra, slog.String("locator", info.locator), slog.Int("want_replicas", info.want), slog.Int("replicas", info.replicas))
 	}
+	if info.mode != "" {
+		extra = append(extra, slog.String("mode", info.mode))
+	}
 	if info.queued >= time.Millisecond {
 		extra = append(extra, slog.Float64("queued_ms", float64(info.queued.Microseconds())/1000))
 	}
@@ -396,6 +426,7 @@ type reqInfo struct {
 	bytes              int64
 	want, replicas     int
 	queued             time.Duration // waited for an upload slot
+	mode               string        // how a PUT's block went upstream: cut-through or store-and-forward
 }
 
 type reqInfoKey struct{}

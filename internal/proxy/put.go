@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/md5"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -152,50 +151,183 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 	}
 	defer s.adm.release(id.User.UUID)
 	info.queued = time.Since(queuedAt)
-	data, err := s.bufs.get(r.Context(), int(length)) // never waits: we hold one of MaxConcurrent slots
+
+	// The block's bytes live in a blockStream: a window (streamWindow)
+	// when the PUT can be streamed to the keepstores as it arrives, else a
+	// full block buffer; a streamed PUT also takes a full buffer, as a copy
+	// for retries, when one of RetryBuffers is free. Neither get waits: a
+	// slot holds at most one of each.
+	sw, streaming := s.writer.(StreamWriter)
+	streaming = streaming && hash != "" // POST /: the hash names the upstream PUTs
+	var buf []byte
+	var release []func() // run once the upstream write and the body read are over
+	defer func() {
+		for _, f := range release {
+			f()
+		}
+	}()
+	takeBlock := func() ([]byte, error) {
+		b, err := s.bufs.get(r.Context(), int(length))
+		if err == nil {
+			release = append(release, func() { s.bufs.put(b) })
+		}
+		return b, err
+	}
+	if !streaming || s.takeRetryCopy() {
+		if streaming {
+			release = append(release, s.giveRetryCopy)
+		}
+		buf, err = takeBlock()
+	} else {
+		buf, err = s.windows.get(r.Context(), streamWindow)
+		if err == nil {
+			win := buf
+			release = append(release, func() { s.windows.put(win) })
+		}
+	}
 	if err != nil {
 		info.err = err.Error()
 		w.Header().Set("Retry-After", "1")
 		textError(w, "proxy busy: no block buffer; retry later", http.StatusServiceUnavailable)
 		return
 	}
-	defer s.bufs.put(data)
-	hasher := md5.New()
-	err = s.readBody(w, r, data, hasher)
-	extendWriteDeadline(w)
+	st := newBlockStream(buf, length)
+	// The proxy hashes the body when it must know the hash (POST /) or
+	// cannot rely on the writer to check it; our keepWriter's keepstores
+	// check it themselves (see doc.go, "The proxy's own md5").
+	hasher := s.bodyHasher(!streaming)
+	// Checked once the whole body is read, before its last bytes go to
+	// the keepstores: a refusal here means no keepstore got a whole body.
+	last := func() error {
+		if hasher != nil {
+			actual := hex.EncodeToString(hasher.Sum(nil))
+			if hash == "" {
+				hash = actual
+			} else if actual != hash {
+				return &hashMismatchError{actual: actual, want: hash}
+			}
+		}
+		if !id.ExpiresAt.IsZero() && !s.auth.now().Before(id.ExpiresAt) {
+			return &tokenExpiredError{user: id.User.UUID, at: id.ExpiresAt}
+		}
+		return nil
+	}
+	br, err := s.newBodyReader(w, r, hasher, last)
 	if err != nil {
 		info.err = err.Error()
-		if errors.Is(err, errBodyIdle) || errors.Is(err, errBodyTooSlow) {
-			w.Header().Set("Connection", "close")
-			textError(w, "timeout reading request body: "+err.Error(), http.StatusRequestTimeout)
-			return
-		}
-		textError(w, fmt.Sprintf("read request body: expected %d bytes: %v", length, err), http.StatusBadRequest)
-		return
-	}
-	info.bytes = length
-	s.metrics.bytesIn.Add(float64(length))
-	actual := hex.EncodeToString(hasher.Sum(nil))
-	if hash == "" {
-		hash = actual
-	} else if actual != hash {
-		textError(w, fmt.Sprintf("content hash %s did not match specified locator %s", actual, hash), http.StatusUnprocessableEntity)
-		return
-	}
-	info.locator = fmt.Sprintf("%s+%d", hash, length)
-	if !id.ExpiresAt.IsZero() && !s.auth.now().Before(id.ExpiresAt) {
-		// The token expired while its body arrived: store nothing for it.
-		info.err = fmt.Sprintf("token of %s expired at %s during the upload", id.User.UUID, id.ExpiresAt.UTC().Format(time.RFC3339Nano))
-		textError(w, "Missing or invalid Authorization header, or method not allowed", http.StatusForbidden)
+		textError(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 
 	// The write continues even if the client goes away: the audit record
 	// must follow any stored block. Shutdown waits for it (inflight).
 	ctx := context.WithoutCancel(r.Context())
-	res, err := s.writer.PutBlock(ctx, data, PutRequest{
-		Hash: hash, Token: token, Replicas: want, StorageClasses: classes, RequestID: reqID,
-	})
+	var res PutResult
+	var werr error
+	written := false
+	first := min(length, streamWindow)
+	began := time.Now()
+	err = br.fill(st, first)
+	if err == nil && st.filled < length {
+		// Stream the rest, unless the pace of the first window says the
+		// body would hold the keepstores' requests open too long.
+		projected := time.Duration(float64(time.Since(began)) * float64(length) / float64(first))
+		if streaming && projected <= s.cutThroughBudget {
+			info.mode = "cut_through"
+			req := PutRequest{Hash: hash, Token: token, Replicas: want, StorageClasses: classes, RequestID: reqID}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				res, werr = sw.PutStream(ctx, length, st, req)
+				st.close()
+			}()
+			if err = br.fill(st, length); err != nil {
+				st.abort(err)
+			}
+			<-done
+			written = true
+		} else if !st.whole() {
+			var b []byte
+			if b, err = takeBlock(); err == nil {
+				st.grow(b)
+			}
+		}
+	}
+	if !written && err == nil {
+		if st.filled < length {
+			err = br.fill(st, length)
+		}
+		if err == nil {
+			// Store and forward: the whole block is here and checked.
+			info.mode = "store_and_forward"
+			res, werr = s.writer.PutBlock(ctx, st.buf[:length], PutRequest{
+				Hash: hash, Token: token, Replicas: want, StorageClasses: classes, RequestID: reqID,
+			})
+		}
+	}
+	extendWriteDeadline(w)
+	info.bytes = st.filled
+	if err == nil {
+		s.metrics.bytesIn.Add(float64(length))
+		s.metrics.modes.WithLabelValues(info.mode).Inc()
+	}
+	var hm *hashMismatchError
+	var te *tokenExpiredError
+	switch {
+	case err == nil:
+	case errors.Is(err, errStreamClosed):
+		// The upstream write failed for good before the body was whole:
+		// its answer (503) follows; the rest of the body is not read.
+		w.Header().Set("Connection", "close")
+		if werr == nil { // never a success without the whole body
+			werr = fmt.Errorf("upstream write ended after %d of %d bytes", st.filled, length)
+		}
+	case errors.As(err, &hm):
+		info.err = err.Error()
+		textError(w, err.Error(), http.StatusUnprocessableEntity)
+		return
+	case errors.As(err, &te):
+		// The token expired while its body arrived: nothing was stored.
+		info.err = err.Error()
+		textError(w, "Missing or invalid Authorization header, or method not allowed", http.StatusForbidden)
+		return
+	case errors.Is(err, errBodyIdle) || errors.Is(err, errBodyTooSlow):
+		info.err = err.Error()
+		w.Header().Set("Connection", "close")
+		textError(w, "timeout reading request body: "+err.Error(), http.StatusRequestTimeout)
+		return
+	default:
+		info.err = err.Error()
+		textError(w, fmt.Sprintf("read request body: expected %d bytes: %v", length, err), http.StatusBadRequest)
+		return
+	}
+	info.locator = fmt.Sprintf("%s+%d", hash, length)
+	s.answerPut(w, r, info, id.User.UUID, classes, res, werr)
+}
+
+// hashMismatchError: the body's md5 is not the hash in the path (422).
+type hashMismatchError struct{ actual, want string }
+
+func (e *hashMismatchError) Error() string {
+	return fmt.Sprintf("content hash %s did not match specified locator %s", e.actual, e.want)
+}
+
+// tokenExpiredError: the token expired while the body arrived (403).
+type tokenExpiredError struct {
+	user string
+	at   time.Time
+}
+
+func (e *tokenExpiredError) Error() string {
+	return fmt.Sprintf("token of %s expired at %s during the upload", e.user, e.at.UTC().Format(time.RFC3339Nano))
+}
+
+// answerPut audits what was stored and answers a PUT whose body was read
+// (or whose upstream write ended first): 200 with the signed locator, 503
+// with the partial X-Keep-Replicas-Stored, or 502.
+func (s *Server) answerPut(w http.ResponseWriter, r *http.Request, info *reqInfo, user string, classes []string, res PutResult, err error) {
+	reqID := r.Header.Get("X-Request-Id")
+	ctx := context.WithoutCancel(r.Context())
 	extendWriteDeadline(w) // the upstream write may have taken a while too
 	info.replicas = res.Replicas
 	s.metrics.upstreamErrors.Add(float64(len(res.Failures)))
@@ -203,7 +335,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 		s.metrics.replicasStored.Add(float64(res.Replicas))
 		// Even a short write stored something: audit it too.
 		if aerr := s.spool.Append(ctx, AuditRecord{
-			Locator: info.locator, UserUUID: id.User.UUID, Replicas: res.Replicas,
+			Locator: info.locator, UserUUID: user, Replicas: res.Replicas,
 			ClientAddr: clientAddr(r), RequestID: reqID, Time: time.Now().UTC(),
 		}); aerr != nil {
 			info.err = aerr.Error()
@@ -215,6 +347,12 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, hash string, 
 	w.Header().Set("X-Keep-Replicas-Stored", strconv.Itoa(res.Replicas))
 	if err != nil {
 		info.err = err.Error()
+		if res.Replicas == 0 && res.Mismatch != "" {
+			// A keepstore verified the body and found it is not the
+			// block its hash names: the client's fault, not to retry.
+			textError(w, res.Mismatch, http.StatusUnprocessableEntity)
+			return
+		}
 		if errors.Is(err, keepclient.ErrInsufficientReplicas) {
 			msg := "Could not write sufficient replicas"
 			if len(res.Failures) > 0 {
