@@ -49,7 +49,7 @@ the command line.`,
 	fl.BoolVar(&opts.EnforceSigning, "enforce-signing", false, "require a valid signature on GET and HEAD (needs --signing-key-file)")
 	fl.StringVar(&f.systemRootTokenFile, "system-root-token-file", "", "file holding the SystemRootToken, which may list blocks (/index)")
 	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: health disabled, metrics open)")
-	fl.IntVar(&opts.MaxBuffers, "max-buffers", 8, "64 MiB block buffers; bounds memory and concurrent block transfers")
+	fl.IntVar(&opts.MaxBuffers, "max-buffers", 8, "block memory in 64 MiB buffers: a GET holds one, a streamed PUT 1/16")
 	fl.DurationVar(&opts.BufferWait, "buffer-wait", 5*time.Second, "how long a request waits for a free buffer before 503")
 	fl.StringSliceVar(&f.storageClasses, "storage-classes", []string{"default"}, "storage classes this keepstore serves")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", time.Minute, "how long to wait for in-flight requests on SIGTERM")

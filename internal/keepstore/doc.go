@@ -103,15 +103,20 @@
 //
 // # Memory
 //
-// Every PUT and GET holds one of at most Options.MaxBuffers (default 8)
-// pool slots; a request waits at most Options.BufferWait (default 5s) for
-// one, then gets 503 with Retry-After. A streaming PUT holds no block
-// buffer: its body lives in at most 4 write windows of 1 MiB (page-aligned,
-// mapped outside the Go heap, kept in a process-wide free list for reuse),
-// so PUT memory is 4 MiB per slot. A GET reads the whole block into a pool
-// buffer to check its md5 before the first byte goes out: 64 MiB buffers,
-// allocated lazily and reused, or one of the block's own size up to 1 MiB.
-// Block memory is therefore at most MaxBuffers x 64 MiB whatever the load.
+// Block memory is bounded by Options.MaxBuffers (default 8) 64 MiB
+// buffers' worth, counted in 4 MiB units (pool.go): a GET, or a PUT to a
+// volume that cannot stream, holds a whole buffer (16 units); a streaming
+// PUT holds 1 unit, its at most 4 write windows of 1 MiB (page-aligned,
+// mapped outside the Go heap, kept in a process-wide free list for
+// reuse). So 16 streaming PUTs fit where one buffered request does: a
+// proxy that streams blocks through (it holds one keepstore request open
+// for as long as its client takes to send the block) does not run the
+// keepstore out of slots. A request waits at most Options.BufferWait
+// (default 5s) for its units, then gets 503 with Retry-After. A GET reads
+// the whole block into a pool buffer to check its md5 before the first
+// byte goes out: 64 MiB buffers, allocated lazily and reused, or one of
+// the block's own size up to 1 MiB. Block memory is therefore at most
+// MaxBuffers x 64 MiB whatever the load.
 // The body is never read more than 64 MiB + 1 bytes. HEAD, the existing
 // block compare and /index use small fixed buffers.
 //

@@ -37,3 +37,25 @@ func TestBufferPool_get(t *testing.T) {
 	p.put(b)
 	assert.Len(t, p.free, 1, "small buffers are not kept")
 }
+
+// Streaming PUTs and block buffers share one bound: bufferUnits streams fit
+// where one buffer does, and a buffer waits while streams hold its units.
+func TestBufferPool_streamUnits(t *testing.T) {
+	ctx := context.Background()
+	p := newBufferPool(1)
+	for range bufferUnits - 1 {
+		require.NoError(t, p.acquire(ctx, time.Second, streamUnits))
+	}
+	_, err := p.get(ctx, -1, 10*time.Millisecond)
+	assert.ErrorIs(t, err, errNoBuffer, "15 streams leave no room for a 64 MiB buffer")
+	require.NoError(t, p.acquire(ctx, time.Second, streamUnits), "the 16th stream fits")
+	assert.ErrorIs(t, p.acquire(ctx, 10*time.Millisecond, streamUnits), errNoBuffer, "a 17th does not")
+	assert.EqualValues(t, bufferUnits, p.inUse.Load())
+	for range bufferUnits {
+		p.release(streamUnits)
+	}
+	b, err := p.get(ctx, -1, time.Second)
+	require.NoError(t, err)
+	p.put(b)
+	assert.Zero(t, p.inUse.Load())
+}

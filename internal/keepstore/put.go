@@ -54,11 +54,11 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 	var n int64
 	var err error
 	if sv, ok := s.vol.(StreamVolume); ok {
-		if aerr := s.pool.acquire(r.Context(), s.opts.BufferWait); aerr != nil {
+		if aerr := s.pool.acquire(r.Context(), s.opts.BufferWait, streamUnits); aerr != nil {
 			s.bufferError(w, aerr)
 			return
 		}
-		defer s.pool.release()
+		defer s.pool.release(streamUnits)
 		n, err = s.putStream(r, sv, hash)
 	} else {
 		buf, gerr := s.pool.get(r.Context(), r.ContentLength, s.opts.BufferWait)

@@ -302,36 +302,59 @@ func TestServer_Put_volumeErrors(t *testing.T) {
 	}
 }
 
+// With MaxBuffers 1, bufferUnits streaming PUTs in progress use all the
+// block memory: one more PUT, and a GET (which needs a whole 64 MiB
+// buffer), get 503 with Retry-After after BufferWait; once the PUTs end,
+// both are served.
 func TestServer_Put_bufferExhaustion(t *testing.T) {
 	ts := newTestServer(t, Options{MaxBuffers: 1, BufferWait: 100 * time.Millisecond})
-	data := randomBlock(11, 2<<20)
-	pr, pw := io.Pipe()
-	req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+arvados.HashOf(data), pr)
-	require.NoError(t, err)
-	req.ContentLength = int64(len(data))
-	done := make(chan string, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			done <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- fmt.Sprint(resp.StatusCode, " ", strings.TrimSpace(string(b)))
-	}()
-	_, err = pw.Write(data[:1000])
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return ts.BuffersInUse() == 1 }, 10*time.Second, 5*time.Millisecond)
+	stored := []byte("stored")
+	storedLoc := ts.put(t, stored)
+
+	type open struct {
+		data []byte
+		pw   *io.PipeWriter
+		done chan string
+	}
+	var puts []open
+	for i := range bufferUnits {
+		data := randomBlock(int64(11+i), 2<<20)
+		pr, pw := io.Pipe()
+		req, err := http.NewRequest(http.MethodPut, ts.URL+"/"+arvados.HashOf(data), pr)
+		require.NoError(t, err)
+		req.ContentLength = int64(len(data))
+		done := make(chan string, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				done <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			done <- fmt.Sprint(resp.StatusCode, " ", strings.TrimSpace(string(b)))
+		}()
+		_, err = pw.Write(data[:1000])
+		require.NoError(t, err)
+		puts = append(puts, open{data, pw, done})
+	}
+	require.Eventually(t, func() bool { return ts.BuffersInUse() == bufferUnits }, 10*time.Second, 5*time.Millisecond)
 
 	small := []byte("small")
 	resp, body := ts.do(t, http.MethodPut, "/"+arvados.HashOf(small), small)
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, body)
 	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+	resp, body = ts.do(t, http.MethodGet, "/"+storedLoc, nil)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, body)
 
-	_, err = pw.Write(data[1000:])
-	require.NoError(t, err)
-	require.NoError(t, pw.Close())
-	assert.Equal(t, "200 "+arvados.LocatorFor(data), <-done)
-	assert.Equal(t, arvados.LocatorFor(small), ts.put(t, small), "a buffer is free again")
+	for _, p := range puts {
+		_, err := p.pw.Write(p.data[1000:])
+		require.NoError(t, err)
+		require.NoError(t, p.pw.Close())
+		assert.Equal(t, "200 "+arvados.LocatorFor(p.data), <-p.done)
+	}
+	assert.Equal(t, arvados.LocatorFor(small), ts.put(t, small), "memory is free again")
+	resp, body = ts.do(t, http.MethodGet, "/"+storedLoc, nil)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, string(stored), body)
 }

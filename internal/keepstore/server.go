@@ -25,7 +25,7 @@ type Options struct {
 	EnforceSigning  bool          // verify signatures on GET/HEAD
 	SystemRootToken string        // /index etc.
 	ManagementToken string        // /_health/ping, /metrics ("" = health disabled, metrics open)
-	MaxBuffers      int           // requests holding block memory at once (a GET: a 64 MiB buffer; a PUT: up to 4 MiB of windows); 0 = default 8
+	MaxBuffers      int           // block memory in 64 MiB buffers' worth (a GET holds one, a streaming PUT 1/16; see doc.go); 0 = default 8
 	StorageClasses  []string      // default ["default"]
 	Logger          *slog.Logger
 	// RequireMount refuses a Dir that is not a mount point

@@ -77,16 +77,18 @@
 // rejected: it adds a write and a read of every byte to the path this
 // design shortens.
 //
-// Keepstore buffers. A streamed PUT holds a keepstore buffer (ours: 8 of
-// 64 MiB by default, --max-buffers; a request waits 5s for one, then
-// 503) for as long as its body takes to arrive, not only for a transfer
-// inside the cluster: give the keepstores buffers for about MaxConcurrent
-// x replicas / keepstores streams, or lower MaxConcurrent. A 503 from a
-// keepstore out of buffers comes before it reads the body, so the block
-// goes to the next service (that reader is still at byte 0).
+// Keepstore memory. A streamed PUT holds a keepstore request open for as
+// long as its body takes to arrive, not only for a transfer inside the
+// cluster. Our keepstores count a streaming PUT as 1/16 of a 64 MiB
+// buffer (4 MiB of write windows; --max-buffers 8 admits 128 of them), so
+// MaxConcurrent x replicas streams fit in the defaults; an Arvados
+// keepstore holds a whole buffer per PUT (MaxKeepBlobBuffers): give it
+// about MaxConcurrent x replicas / keepstores, or lower MaxConcurrent. A
+// 503 from a keepstore out of memory comes before it reads the body, so
+// the block goes to the next service (that reader is still at byte 0).
 //
-// Slow clients. A keepstore request fed by a slow client stays open, with
-// a 64 MiB keepstore buffer, as long as the client takes, and our
+// Slow clients. A keepstore request fed by a slow client stays open as
+// long as the client takes, and our
 // keepstores cut a request after 5 minutes. So the first window is read
 // before anything goes upstream: if its pace would bring the whole block
 // in more than cutThroughBudget (1 min), the block is held whole first (a
