@@ -99,7 +99,7 @@ timed() {
   local t0
   t0=$(now)
   "$@" >/dev/null
-  calc '%.2f' 'b-a' a="$t0" b="$(now)"
+  calc '%.2f\n' 'b-a' a="$t0" b="$(now)"
 }
 # runs N CMD...: the median seconds of N runs of CMD.
 runs() {
