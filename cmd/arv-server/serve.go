@@ -83,16 +83,21 @@ func serve(ctx context.Context, log *slog.Logger, service string, srv *http.Serv
 		scheme = "https"
 	}
 	log.Info("listening", append([]any{"service", service, "url", serviceURL(scheme, ln.Addr())}, attrs...)...)
-	said := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		log.Info("shutting down: finishing in-flight requests", "service", service, "timeout", shutdownTimeout.String())
-		close(said)
-	})
-	err := httpx.Serve(ctx, srv, ln, shutdownTimeout)
-	if !stop() && ctx.Err() != nil {
-		<-said // the line comes before whatever the caller logs next
-	}
-	return err
+	// Serve sees the end of ctx only after the line is written, so it
+	// always comes, and before whatever the caller logs next.
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	served := make(chan struct{})
+	defer close(served)
+	go func() {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down: finishing in-flight requests", "service", service, "timeout", shutdownTimeout.String())
+			stop()
+		case <-served:
+		}
+	}()
+	return httpx.Serve(sctx, srv, ln, shutdownTimeout)
 }
 
 // serviceURL is the URL a listener serves, "scheme://host:port". An
