@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -143,8 +145,7 @@ func (k keepWriter) putOptions(ctx context.Context, req PutRequest) keepclient.P
 func (k keepWriter) result(res keepclient.PutResult) PutResult {
 	out := PutResult{Locator: res.Locator, Replicas: res.Replicas}
 	for _, f := range res.Failures {
-		// Without the service URL: internal addresses stay internal.
-		out.Failures = append(out.Failures, fmt.Sprintf("[%d] %v", f.Status, f.Err))
+		out.Failures = append(out.Failures, publicFailure(f))
 		if isMismatch(f) && out.Mismatch == "" {
 			out.Mismatch = f.Err.Error()
 		}
@@ -218,4 +219,30 @@ func (h *httpReader) ReadBlock(ctx context.Context, method, locator, token, requ
 		last = &ReadError{Status: http.StatusNotFound, Msg: "file does not exist"}
 	}
 	return nil, last
+}
+
+// publicFailure is what a client may read of one upstream failure: a
+// keepstore's status and message, or for a transport error only its kind.
+// Internal addresses stay internal: the service URL is left out, and a
+// transport error's text (which names the address it dialled) is not
+// passed on. The proxy's log keeps the whole error.
+func publicFailure(f keepclient.ServiceError) string {
+	if f.Status != 0 {
+		return fmt.Sprintf("[%d] %v", f.Status, f.Err)
+	}
+	var ne net.Error
+	kind := "keepstore unreachable"
+	switch {
+	case errors.Is(f.Err, keepclient.ErrNoRewind):
+		kind = f.Err.Error()
+	case errors.Is(f.Err, syscall.ECONNREFUSED):
+		kind = "connection refused"
+	case errors.Is(f.Err, syscall.ECONNRESET), errors.Is(f.Err, io.ErrUnexpectedEOF), errors.Is(f.Err, io.EOF):
+		kind = "connection lost"
+	case errors.Is(f.Err, context.DeadlineExceeded), errors.As(f.Err, &ne) && ne.Timeout():
+		kind = "timeout"
+	case errors.Is(f.Err, context.Canceled):
+		kind = "cancelled"
+	}
+	return "[0] " + kind
 }

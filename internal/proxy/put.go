@@ -18,6 +18,10 @@ import (
 
 const via = "HTTP/1.1 keepproxy"
 
+// upstreamUnreachable answers a client when the keepstores could not be
+// used at all (the error itself, with its internal addresses, is logged).
+const upstreamUnreachable = "Bad Gateway: the proxy could not reach the keepstores; retry later"
+
 // handleBlock routes everything that is not /_health or /metrics
 // (PROTOCOL 7.1).
 func (s *Server) handleBlock(w http.ResponseWriter, r *http.Request) {
@@ -361,7 +365,7 @@ func (s *Server) answerPut(w http.ResponseWriter, r *http.Request, info *reqInfo
 			textError(w, msg, http.StatusServiceUnavailable)
 			return
 		}
-		textError(w, err.Error(), http.StatusBadGateway)
+		textError(w, upstreamUnreachable, http.StatusBadGateway) // the log has err; its text names internal addresses
 		return
 	}
 	if len(classes) > 0 {
@@ -429,7 +433,7 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, locator stri
 			textError(w, re.Msg, re.Status)
 			return
 		}
-		textError(w, err.Error(), http.StatusBadGateway)
+		textError(w, upstreamUnreachable, http.StatusBadGateway) // the log has err; its text names internal addresses
 		return
 	}
 	defer resp.Body.Close()

@@ -2,13 +2,17 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -282,5 +286,35 @@ func TestKeepWriter_mismatch(t *testing.T) {
 		} else {
 			assert.Empty(t, res.Mismatch, "%d %s", tc.status, tc.msg)
 		}
+	}
+}
+
+// A keepstore unreachable over the network is named to the client by the
+// kind of failure only: the error's text names the internal address the
+// proxy dialled, which stays internal.
+func TestKeepWriter_resultHidesInternalAddresses(t *testing.T) {
+	dial := func(err error) error {
+		return &url.Error{Op: "Put", URL: "http://10.9.8.7:25107/0123", Err: &net.OpError{Op: "dial", Net: "tcp",
+			Addr: &net.TCPAddr{IP: net.IPv4(10, 9, 8, 7), Port: 25107}, Err: err}}
+	}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{dial(syscall.ECONNREFUSED), "[0] connection refused"},
+		{dial(syscall.ECONNRESET), "[0] connection lost"},
+		{dial(context.DeadlineExceeded), "[0] timeout"},
+		{dial(errors.New("no route to host 10.9.8.7")), "[0] keepstore unreachable"},
+		{errors.New("[503] volume unavailable"), "[503] volume unavailable"},
+	} {
+		f := keepclient.ServiceError{Service: "http://10.9.8.7:25107", Err: tc.err}
+		if tc.want[1] != '0' {
+			f.Status = 503
+			f.Err = errors.New("volume unavailable")
+		}
+		res := keepWriter{}.result(keepclient.PutResult{Failures: []keepclient.ServiceError{f}})
+		require.Len(t, res.Failures, 1)
+		assert.Equal(t, tc.want, res.Failures[0])
+		assert.NotContains(t, res.Failures[0], "10.9.8.7")
 	}
 }
