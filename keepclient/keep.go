@@ -214,6 +214,54 @@ func (k *Keep) defaultReplicas(ctx context.Context) int {
 	return 2
 }
 
+// putPlan is what Put and PutStream settle before sending a block: how
+// many replicas, which classes, with which token and request ID, and the
+// writable services (allDisk: every one is a keepstore, which stores one
+// replica per PUT, rather than a proxy).
+type putPlan struct {
+	wanted       int
+	classes      []string
+	token, reqID string
+	writable     []arvados.KeepService
+	allDisk      bool
+}
+
+func (k *Keep) planPut(ctx context.Context, hash string, opts PutOptions) (putPlan, error) {
+	p := putPlan{wanted: opts.Replicas, classes: opts.StorageClasses, token: opts.Token, reqID: opts.RequestID, allDisk: true}
+	if p.wanted <= 0 {
+		p.wanted = k.defaultReplicas(ctx)
+	}
+	if p.classes == nil {
+		p.classes = k.opts.StorageClasses
+	}
+	if p.token == "" && k.api != nil {
+		p.token = k.api.Token()
+	}
+	if p.reqID == "" {
+		p.reqID = RequestIDFrom(ctx)
+	}
+	if p.reqID == "" {
+		p.reqID = NewRequestID()
+	}
+	svcs, err := k.Services(ctx)
+	if err != nil {
+		return p, fmt.Errorf("put block %s: %w", hash, err)
+	}
+	for _, s := range svcs {
+		if s.ReadOnly {
+			continue
+		}
+		p.writable = append(p.writable, s)
+		if s.ServiceType != "disk" {
+			p.allDisk = false
+		}
+	}
+	if len(p.writable) == 0 {
+		return p, fmt.Errorf("put block %s: no writable keep services", hash)
+	}
+	return p, nil
+}
+
 // Put stores data in Keep (PROTOCOL 6): PUT /<md5> to writable services in
 // rendezvous order until the wanted replicas are confirmed. With only disk
 // services it runs up to (wanted - done) PUTs at once; with a proxy among
@@ -229,43 +277,11 @@ func (k *Keep) Put(ctx context.Context, data []byte, opts PutOptions) (PutResult
 	if hash == "" {
 		hash = arvados.HashOf(data)
 	}
-	wanted := opts.Replicas
-	if wanted <= 0 {
-		wanted = k.defaultReplicas(ctx)
-	}
-	classes := opts.StorageClasses
-	if classes == nil {
-		classes = k.opts.StorageClasses
-	}
-	token := opts.Token
-	if token == "" && k.api != nil {
-		token = k.api.Token()
-	}
-	reqID := opts.RequestID
-	if reqID == "" {
-		reqID = RequestIDFrom(ctx)
-	}
-	if reqID == "" {
-		reqID = NewRequestID()
-	}
-	svcs, err := k.Services(ctx)
+	p, err := k.planPut(ctx, hash, opts)
 	if err != nil {
-		return res, fmt.Errorf("put block %s: %w", hash, err)
+		return res, err
 	}
-	var writable []arvados.KeepService
-	allDisk := true
-	for _, s := range svcs {
-		if s.ReadOnly {
-			continue
-		}
-		writable = append(writable, s)
-		if s.ServiceType != "disk" {
-			allDisk = false
-		}
-	}
-	if len(writable) == 0 {
-		return res, fmt.Errorf("put block %s: no writable keep services", hash)
-	}
+	wanted, classes, token, reqID, writable, allDisk := p.wanted, p.classes, p.token, p.reqID, p.writable, p.allDisk
 	pending := ProbeOrder(hash, writable)
 	res.Classes = map[string]int{}
 	delay := k.opts.RetryDelay

@@ -47,43 +47,11 @@ func (k *Keep) PutStream(ctx context.Context, hash string, size int64, src Block
 	if size > arvados.BlockSize {
 		return res, fmt.Errorf("put block of %d bytes: %w", size, ErrBlockTooLarge)
 	}
-	wanted := opts.Replicas
-	if wanted <= 0 {
-		wanted = k.defaultReplicas(ctx)
-	}
-	classes := opts.StorageClasses
-	if classes == nil {
-		classes = k.opts.StorageClasses
-	}
-	token := opts.Token
-	if token == "" && k.api != nil {
-		token = k.api.Token()
-	}
-	reqID := opts.RequestID
-	if reqID == "" {
-		reqID = RequestIDFrom(ctx)
-	}
-	if reqID == "" {
-		reqID = NewRequestID()
-	}
-	svcs, err := k.Services(ctx)
+	p, err := k.planPut(ctx, hash, opts)
 	if err != nil {
-		return res, fmt.Errorf("put block %s: %w", hash, err)
+		return res, err
 	}
-	var writable []arvados.KeepService
-	allDisk := true
-	for _, s := range svcs {
-		if s.ReadOnly {
-			continue
-		}
-		writable = append(writable, s)
-		if s.ServiceType != "disk" {
-			allDisk = false
-		}
-	}
-	if len(writable) == 0 {
-		return res, fmt.Errorf("put block %s: no writable keep services", hash)
-	}
+	wanted, classes, token, reqID, writable, allDisk := p.wanted, p.classes, p.token, p.reqID, p.writable, p.allDisk
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
