@@ -366,7 +366,11 @@ func (c *Cluster) serve(ln net.Listener, h http.Handler, tlsConf *tls.Config) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		srv.Serve(ln)
+		// Close shuts the servers down (ErrServerClosed); anything else
+		// means a server stopped serving while the cluster runs.
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			c.log.Error("server stopped serving", "addr", ln.Addr().String(), "err", err)
+		}
 	}()
 }
 
