@@ -200,7 +200,12 @@ func settingsConf() map[string]string {
 	out := map[string]string{}
 	base := os.Getenv("XDG_CONFIG_HOME")
 	if base == "" {
-		home, _ := os.UserHomeDir()
+		home, err := os.UserHomeDir()
+		if err != nil {
+			// Not ".config" under the working directory: a settings file
+			// there could send the token to another host.
+			return out
+		}
 		base = filepath.Join(home, ".config")
 	}
 	f, err := os.Open(filepath.Join(base, "arvados", "settings.conf"))
