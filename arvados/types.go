@@ -107,7 +107,7 @@ func (a APIClientAuthorization) TokenV2() string {
 	return "v2/" + a.UUID + "/" + a.APIToken
 }
 
-// Group is a project (GroupClass "project") or a role (PROTOCOL 16).
+// Group is a project (GroupClass "project") or a role (PROTOCOL 15.1).
 type Group struct {
 	Common
 	Name        string         `json:"name"`
