@@ -369,35 +369,12 @@ type putOutcome struct {
 }
 
 func (k *Keep) putOne(ctx context.Context, s arvados.KeepService, hash string, data []byte, wanted int, classes []string, token, reqID string, rl *RateLimiter) putOutcome {
-	base := s.URL()
-	fail := func(status int, err error) putOutcome {
-		return putOutcome{err: &ServiceError{Service: base, Status: status, Err: err}}
-	}
-	// The watchdog cancels the attempt when its body stops moving; it is
-	// paused while the server answers (ResponseHeaderTimeout's business).
-	stall := k.opts.StallTimeout
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	watchdog := time.AfterFunc(stall, func() { cancel(errStalled) })
-	defer watchdog.Stop()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/"+hash, http.NoBody)
-	if err != nil {
-		return fail(0, err)
-	}
-	req.ContentLength = int64(len(data))
-	if len(data) > 0 {
+	return k.putRequest(ctx, s, hash, int64(len(data)), wanted, classes, token, reqID, func(ctx context.Context, req *http.Request, watch func(io.Reader) io.Reader) func() {
 		// A fresh reader per attempt (this one, and GetBody's for a
 		// redirect or a transport retry) so every send is whole, paced
 		// (--bwlimit) and watched. All are shut before putOne returns.
 		var mu sync.Mutex
 		var bodies []*bodyReader
-		defer func() {
-			mu.Lock()
-			for _, b := range bodies {
-				b.shut()
-			}
-			mu.Unlock()
-		}()
 		newBody := func() (io.ReadCloser, error) {
 			br := &bodyReader{data: data}
 			mu.Lock()
@@ -407,10 +384,48 @@ func (k *Keep) putOne(ctx context.Context, s arvados.KeepService, hash string, d
 			if rl != nil {
 				r = &pacedReader{ctx: ctx, r: r, l: rl}
 			}
-			return io.NopCloser(&watchedReader{r: r, watchdog: watchdog, stall: stall}), nil
+			return io.NopCloser(watch(r)), nil
 		}
 		req.Body, _ = newBody()
 		req.GetBody = newBody
+		return func() {
+			mu.Lock()
+			for _, b := range bodies {
+				b.shut()
+			}
+			mu.Unlock()
+		}
+	})
+}
+
+// putRequest sends one PUT of a block of size bytes to s and reads the
+// answer; putOne (a block in memory) and putStreamOne (a block streamed
+// through) differ only in the body, which setBody gives the request when
+// size > 0. Its watch wraps a body reader in the stall watchdog, which
+// cancels the attempt when the body stops moving; it is paused while the
+// server answers (ResponseHeaderTimeout's business). What setBody returns
+// runs before putRequest returns.
+func (k *Keep) putRequest(ctx context.Context, s arvados.KeepService, hash string, size int64, wanted int, classes []string, token, reqID string,
+	setBody func(ctx context.Context, req *http.Request, watch func(io.Reader) io.Reader) (done func())) putOutcome {
+	base := s.URL()
+	fail := func(status int, err error) putOutcome {
+		return putOutcome{err: &ServiceError{Service: base, Status: status, Err: err}}
+	}
+	stall := k.opts.StallTimeout
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(stall, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/"+hash, http.NoBody)
+	if err != nil {
+		return fail(0, err)
+	}
+	req.ContentLength = size
+	if size > 0 {
+		req.GetBody = nil // NoBody's; a body that can be sent again sets its own
+		defer setBody(ctx, req, func(r io.Reader) io.Reader {
+			return &watchedReader{r: r, watchdog: watchdog, stall: stall}
+		})()
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -434,13 +449,10 @@ func (k *Keep) putOne(ctx context.Context, s arvados.KeepService, hash string, d
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	text := strings.TrimSpace(string(msg))
 	if resp.StatusCode != http.StatusOK {
-		if len(text) > 200 {
-			text = text[:200] + "..."
-		}
-		return fail(resp.StatusCode, errors.New(text))
+		return fail(resp.StatusCode, errors.New(truncate(text, 200)))
 	}
 	loc, err := arvados.ParseLocator(text)
-	if err != nil || loc.Hash != hash {
+	if err != nil || loc.Hash != hash || (loc.Size >= 0 && loc.Size != size) {
 		// A 200 whose body is not a locator for this block stores nothing
 		// we can reference.
 		return fail(http.StatusBadGateway, fmt.Errorf("unexpected response body %q", truncate(text, 100)))

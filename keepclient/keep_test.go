@@ -579,3 +579,29 @@ func TestClient_streamBodyRetried(t *testing.T) {
 	assert.Equal(t, []string{want, want}, bodies)
 	assert.Equal(t, []int64{int64(len(want)), int64(len(want))}, lengths)
 }
+
+// A 200 whose locator names another block, or this block with another
+// size, stores nothing the manifest could reference: the service counts as
+// failed (502), for Put as for PutStream, which share the request.
+func TestKeepPut_answerMustNameTheBlock(t *testing.T) {
+	data := []byte("the block")
+	for name, answer := range map[string]string{
+		"other hash":    arvados.HashOf([]byte("other")) + "+9",
+		"other size":    arvados.HashOf(data) + "+8",
+		"not a locator": "stored",
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeKeepstore(t)
+			f.fail = func(_ int, w http.ResponseWriter) bool {
+				io.WriteString(w, answer+"\n")
+				return true
+			}
+			k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{f.service(0, "disk")}, Replicas: 1, Retries: -1, RetryDelay: time.Millisecond})
+			res, err := k.Put(context.Background(), data, PutOptions{})
+			require.ErrorIs(t, err, ErrInsufficientReplicas)
+			assert.Zero(t, res.Replicas)
+			require.Len(t, res.Failures, 1)
+			assert.Equal(t, http.StatusBadGateway, res.Failures[0].Status)
+		})
+	}
+}

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/arv-upload/arv-upload/arvados"
 )
@@ -169,57 +167,8 @@ func insufficientReplicas(hash string, wanted int, res PutResult) error {
 // pace included: the source is expected to cut a client that stalls
 // sooner).
 func (k *Keep) putStreamOne(ctx context.Context, s arvados.KeepService, hash string, size int64, body io.Reader, wanted int, classes []string, token, reqID string) putOutcome {
-	base := s.URL()
-	fail := func(status int, err error) putOutcome {
-		return putOutcome{err: &ServiceError{Service: base, Status: status, Err: err}}
-	}
-	stall := k.opts.StallTimeout
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	watchdog := time.AfterFunc(stall, func() { cancel(errStalled) })
-	defer watchdog.Stop()
-	var rb io.ReadCloser = http.NoBody
-	if size > 0 {
-		rb = io.NopCloser(&watchedReader{r: body, watchdog: watchdog, stall: stall})
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/"+hash, rb)
-	if err != nil {
-		return fail(0, err)
-	}
-	req.ContentLength = size
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	req.Header.Set("X-Request-Id", reqID)
-	req.Header.Set("Content-Type", "application/octet-stream")
-	req.Header.Set("X-Keep-Desired-Replicas", strconv.Itoa(wanted))
-	if len(classes) > 0 {
-		req.Header.Set("X-Keep-Storage-Classes", strings.Join(classes, ", "))
-	}
-	resp, err := k.http.Do(req)
-	if err != nil {
-		if context.Cause(ctx) == errStalled {
-			return fail(0, fmt.Errorf("%w for %v", errStalled, stall))
-		}
-		return fail(0, unwrapURLError(err))
-	}
-	defer resp.Body.Close()
-	watchdog.Reset(stall)
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	text := strings.TrimSpace(string(msg))
-	if resp.StatusCode != http.StatusOK {
-		return fail(resp.StatusCode, errors.New(truncate(text, 200)))
-	}
-	loc, err := arvados.ParseLocator(text)
-	if err != nil || loc.Hash != hash || (loc.Size >= 0 && loc.Size != size) {
-		return fail(http.StatusBadGateway, fmt.Errorf("unexpected response body %q", truncate(text, 100)))
-	}
-	replicas := 1
-	if h := resp.Header.Get("X-Keep-Replicas-Stored"); h != "" {
-		if n, err := strconv.Atoi(strings.TrimSpace(h)); err == nil && n >= 0 {
-			replicas = n
-		}
-	}
-	return putOutcome{locator: text, replicas: replicas, classes: parseClassesConfirmed(resp.Header.Get("X-Keep-Storage-Classes-Confirmed"))}
+	return k.putRequest(ctx, s, hash, size, wanted, classes, token, reqID, func(_ context.Context, req *http.Request, watch func(io.Reader) io.Reader) func() {
+		req.Body = io.NopCloser(watch(body))
+		return func() {}
+	})
 }
