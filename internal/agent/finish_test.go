@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -159,4 +160,51 @@ func TestFinish_propertiesOnlyWhenAsked(t *testing.T) {
 	coll, err := c.GetCollection(ctx, meta.CollectionUUID)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{"run": "42"}, coll.Properties)
+}
+
+// The finished collection's request body is written from the copy of the
+// manifest kept for Keep when the manifest fits a block, else from the
+// journal again; both must send the text that was measured (the server's
+// PDH is checked against ours) and list every file.
+func TestFinish_manifestSentFromItsBlockOrFromTheJournal(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		blockSize int64
+		keepCopy  bool
+	}{
+		{"fits a block", 1 << 20, true},
+		{"larger than a block", 2048, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			c, keep := cluster(t)
+			src := t.TempDir()
+			write, want := treeWriter(t, src, 21)
+			for i := range 150 {
+				write(fmt.Sprintf("d%d/file name %03d", i%3, i), 10+i)
+			}
+			jb := newJob(t, src, agent.Options{Name: "body " + tc.name, Threads: 2})
+			kw := newKW(keep)
+			up, err := agent.New(agent.WithBlockSize(agent.Config{Journal: jb.j, Keep: kw, API: c, TokenFingerprint: "t", Warn: (&warnings{}).add,
+				CheckpointInterval: -1}, tc.blockSize))
+			require.NoError(t, err)
+			meta, err := up.Run(ctx)
+			require.NoError(t, err)
+			coll, err := c.GetCollection(ctx, meta.CollectionUUID)
+			require.NoError(t, err)
+			require.Greater(t, int64(len(coll.ManifestText)), int64(2048), "the manifest is larger than the small block")
+			assert.Equal(t, arvados.PortableDataHash(coll.ManifestText), meta.PDH)
+			assertSameFiles(t, want, readBack(t, ctx, c, keep, meta.CollectionUUID))
+			// Keep got every data block once and, when it fits a block,
+			// the manifest.
+			assertStoredOnce(t, kw)
+			if tc.keepCopy {
+				assert.Len(t, kw.stored, int(meta.BlocksTotal)+1, "data blocks and the manifest")
+			} else {
+				assert.Len(t, kw.stored, int(meta.BlocksTotal), "data blocks only: the manifest is larger than a block")
+			}
+		})
+	}
 }

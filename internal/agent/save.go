@@ -12,15 +12,17 @@ import (
 	"github.com/arv-upload/arv-upload/keepclient"
 )
 
-// A collection is saved without ever holding its manifest in memory: the
-// manifest is written from the journal three times, as portable text into
-// MD5 (the PDH), as signed text into a counter (the request size) and a
-// block buffer (the manifest block PUT to Keep), and then into the request
-// body as a JSON string, once per attempt. Every pass uses one snapshot of
-// the stored blocks, so blocks stored meanwhile (a checkpoint runs while
-// the upload goes on) cannot make the body differ from what was measured.
-// Memory stays one directory's files and the block locator table, whatever
-// the number of files.
+// A collection is saved without ever holding its manifest in memory
+// unless it fits a block buffer: one pass over the journal writes the
+// portable text into MD5 (the PDH) and the signed text into a counter
+// (the request size) and, for the finished collection, a block buffer
+// (the manifest block PUT to Keep). The request body, a JSON string, is
+// then written from that buffer when the text fitted, else by one more
+// pass over the journal per attempt. Every pass uses one snapshot of the
+// stored blocks, so blocks stored meanwhile (a checkpoint runs while the
+// upload goes on) cannot make the body differ from what was measured.
+// Memory stays one directory's files, the block locator table and at most
+// one block buffer, whatever the number of files.
 
 // collectionSelect keeps the manifest out of the response.
 var collectionSelect = []string{"uuid", "owner_uuid", "name", "portable_data_hash"}
@@ -43,7 +45,7 @@ func (m *savedManifest) release() {
 	}
 }
 
-// measureManifest runs the first two passes.
+// measureManifest runs the measuring pass.
 func (u *Uploader) measureManifest(ctx context.Context, partial, keepCopy bool) (*savedManifest, error) {
 	locs, err := u.storedLocators(ctx, partial)
 	if err != nil {
@@ -52,19 +54,16 @@ func (u *Uploader) measureManifest(ctx context.Context, partial, keepCopy bool) 
 	m := &savedManifest{locs: locs}
 	h := md5.New()
 	pc := &countingWriter{w: h}
-	if _, _, err := u.writeManifest(ctx, pc, locs, partial, true); err != nil {
-		return nil, err
-	}
-	m.pdh = hex.EncodeToString(h.Sum(nil)) + "+" + strconv.FormatInt(pc.n, 10)
 	esc := keepclient.NewJSONStringWriter(io.Discard)
 	sinks := []io.Writer{esc}
 	var bw *bufferWriter
 	if keepCopy {
-		bw = &bufferWriter{buf: getBlockBuffer()}
+		// The copy is a Keep block: at most a block (the plan's size).
+		bw = &bufferWriter{buf: getBlockBuffer()[:u.cfg.blockSize]}
 		sinks = append(sinks, bw)
 	}
 	sc := &countingWriter{w: io.MultiWriter(sinks...)}
-	_, blocks, err := u.writeManifest(ctx, sc, locs, partial, false)
+	_, blocks, err := u.writeManifest(ctx, sc, pc, locs, partial)
 	if bw != nil {
 		m.block, m.truncated = bw.buf[:bw.n], bw.overflow
 	}
@@ -75,6 +74,7 @@ func (u *Uploader) measureManifest(ctx context.Context, partial, keepCopy bool) 
 		m.release()
 		return nil, err
 	}
+	m.pdh = hex.EncodeToString(h.Sum(nil)) + "+" + strconv.FormatInt(pc.n, 10)
 	m.size, m.jsonSize, m.blocks = sc.n, esc.Written(), blocks
 	return m, nil
 }
@@ -91,7 +91,11 @@ func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[st
 	text := keepclient.ManifestText{
 		EscapedSize: m.jsonSize,
 		Write: func(w io.Writer) error {
-			_, _, err := u.writeManifest(ctx, w, m.locs, partial, false)
+			if m.block != nil && !m.truncated {
+				_, err := w.Write(m.block)
+				return err
+			}
+			_, _, err := u.writeManifest(ctx, w, nil, m.locs, partial)
 			return err
 		},
 	}
