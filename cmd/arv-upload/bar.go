@@ -182,6 +182,10 @@ func fitLine(cols int, job string, p agent.Progress, rate float64) string {
 	} else if p.BytesDone >= p.BytesTotal {
 		eta = "ETA 0s"
 	}
+	if p.Phase == "scanning" {
+		// The totals are what is planned so far: no ETA from them yet.
+		eta = "scanning"
+	}
 	if p.Retrying {
 		eta = "retrying at " + p.RetryAt.Local().Format("15:04:05")
 	}

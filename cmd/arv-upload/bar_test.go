@@ -121,3 +121,35 @@ func TestRateMeter(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// While the tree is still being planned (the upload runs beside the plan)
+// the totals are what is planned so far: the bar says scanning, not an
+// ETA that the growing total would make too short; once the plan is over
+// the ETA comes back. The summary says the totals are so far.
+func TestProgress_scanningShowsNoETA(t *testing.T) {
+	var buf bytes.Buffer
+	clock := time.Now()
+	b := &barPrinter{w: &buf, job: "run", cols: func() int { return 100 }, now: func() time.Time { return clock }}
+	p := agent.Progress{Phase: "scanning", BytesTotal: 1 << 30, FilesTotal: 1000}
+	for i := 1; i <= 3; i++ {
+		p.BytesSent += 64 << 20
+		p.BytesDone += 64 << 20
+		p.BytesTotal += 1 << 30
+		clock = clock.Add(time.Second)
+		b.update(p)
+	}
+	lines := drawn(buf.String())
+	require.NotEmpty(t, lines)
+	assert.Contains(t, lines[len(lines)-1], "scanning")
+	assert.NotContains(t, strings.Join(lines, "\n"), "ETA")
+	p.Phase = "uploading"
+	clock = clock.Add(time.Second)
+	b.update(p)
+	lines = drawn(buf.String())
+	assert.Regexp(t, `ETA [0-9]+m[0-9]+s`, lines[len(lines)-1])
+
+	var out bytes.Buffer
+	s := &summaryPrinter{w: &out, job: "run", now: func() time.Time { return clock }, last: clock.Add(-time.Hour)}
+	s.show(status{Progress: agent.Progress{Phase: "scanning", BytesTotal: 1 << 30, FilesTotal: 10}})
+	assert.Equal(t, "arv-upload: job run: 0 B of 1.0 GiB, 0 of 10 files planned so far\n", out.String())
+}

@@ -122,6 +122,9 @@ func (s *summaryPrinter) show(st status) {
 	}
 	s.last = now
 	line := fmt.Sprintf("arv-upload: job %s: %s of %s, %d of %d files", s.job, humanBytes(st.BytesDone), humanBytes(st.BytesTotal), st.FilesDone, st.FilesTotal)
+	if st.Phase == "scanning" {
+		line += " planned so far"
+	}
 	if st.Retrying {
 		line += fmt.Sprintf(", retrying at %s (%s)", st.RetryAt.Local().Format("15:04:05"), st.LastError)
 	} else if rate := s.rate.perSecond(now); rate > 0 {

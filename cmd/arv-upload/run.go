@@ -134,7 +134,7 @@ func runJob(cmd *cobra.Command, c *keepclient.Client, j *store.Journal, sd jobs.
 		st.ElapsedSecs = time.Since(start).Seconds()
 		if st.ElapsedSecs > 0 {
 			st.RateBPS = float64(p.BytesSent) / st.ElapsedSecs
-			if st.RateBPS > 0 {
+			if st.RateBPS > 0 && p.Phase != "scanning" { // totals still growing
 				st.ETASeconds = float64(p.BytesTotal-p.BytesDone) / st.RateBPS
 			}
 		}

@@ -155,11 +155,13 @@ type Config struct {
 	// the reader opens, from several goroutines at once. statParallelism
 	// bounds the walk's stat calls in flight (walkstat.go). beforeSend,
 	// when set, runs between measuring a manifest and sending it
-	// (save.go).
+	// (save.go). planHook, when set, sees every path the plan visits,
+	// before it plans it.
 	blockSize       int64
 	readHook        func(path string)
 	statParallelism int // 0 means statParallelism
 	beforeSend      func()
+	planHook        func(path string)
 }
 
 // changeRetries is how many times Run plans again for files that change
@@ -365,10 +367,7 @@ func (u *Uploader) run(ctx context.Context) error {
 		return err
 	}
 	for attempt := 1; ; attempt++ {
-		if err := u.scan(ctx); err != nil {
-			return err
-		}
-		err := u.upload(ctx)
+		err := u.scanAndUpload(ctx)
 		if err == nil {
 			break
 		}

@@ -136,8 +136,8 @@ func newBenchUploader(b *testing.B, dir string, keep agent.BlockWriter) (*agent.
 	return up, j
 }
 
-// benchUpload times Plan and UploadOnly on dir; opening and closing the
-// journal is not timed.
+// benchUpload times scanning and uploading dir as Run does (the upload
+// beside the plan); opening and closing the journal is not timed.
 func benchUpload(b *testing.B, dir string, total int64) {
 	ctx := context.Background()
 	keep := &discardKeep{}
@@ -149,10 +149,7 @@ func benchUpload(b *testing.B, dir string, total int64) {
 		b.StopTimer()
 		up, j := newBenchUploader(b, dir, keep)
 		b.StartTimer()
-		if _, err := up.Plan(ctx); err != nil {
-			b.Fatal(err)
-		}
-		if err := up.UploadOnly(ctx); err != nil {
+		if err := up.ScanAndUpload(ctx); err != nil { // the upload runs beside the plan, as in Run
 			b.Fatal(err)
 		}
 		b.StopTimer()
@@ -205,4 +202,24 @@ func BenchmarkPlan_smallFiles(b *testing.B) {
 	b.StopTimer()
 	reportCPU(b, cpu0)
 	b.ReportMetric(float64(benchSmallFiles)*float64(b.N)/b.Elapsed().Seconds(), "files/s")
+}
+
+// BenchmarkManifest_smallFiles measures the finish's pass over the journal
+// of 20,000 files that writes the finished collection's manifest (PDH,
+// size, the copy for Keep).
+func BenchmarkManifest_smallFiles(b *testing.B) {
+	dir, _ := benchTree(b, "small", benchSmallFiles, benchSmallSize)
+	ctx := context.Background()
+	up, j := newBenchUploader(b, dir, &discardKeep{})
+	defer j.Close()
+	if err := up.ScanAndUpload(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := up.MeasureManifest(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

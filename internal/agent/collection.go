@@ -497,7 +497,7 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 		return err
 	}
 	if unstored > 0 {
-		if err := u.upload(ctx); err != nil {
+		if err := u.upload(ctx, nil); err != nil {
 			return err
 		}
 	}

@@ -28,14 +28,29 @@
 // generation). Each part of a block carries the planned identity of its
 // file. Files and blocks are journaled in batches of 4096.
 //
+// When a plan is made (a new job, or a changed tree), the upload runs
+// beside it (feed.go): the plan publishes, after each journal write, up to
+// which block everything is journaled with its files, and the reader
+// follows from the journal; a reader that has caught up makes the plan
+// write its next complete block at once, so the first block goes out as
+// soon as it is planned. The plan goes on to its end if the upload fails
+// (a retry then finds it made); a plan that fails stops the upload with
+// the plan's error. Until the plan is over, progress says "scanning" with
+// the totals planned so far, and no checkpoint runs (checkpoints read the
+// job metadata the plan writes).
+//
 // Upload: a pipeline of three stages, each a small type with run(ctx)
 // error, composed in one errgroup (upload.go): the blockReader fills
 // pooled buffers from the planned file ranges, the files of a packed block
 // 8 at a time, each into its fixed place in the buffer, with open, pread,
 // fstat and close (4 syscalls a small file); putters (--threads
 // goroutines) hash them (so MD5 runs on several cores) and PUT those Keep
-// does not hold yet; the committer journals stored blocks in batches
-// (commitBatch 64 records or commitInterval 200 ms), and reads on after
+// does not hold yet. A packed block goes to a putter as soon as its read
+// starts, and the putter hashes the filled prefix as the reader advances
+// (fill.go), so that reading a block of small files and hashing it
+// overlap; a block whose read fails is dropped, never PUT. The committer
+// journals stored blocks in batches (commitBatch 64 records or
+// commitInterval 200 ms), and reads on after
 // another stage failed, so what Keep confirmed is journaled. The first
 // error is the run's. A block is journaled as stored only after Keep
 // confirmed it, so `kill -9` loses at most the blocks in flight (threads +

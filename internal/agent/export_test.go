@@ -3,7 +3,11 @@ package agent
 import "context"
 
 // UploadOnly runs the upload phase alone (tests).
-func (u *Uploader) UploadOnly(ctx context.Context) error { return u.upload(ctx) }
+func (u *Uploader) UploadOnly(ctx context.Context) error { return u.upload(ctx, nil) }
+
+// ScanAndUpload scans and uploads as Run does, without the API server's
+// part (tests, benchmarks).
+func (u *Uploader) ScanAndUpload(ctx context.Context) error { return u.scanAndUpload(ctx) }
 
 // Checkpoint saves the partial collection now (tests).
 func (u *Uploader) Checkpoint(ctx context.Context) error { return u.checkpoint(ctx) }
@@ -30,4 +34,18 @@ func Retryable(err error) bool { return retryable(err) }
 func WithStatParallelism(cfg Config, n int) Config {
 	cfg.statParallelism = n
 	return cfg
+}
+
+// SetPlanHook makes u's plan call f with each path it visits, before it
+// plans it (tests); nil removes it.
+func (u *Uploader) SetPlanHook(f func(path string)) { u.cfg.planHook = f }
+
+// MeasureManifest runs the finish's pass over the journal that measures
+// the finished collection's manifest (benchmarks).
+func (u *Uploader) MeasureManifest(ctx context.Context) error {
+	m, err := u.measureManifest(ctx, false, true)
+	if err == nil {
+		m.release()
+	}
+	return err
 }

@@ -94,8 +94,9 @@ type JobMeta struct {
 }
 
 // Journal is the durable record of a job (implemented by package store).
-// Writes are durable when the call returns; callers batch them. Reads may
-// run concurrently with one writer; writes are not safe for concurrent use.
+// Writes are durable when the call returns; callers batch them. Each write
+// is one transaction: writes from several goroutines (a plan and the
+// upload beside it) are serialized, and reads run concurrently with them.
 // Any method may fail with ErrJournalDamaged.
 type Journal interface {
 	Meta() (JobMeta, error)

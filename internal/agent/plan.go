@@ -286,22 +286,38 @@ func (u *Uploader) scan(ctx context.Context) error {
 }
 
 func (u *Uploader) scanTree(ctx context.Context) error {
+	need, err := u.planNeeded(ctx)
+	if err != nil || !need {
+		return err
+	}
+	return u.makePlan(ctx, nil)
+}
+
+// planNeeded reports whether the tree must be planned: a job without a
+// plan, or one whose tree changed since (a walk compares the fingerprint).
+func (u *Uploader) planNeeded(ctx context.Context) (bool, error) {
 	u.plannedFilesDone = -1 // set again by a plan made now
 	u.report(func(p *Progress) { p.Phase = "scanning" })
-	if u.meta.PlanFingerprint != "" {
-		fp := newFingerprint()
-		if err := u.walk(ctx, func(e scanEntry) error { fp.add(e); return nil }); err != nil {
-			return err
-		}
-		if fp.sum() == u.meta.PlanFingerprint {
-			u.meta.FilesTotal = fp.files
-			return u.saveMeta()
-		}
-		if !u.replanning { // the retry loop has said why already
-			u.cfg.Warn("files changed since the last run; planning the changed files again (unchanged files already stored are not read again)")
-		}
+	if u.meta.PlanFingerprint == "" {
+		return true, nil
 	}
-	fp, err := u.plan(ctx)
+	fp := newFingerprint()
+	if err := u.walk(ctx, func(e scanEntry) error { fp.add(e); return nil }); err != nil {
+		return false, err
+	}
+	if fp.sum() == u.meta.PlanFingerprint {
+		u.meta.FilesTotal = fp.files
+		return false, u.saveMeta()
+	}
+	if !u.replanning { // the retry loop has said why already
+		u.cfg.Warn("files changed since the last run; planning the changed files again (unchanged files already stored are not read again)")
+	}
+	return true, nil
+}
+
+// makePlan plans the tree (see plan) and records the plan's fingerprint.
+func (u *Uploader) makePlan(ctx context.Context, feed *planFeed) error {
+	fp, err := u.plan(ctx, feed)
 	if err != nil {
 		return err
 	}
@@ -339,7 +355,7 @@ func sameFile(size, mtime, ctime int64, ino uint64, e scanEntry) bool {
 // blocks. Blocks no file references any more are dropped (their content
 // stays known by hash). A crash at any point leaves the journal in a state
 // the next plan starts from.
-func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
+func (u *Uploader) plan(ctx context.Context, feed *planFeed) (*fingerprint, error) {
 	j := u.cfg.Journal
 	fp := newFingerprint()
 	// A generation unique to this attempt, so records written by a plan
@@ -350,16 +366,38 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 		return nil, err
 	}
 	oldStored := map[int64]bool{} // every block of the earlier plan -> stored
+	oldSize := map[int64]int64{}
 	if err := j.EachBlock(ctx, func(b BlockRecord) error {
 		oldStored[b.Seq] = b.Stored
+		if b.Stored {
+			oldSize[b.Seq] = b.Size
+		}
 		return nil
 	}); err != nil {
 		return nil, err
 	}
+	if feed != nil {
+		feed.start(seq)
+	}
 	kept := map[int64]bool{}
+	// What is planned so far, for the progress report while an upload
+	// runs beside the plan: new blocks, and blocks kept (stored already).
+	var newBlocks, newBytes, keptBlocks, keptBytes int64
+	var filesDone int64 // files whose every block is stored already
+	var shown struct{ keptBlocks, keptBytes, filesDone int64 }
+	showProgress := func() {
+		files, total, blocks := fp.files, newBytes+keptBytes, newBlocks+keptBlocks
+		dBlocks, dBytes, dFiles := keptBlocks-shown.keptBlocks, keptBytes-shown.keptBytes, filesDone-shown.filesDone
+		shown.keptBlocks, shown.keptBytes, shown.filesDone = keptBlocks, keptBytes, filesDone
+		u.report(func(p *Progress) {
+			p.FilesTotal, p.BytesTotal, p.BlocksTotal = files, total, blocks
+			p.BlocksStored += dBlocks
+			p.BytesDone += dBytes
+			p.FilesDone += dFiles
+		})
+	}
 	blockSize := u.cfg.blockSize
 	hadFiles := false
-	var filesDone int64 // files whose every block is stored already
 	errFound := errors.New("found")
 	if err := j.EachFile(ctx, func(FileRecord) error { return errFound }); errors.Is(err, errFound) {
 		hadFiles = true
@@ -376,12 +414,31 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 	var blockParts int // parts in blocks
 	var packed *BlockRecord
 	flushBlocks := func(force bool) error {
-		if len(blocks) >= batch || blockParts >= batch || (force && len(blocks) > 0) {
+		hungry := feed != nil && feed.hungry.Load()
+		if len(blocks) >= batch || blockParts >= batch || ((force || hungry) && len(blocks) > 0) {
+			if feed != nil && len(files) > 0 {
+				// The files first: an upload beside the plan reads the
+				// records of the files of the blocks it stores.
+				if err := j.PutFiles(files); err != nil {
+					return fmt.Errorf("write journal (is the disk full?): %w", err)
+				}
+				clear(files)
+				files = files[:0]
+			}
 			if err := j.PutBlocks(blocks); err != nil {
 				return fmt.Errorf("write journal (is the disk full?): %w", err)
 			}
 			clear(blocks) // drop the parts they hold
 			blocks, blockParts = blocks[:0], 0
+			if feed != nil {
+				// Every block below the open packed one is journaled now.
+				next := seq
+				if packed != nil {
+					next = packed.Seq
+				}
+				feed.publish(next)
+				showProgress()
+			}
 		}
 		return nil
 	}
@@ -407,6 +464,9 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 		return true
 	}
 	err = u.walk(ctx, func(e scanEntry) error {
+		if u.cfg.planHook != nil {
+			u.cfg.planHook(e.rel)
+		}
 		fp.add(e)
 		key := fileKeyOf(e.rel)
 		if e.emptyDir {
@@ -427,7 +487,11 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 				filesDone++ // every block of it is stored
 			}
 			for _, r := range rec.Ranges {
-				kept[r.Block] = true
+				if !kept[r.Block] {
+					kept[r.Block] = true
+					keptBlocks++
+					keptBytes += oldSize[r.Block]
+				}
 			}
 		case e.emptyDir:
 			rec = FileRecord{Key: key, Path: e.rel, EmptyDir: true}
@@ -442,6 +506,8 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 					p := part
 					p.FileOffset, p.Length = off, min(blockSize, e.size-off)
 					blocks = append(blocks, BlockRecord{Seq: seq, Size: p.Length, Parts: []Part{p}})
+					newBlocks++
+					newBytes += p.Length
 					rec.Ranges = append(rec.Ranges, Range{Block: seq, FileOffset: off, Length: p.Length})
 					seq++
 				}
@@ -452,11 +518,13 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 				if packed == nil {
 					packed = &BlockRecord{Seq: seq}
 					seq++
+					newBlocks++
 				}
 				rec.Ranges = []Range{{Block: packed.Seq, BlockOffset: packed.Size, Length: e.size}}
 				part.Length = e.size
 				packed.Parts = append(packed.Parts, part)
 				packed.Size += e.size
+				newBytes += e.size
 			}
 		}
 		rec.Gen = gen
@@ -504,6 +572,9 @@ func (u *Uploader) plan(ctx context.Context) (*fingerprint, error) {
 	}
 	u.meta.PlanGen, u.meta.BlocksTotal, u.meta.BytesTotal = gen, nblocks, nbytes
 	u.plannedFilesDone = filesDone
+	if feed != nil {
+		showProgress()
+	}
 	return fp, nil
 }
 

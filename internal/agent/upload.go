@@ -21,6 +21,9 @@ import (
 type readBlock struct {
 	rec BlockRecord
 	buf []byte
+	// fill, for a packed block, says how much of buf is read so far: the
+	// block is sent on while it is read (fill.go). nil: buf is read.
+	fill *fillState
 }
 
 func (u *Uploader) threads() int {
@@ -44,6 +47,44 @@ const (
 	commitInterval = 200 * time.Millisecond
 )
 
+// scanAndUpload scans the tree and uploads every block not yet stored.
+// When the tree must be planned (a new job, or files changed), the upload
+// runs beside the plan and follows it (planFeed), so that the first block
+// goes out once it is planned rather than after the whole tree; the plan
+// goes on to its end even when the upload fails (a retry then finds the
+// plan made). Progress says "scanning", with the totals planned so far,
+// until the plan is over.
+func (u *Uploader) scanAndUpload(ctx context.Context) error {
+	need, err := u.planNeeded(ctx)
+	if err != nil {
+		return err
+	}
+	if !need {
+		u.warnUnusedExcludes()
+		return u.upload(ctx, nil)
+	}
+	// The plan reports what it keeps as done, the upload what it stores.
+	u.report(func(p *Progress) { p.BlocksStored, p.BytesDone, p.FilesDone = 0, 0, 0 })
+	feed := newPlanFeed()
+	uctx, cancelUpload := context.WithCancelCause(ctx)
+	defer cancelUpload(nil)
+	planned := make(chan error, 1)
+	go func() {
+		err := u.makePlan(ctx, feed)
+		feed.finish(err)
+		if err != nil {
+			cancelUpload(err)
+		}
+		planned <- err
+	}()
+	upErr := u.upload(uctx, feed)
+	if err := <-planned; err != nil {
+		return err
+	}
+	u.warnUnusedExcludes()
+	return upErr
+}
+
 // upload sends every block not yet stored, through three stages composed
 // in one errgroup: a blockReader fills pooled buffers from the planned file
 // ranges, putters hash them and PUT those Keep does not hold yet, and a
@@ -51,57 +92,97 @@ const (
 // buffers of up to 64 MiB exist at once (the pool), whatever the dataset.
 // Blocks whose files changed since they were planned are skipped; the
 // error then wraps ErrFileChanged and names them, after every other block
-// was sent.
-func (u *Uploader) upload(ctx context.Context) error {
+// was sent. With feed, the blocks are those of the plan being made (see
+// scanAndUpload); else every block of the journal not stored yet.
+func (u *Uploader) upload(ctx context.Context, feed *planFeed) error {
 	var todo []int64
 	stored := map[int64]bool{}
-	var storedBytes int64
-	if err := u.cfg.Journal.EachBlock(ctx, func(b BlockRecord) error {
-		if b.Stored {
-			stored[b.Seq] = true
-			storedBytes += b.Size
-		} else {
-			todo = append(todo, b.Seq)
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	files := newFilesDone(u.cfg.Journal, stored)
-	// The plan just made counted the files done; else count them, which
-	// reads every file record.
-	filesDone := u.plannedFilesDone
-	u.plannedFilesDone = -1
-	if filesDone < 0 {
-		var err error
-		if filesDone, err = files.count(ctx); err != nil {
+	if feed == nil {
+		var storedBytes int64
+		if err := u.cfg.Journal.EachBlock(ctx, func(b BlockRecord) error {
+			if b.Stored {
+				stored[b.Seq] = true
+				storedBytes += b.Size
+			} else {
+				todo = append(todo, b.Seq)
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
+		// The plan just made counted the files done; else count them,
+		// which reads every file record.
+		filesDone := u.plannedFilesDone
+		u.plannedFilesDone = -1
+		if filesDone < 0 {
+			var err error
+			if filesDone, err = newFilesDone(u.cfg.Journal, stored).count(ctx); err != nil {
+				return err
+			}
+		}
+		u.report(func(p *Progress) {
+			p.Phase = "uploading"
+			p.FilesTotal, p.BytesTotal, p.BlocksTotal = u.meta.FilesTotal, u.meta.BytesTotal, u.meta.BlocksTotal
+			p.BlocksStored, p.BytesDone, p.FilesDone = int64(len(stored)), storedBytes, filesDone
+		})
 	}
-	u.report(func(p *Progress) {
-		p.Phase = "uploading"
-		p.FilesTotal, p.BytesTotal, p.BlocksTotal = u.meta.FilesTotal, u.meta.BytesTotal, u.meta.BlocksTotal
-		p.BlocksStored, p.BytesDone, p.FilesDone = int64(len(stored)), storedBytes, filesDone
-	})
+	// Beside a plan, stored holds the blocks this upload stores: the
+	// plan's new blocks hold only files planned anew, none of whose blocks
+	// was stored before.
+	files := newFilesDone(u.cfg.Journal, stored)
 	threads := u.threads()
 	pool := newBufferPool(threads + 1)
 	defer pool.release() // after every stage has stopped (g.Wait below)
 	toPut := make(chan readBlock)
 	done := make(chan BlockRecord, threads)
-	reader := &blockReader{u: u, todo: todo, pool: pool, out: toPut}
+	reader := &blockReader{u: u, todo: todo, feed: feed, pool: pool, out: toPut}
 	putters := &putters{u: u, n: threads, margin: u.signatureMargin(ctx), pool: pool, in: toPut, out: done}
 	committer := &committer{u: u, files: files, in: done}
 
 	g, gctx := errgroup.WithContext(ctx)
-	stopCheckpoints := u.startCheckpoints(gctx)
-	defer stopCheckpoints()
+	// Checkpoints read the job's metadata, which a plan beside the upload
+	// writes: they start once it is over.
+	var ckptMu sync.Mutex
+	stopCheckpoints, stopped := func() {}, false
+	startCheckpoints := func() {
+		ckptMu.Lock()
+		defer ckptMu.Unlock()
+		if !stopped {
+			stopCheckpoints = u.startCheckpoints(gctx)
+		}
+	}
+	stopAll := func() {
+		ckptMu.Lock()
+		defer ckptMu.Unlock()
+		stopped = true
+		stopCheckpoints()
+	}
+	defer stopAll()
+	planOver := make(chan struct{})
+	if feed == nil {
+		startCheckpoints()
+		close(planOver)
+	} else {
+		go func() {
+			defer close(planOver)
+			if feed.result(gctx) != nil {
+				return
+			}
+			u.report(func(p *Progress) {
+				p.Phase = "uploading"
+				p.FilesTotal, p.BytesTotal, p.BlocksTotal = u.meta.FilesTotal, u.meta.BytesTotal, u.meta.BlocksTotal
+			})
+			startCheckpoints()
+		}()
+	}
 	g.Go(func() error { return reader.run(gctx) })
 	g.Go(func() error { return putters.run(gctx) })
 	g.Go(func() error { return committer.run(gctx) })
 	// The first error is the cause: a stage that fails cancels the others,
 	// and the committer still journals what Keep confirmed before it stops.
-	err := g.Wait()
-	stopCheckpoints()
+	err := g.Wait() // and gctx ends
+	<-planOver
+	stopAll()
 	if err != nil {
 		return err
 	}
@@ -187,8 +268,11 @@ func (p *bufferPool) release() {
 // when it returns). A block whose files changed is skipped; its file is
 // named in changed (read after the stage stopped).
 type blockReader struct {
-	u       *Uploader
-	todo    []int64
+	u    *Uploader
+	todo []int64
+	// feed, when set, gives the blocks instead of todo: those of the plan
+	// being made, as it journals them.
+	feed    *planFeed
 	pool    *bufferPool
 	out     chan<- readBlock
 	changed []string
@@ -196,32 +280,86 @@ type blockReader struct {
 
 func (r *blockReader) run(ctx context.Context) error {
 	defer close(r.out)
-	for _, seq := range r.todo {
-		rec, err := r.u.cfg.Journal.Block(seq)
-		if err != nil {
-			return err
-		}
-		buf, err := r.pool.get(ctx)
-		if err != nil {
-			return err
-		}
-		buf = buf[:rec.Size]
-		if err := r.u.readParts(ctx, rec, buf); err != nil {
-			r.pool.put(buf)
-			var ce errChanged
-			if errors.As(err, &ce) {
-				r.changed = append(r.changed, ce.path)
-				continue
+	if r.feed == nil {
+		for _, seq := range r.todo {
+			if err := r.read(ctx, seq); err != nil {
+				return err
 			}
+		}
+		return nil
+	}
+	for have := int64(-1); ; {
+		from, next, done, err := r.feed.wait(ctx, have)
+		if err != nil {
 			return err
+		}
+		for seq := from; seq < next; seq++ {
+			if err := r.read(ctx, seq); err != nil {
+				return err
+			}
+		}
+		have = next
+		if done {
+			return nil
+		}
+	}
+}
+
+// read reads block seq, unless it is stored, and sends it on.
+func (r *blockReader) read(ctx context.Context, seq int64) error {
+	rec, err := r.u.cfg.Journal.Block(seq)
+	if err != nil || rec.Stored {
+		return err
+	}
+	buf, err := r.pool.get(ctx)
+	if err != nil {
+		return err
+	}
+	buf = buf[:rec.Size]
+	if len(rec.Parts) == 1 {
+		// Read whole, then hashed by a putter: several blocks of big
+		// files are hashed at once, on several cores.
+		if err := r.u.readParts(ctx, rec, buf, nil); err != nil {
+			r.pool.put(buf)
+			return r.failed(err)
 		}
 		select {
-		case r.out <- readBlock{rec, buf}:
+		case r.out <- readBlock{rec: rec, buf: buf}:
+			return nil
 		case <-ctx.Done():
+			r.pool.put(buf)
 			return ctx.Err()
 		}
 	}
+	// A packed block (small files, syscalls more than bytes) goes to a
+	// putter while it is read, which hashes what is filled: the read and
+	// the hash overlap. The putter drops it if the read fails.
+	fill := newFillState()
+	go func() { fill.finish(len(buf), r.u.readParts(ctx, rec, buf, fill)) }()
+	select {
+	case r.out <- readBlock{rec: rec, buf: buf, fill: fill}:
+	case <-ctx.Done():
+		<-fill.over
+		r.pool.put(buf)
+		return ctx.Err()
+	}
+	<-fill.over // one block read at a time
+	if fill.err != nil {
+		return r.failed(fill.err)
+	}
 	return nil
+}
+
+// failed returns what a failed read of a block means for the stage: a
+// file that changed is named (the block is skipped) and the stage goes
+// on; any other error stops it.
+func (r *blockReader) failed(err error) error {
+	var ce errChanged
+	if errors.As(err, &ce) {
+		r.changed = append(r.changed, ce.path)
+		return nil
+	}
+	return err
 }
 
 // putters is the second stage: n goroutines hash the blocks read (so MD5
@@ -256,7 +394,11 @@ func (p *putters) run(ctx context.Context) error {
 // buffer back and sends its record on.
 func (p *putters) put(ctx context.Context, rb readBlock) error {
 	j := p.u.cfg.Journal
-	sum := md5.Sum(rb.buf)
+	sum, ok, err := p.hash(ctx, rb)
+	if !ok {
+		p.pool.put(rb.buf)
+		return err
+	}
 	rb.rec.Hash = hex.EncodeToString(sum[:])
 	// A stored block is reused only when it is this block: same hash and
 	// same size (the journal keys stored blocks by hash).
@@ -279,6 +421,34 @@ func (p *putters) put(ctx context.Context, rb readBlock) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// hashChunk: a putter hashes a packed block being read once this much
+// more of it is filled (or the read is over).
+const hashChunk = 1 << 20
+
+// hash returns the MD5 of a block, hashing a packed block as it is read
+// (rb.fill). ok is false when the block is to be dropped: its read failed
+// (nil error: the reader says why) or ctx ended; its buffer may then be
+// given back, the read being over.
+func (p *putters) hash(ctx context.Context, rb readBlock) (sum [md5.Size]byte, ok bool, err error) {
+	if rb.fill == nil {
+		return md5.Sum(rb.buf), true, nil
+	}
+	h := md5.New()
+	for pos := 0; ; {
+		filled, done, err := rb.fill.wait(ctx, min(pos+hashChunk, len(rb.buf)))
+		if err != nil {
+			<-rb.fill.over // until then the reader may write into the buffer
+			return sum, false, ctx.Err()
+		}
+		h.Write(rb.buf[pos:filled])
+		pos = filled
+		if done {
+			h.Sum(sum[:0])
+			return sum, true, nil
+		}
 	}
 }
 
@@ -354,7 +524,7 @@ const partReaders = 8
 // errChanged: two versions of a file are never mixed into one collection.
 // With several parts, partReaders goroutines read them; the error is the
 // one of the first failing part in block order.
-func (u *Uploader) readParts(ctx context.Context, rec BlockRecord, buf []byte) error {
+func (u *Uploader) readParts(ctx context.Context, rec BlockRecord, buf []byte, fill *fillState) error {
 	if len(rec.Parts) == 1 {
 		return u.readPart(rec.Parts[0], buf)
 	}
@@ -369,7 +539,13 @@ func (u *Uploader) readParts(ctx context.Context, rec BlockRecord, buf []byte) e
 		errAt   = len(rec.Parts)
 		firstEr error
 		wg      sync.WaitGroup
+		// For fill: which parts are in, and how many from the first.
+		in     []bool
+		inFrom int
 	)
+	if fill != nil {
+		in = make([]bool, len(rec.Parts))
+	}
 	for range min(partReaders, len(rec.Parts)) {
 		wg.Add(1)
 		go func() {
@@ -387,6 +563,16 @@ func (u *Uploader) readParts(ctx context.Context, rec BlockRecord, buf []byte) e
 					mu.Unlock()
 					failed.Store(true)
 					return
+				}
+				if fill != nil {
+					mu.Lock()
+					in[i] = true
+					for inFrom < len(in) && in[inFrom] {
+						inFrom++
+					}
+					prefix := offs[inFrom]
+					mu.Unlock()
+					fill.advance(int(prefix))
 				}
 			}
 		}()

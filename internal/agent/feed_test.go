@@ -1,0 +1,130 @@
+package agent_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/arv-upload/arv-upload/internal/agent"
+)
+
+// The upload runs beside the plan of a new job: the first block is PUT
+// while the plan is still walking (here the plan waits, at a file after
+// the first block, until Keep has been asked for it). The collection is
+// the one a plan made first gives: same PDH as a run whose plan is over
+// before any block is read (a dry run's plan reused).
+func TestUpload_besideThePlan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, keep := cluster(t)
+	src := t.TempDir()
+	want := blockTree(t, src, 31, 4) // big0..big3, one block each, then small/...
+
+	ref := newJob(t, src, agent.Options{Name: "reference", Threads: 2})
+	refUp := uploader(t, ref.j, newKW(keep), c, "t", &warnings{}, -1)
+	_, err := refUp.Plan(ctx) // planned whole first: the upload reads a finished plan
+	require.NoError(t, err)
+	refMeta, err := refUp.Run(ctx)
+	require.NoError(t, err)
+
+	jb := newJob(t, src, agent.Options{Name: "beside", Threads: 2})
+	kw := newKW(keep)
+	up := uploader(t, jb.j, kw, c, "t", &warnings{}, -1)
+	firstPut := make(chan string, 1)
+	kw.before = func(n int) {
+		if n == 1 {
+			firstPut <- up.Progress().Phase
+		}
+	}
+	up.SetPlanHook(func(path string) {
+		if path != "big2" {
+			return
+		}
+		select {
+		case phase := <-firstPut:
+			assert.Equal(t, "scanning", phase, "the first block went out while the plan was being made")
+		case <-time.After(20 * time.Second):
+			t.Error("no block was PUT before the plan reached big2")
+		}
+	})
+	meta, err := up.Run(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, refMeta.PDH, meta.PDH)
+	assert.Equal(t, refMeta.BlocksTotal, meta.BlocksTotal)
+	assert.Equal(t, refMeta.BytesTotal, meta.BytesTotal)
+	assert.Equal(t, refMeta.FilesTotal, meta.FilesTotal)
+	p := up.Progress()
+	assert.Equal(t, p.BlocksTotal, p.BlocksStored)
+	assert.Equal(t, p.BytesTotal, p.BytesDone)
+	assert.Equal(t, p.FilesTotal, p.FilesDone)
+	assertStoredOnce(t, kw)
+	assertSameFiles(t, want, readBack(t, ctx, c, keep, meta.CollectionUUID))
+}
+
+// A plan that fails half-way (a name Arvados cannot store, met after
+// blocks were planned and sent) stops the upload beside it, and the
+// plan's error is the run's, not the upload's cancellation.
+func TestUpload_besideThePlan_planFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, keep := cluster(t)
+	src := t.TempDir()
+	blockTree(t, src, 32, 3)
+	bad := filepath.Join(src, "zz\xff")
+	require.NoError(t, os.WriteFile(bad, []byte("x"), 0o644))
+	jb := newJob(t, src, agent.Options{Name: "plan fails", Threads: 2})
+	up := uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1)
+	_, err := up.Run(ctx)
+	require.ErrorIs(t, err, agent.ErrInvalidName)
+	assert.Contains(t, err.Error(), "--exclude")
+	assert.NotContains(t, err.Error(), "context canceled")
+
+	// Leaving the name out, the job finishes.
+	meta, err := jb.j.Meta()
+	require.NoError(t, err)
+	assert.Empty(t, meta.PlanFingerprint, "no plan was recorded")
+	require.NoError(t, os.Remove(bad))
+	done, err := uploader(t, jb.j, newKW(keep), c, "t", &warnings{}, -1).Run(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, agent.StateDone, done.State)
+}
+
+// When the upload beside the plan fails (Keep refuses a block), the plan
+// still goes on to its end and is recorded, so the next run does not plan
+// the tree again.
+func TestUpload_besideThePlan_uploadFailsPlanCompletes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, keep := cluster(t)
+	src := t.TempDir()
+	want := blockTree(t, src, 33, 4)
+	jb := newJob(t, src, agent.Options{Name: "upload fails", Threads: 1})
+	kw := newKW(keep)
+	kw.failAt = 1
+	up := uploader(t, jb.j, kw, c, "t", &warnings{}, -1)
+	up.SetPlanHook(func(path string) {
+		if path == "big2" { // the plan goes on after the upload failed
+			waitFor(t, "the first PUT to fail", func() bool { kw.mu.Lock(); defer kw.mu.Unlock(); return kw.n >= 1 })
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	_, err := up.Run(ctx)
+	require.ErrorIs(t, err, errInjected)
+	meta, err := jb.j.Meta()
+	require.NoError(t, err)
+	assert.NotEmpty(t, meta.PlanFingerprint, "the plan went on to its end")
+	assert.Equal(t, int64(len(want)), meta.FilesTotal)
+
+	var w warnings
+	kw2 := newKW(keep)
+	done, err := uploader(t, jb.j, kw2, c, "t", &w, -1).Run(ctx)
+	require.NoError(t, err)
+	assert.NotContains(t, w.String(), "files changed", "the recorded plan is used as it is")
+	assert.Equal(t, meta.PlanFingerprint, done.PlanFingerprint)
+	assertSameFiles(t, want, readBack(t, ctx, c, keep, done.CollectionUUID))
+}
