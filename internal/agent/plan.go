@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -101,14 +102,22 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 	// directory once, so a link to an ancestor is a loop, skipped.
 	followed := map[[2]uint64]bool{}
 	stats := newStatAhead(u.cfg.statParallelism)
+	under := strings.TrimSuffix(filepath.Clean(root), "/") + "/" // the prefix of what is under root
 	var walkFn fs.WalkDirFunc
 	walkFrom := func(start string) error { return filepath.WalkDir(start, walkFn) }
 	walkFn = func(p string, d fs.DirEntry, err error) error {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
 		}
-		rel, _ := filepath.Rel(root, p)
-		rel = filepath.ToSlash(rel)
+		var rel string
+		if strings.HasPrefix(p, under) && !strings.HasSuffix(p, "/") {
+			// What WalkDir gives under root: root, "/", a clean path.
+			// filepath.Rel would clean it again (a tenth of a plan's time).
+			rel = p[len(under):]
+		} else {
+			rel, _ = filepath.Rel(root, p)
+			rel = filepath.ToSlash(rel)
+		}
 		if err != nil {
 			if u.survey != nil {
 				u.survey.add(&u.survey.Unreadable, err.Error())
@@ -134,9 +143,8 @@ func (u *Uploader) walkDir(ctx context.Context, input int, in Input, visit func(
 			return fmt.Errorf("%w: %q (Arvados would store it changed; rename it, or leave it out with --exclude PATTERN, which resume accepts too)", ErrInvalidName, p)
 		}
 		inDir := rel // relative to the input directory
-		rel = path.Join(in.As, rel)
-		if rel == "." {
-			rel = ""
+		if in.As != "" {
+			rel = path.Join(in.As, rel)
 		}
 		info, ahead, err := stats.lstat(p, opts.Excludes)
 		if err != nil {
@@ -330,12 +338,29 @@ func (u *Uploader) makePlan(ctx context.Context, feed *planFeed) error {
 type fingerprint struct {
 	h     hash.Hash
 	files int64
+	line  []byte // reused by add
 }
 
 func newFingerprint() *fingerprint { return &fingerprint{h: sha256.New()} }
 
+// add digests one entry as the line fmt's "%q %d %d %d %d %v %d\n" of
+// rel, size, mtime, ctime, inode, emptyDir and input would (the bytes
+// recorded plans were fingerprinted with), without fmt's cost.
 func (f *fingerprint) add(e scanEntry) {
-	fmt.Fprintf(f.h, "%q %d %d %d %d %v %d\n", e.rel, e.size, e.mtime, e.ctime, e.ino, e.emptyDir, e.input)
+	b := strconv.AppendQuote(f.line[:0], e.rel)
+	for _, n := range []int64{e.size, e.mtime, e.ctime} {
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, n, 10)
+	}
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, e.ino, 10)
+	b = append(b, ' ')
+	b = strconv.AppendBool(b, e.emptyDir)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(e.input), 10)
+	b = append(b, '\n')
+	f.h.Write(b)
+	f.line = b
 	if !e.emptyDir {
 		f.files++
 	}
