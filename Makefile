@@ -23,6 +23,7 @@ FUZZ_TARGETS := \
 	./internal/apiserver:FuzzReadParams ./internal/apiserver:FuzzServeHTTP \
 	./internal/keepstore:FuzzPutHash ./internal/keepstore:FuzzRequestHeaders ./internal/keepstore:FuzzServeHTTP \
 	./internal/proxy:FuzzServeHTTP \
+	./internal/store:FuzzRecordCodec \
 	./arvados:FuzzValidateManifest ./arvados:FuzzNormalize
 
 fuzz:
