@@ -122,3 +122,17 @@ func TestBarPrinter_finish(t *testing.T) {
 		assert.True(t, strings.HasSuffix(buf.String(), "\n"), "the line is ended")
 	}
 }
+
+// While the plan is still being made, `status` says the totals are so far
+// and gives no ETA; afterwards the ETA.
+func TestPrintStatus_scanning(t *testing.T) {
+	st := status{Progress: agent.Progress{Job: "run", State: agent.StateRunning, Phase: "scanning", BytesTotal: 1 << 30, BytesDone: 1 << 20}, RateBPS: 1 << 20, ETASeconds: 0}
+	var buf bytes.Buffer
+	printStatus(&buf, st)
+	assert.Contains(t, buf.String(), "scanning: the totals are what is planned so far; rate 1.0 MiB/s\n")
+	assert.NotContains(t, buf.String(), "ETA")
+	st.Phase, st.ETASeconds = "uploading", 1023
+	buf.Reset()
+	printStatus(&buf, st)
+	assert.Contains(t, buf.String(), "rate:   1.0 MiB/s, ETA 17m3s\n")
+}

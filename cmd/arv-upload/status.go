@@ -61,7 +61,15 @@ func printStatus(w io.Writer, st status) {
 		fmt.Fprintf(w, " (%.1f%%)", 100*float64(st.BytesDone)/float64(st.BytesTotal))
 	}
 	fmt.Fprintf(w, "\nfiles:  %d of %d done\nblocks: %d of %d stored\n", st.FilesDone, st.FilesTotal, st.BlocksStored, st.BlocksTotal)
-	if st.State == agent.StateRunning && st.RateBPS > 0 {
+	switch {
+	case st.State == agent.StateRunning && st.Phase == "scanning":
+		// The upload runs beside the plan: no ETA from a growing total.
+		fmt.Fprintf(w, "scanning: the totals are what is planned so far")
+		if st.RateBPS > 0 {
+			fmt.Fprintf(w, "; rate %s/s", humanBytes(int64(st.RateBPS)))
+		}
+		fmt.Fprintln(w)
+	case st.State == agent.StateRunning && st.RateBPS > 0:
 		fmt.Fprintf(w, "rate:   %s/s, ETA %s\n", humanBytes(int64(st.RateBPS)), (time.Duration(st.ETASeconds) * time.Second).String())
 	}
 	if st.CollectionUUID != "" {
