@@ -138,6 +138,7 @@ type StreamWriter struct {
 	n   int64
 	err error
 	buf bytes.Buffer
+	num []byte // writeToken's scratch
 }
 
 // NewStreamWriter returns a StreamWriter writing to w.
@@ -169,39 +170,59 @@ func (sw *StreamWriter) WriteDir(dir string, files []ManifestFile, emptyDir bool
 	for i := range sorted {
 		sorted[i].Path = baseName(sorted[i].Path)
 	}
-	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	byName := func(a, b ManifestFile) int { return strings.Compare(a.Path, b.Path) }
+	if !slices.IsSortedFunc(sorted, byName) { // a journal gives them sorted
+		slices.SortStableFunc(sorted, byName)
+	}
 
 	// Rule 4: blocks in first-reference order, each once per stream. A
 	// block is its hash and size: the same block signed at two moments
 	// (two PUTs of identical data) is one block, written with the first
 	// signed locator that references it, or the stripped text would not
-	// be normalized and the server's PDH would differ from ours.
-	starts := map[string]int64{}         // hash+size -> position in the stream
-	ids := make([][]string, len(sorted)) // per file, per segment: hash+size
+	// be normalized and the server's PDH would differ from ours. A
+	// locator is parsed once however many files reference it (a packed
+	// block holds thousands).
+	type block struct {
+		id   string // hash+size
+		size int64
+	}
+	parsed := map[string]block{} // locator as written -> block
+	starts := map[string]int64{} // hash+size -> position in the stream
+	var segStart []int64         // per segment of every file in order: its block's position
 	var blocks []string
 	var total int64
-	for i, f := range sorted {
-		ids[i] = make([]string, len(f.Segments))
-		for k, s := range f.Segments {
+	lastLoc, last := "", block{}
+	for _, f := range sorted {
+		for _, s := range f.Segments {
 			if s.Length == 0 {
+				segStart = append(segStart, 0)
 				continue
 			}
-			l, err := ParseLocator(s.Locator)
-			if err == nil && l.Size < 0 {
-				err = fmt.Errorf("%w: locator %q has no size hint", ErrInvalidManifest, s.Locator)
+			b := last
+			if s.Locator != lastLoc || lastLoc == "" {
+				var ok bool
+				if b, ok = parsed[s.Locator]; !ok {
+					l, err := ParseLocator(s.Locator)
+					if err == nil && l.Size < 0 {
+						err = fmt.Errorf("%w: locator %q has no size hint", ErrInvalidManifest, s.Locator)
+					}
+					if err != nil {
+						sw.err = err
+						return err
+					}
+					b = block{l.Stripped(), l.Size}
+					parsed[s.Locator] = b
+				}
+				lastLoc, last = s.Locator, b
 			}
-			if err != nil {
-				sw.err = err
-				return err
+			start, ok := starts[b.id]
+			if !ok {
+				start = total
+				starts[b.id] = total
+				blocks = append(blocks, s.Locator)
+				total += b.size
 			}
-			id := l.Stripped()
-			ids[i][k] = id
-			if _, ok := starts[id]; ok {
-				continue
-			}
-			starts[id] = total
-			blocks = append(blocks, s.Locator)
-			total += l.Size
+			segStart = append(segStart, start)
 		}
 	}
 	sw.buf.Reset()
@@ -214,28 +235,31 @@ func (sw *StreamWriter) WriteDir(dir string, files []ManifestFile, emptyDir bool
 		sw.buf.WriteString(b)
 	}
 	// Rule 5: merge contiguous segments of the same file.
-	for i, f := range sorted {
+	k := 0 // index in segStart
+	for _, f := range sorted {
 		name := EscapeName(f.Path)
 		var pos, length int64
 		open := false
-		for k, s := range f.Segments {
+		for _, s := range f.Segments {
+			start := segStart[k]
+			k++
 			if s.Length == 0 {
 				continue
 			}
-			p := starts[ids[i][k]] + s.Offset
+			p := start + s.Offset
 			if open && pos+length == p {
 				length += s.Length
 				continue
 			}
 			if open {
-				writeToken(&sw.buf, pos, length, name)
+				sw.writeToken(pos, length, name)
 			}
 			pos, length, open = p, s.Length, true
 		}
 		if !open {
 			pos, length = 0, 0
 		}
-		writeToken(&sw.buf, pos, length, name)
+		sw.writeToken(pos, length, name)
 	}
 	sw.buf.WriteByte('\n')
 	return sw.flush()
@@ -250,13 +274,16 @@ func (sw *StreamWriter) flush() error {
 	return sw.err
 }
 
-func writeToken(b *bytes.Buffer, pos, length int64, name string) {
-	b.WriteByte(' ')
-	b.WriteString(strconv.FormatInt(pos, 10))
-	b.WriteByte(':')
-	b.WriteString(strconv.FormatInt(length, 10))
-	b.WriteByte(':')
-	b.WriteString(name)
+// writeToken appends a file token " pos:length:name" to the stream.
+func (sw *StreamWriter) writeToken(pos, length int64, name string) {
+	b := append(sw.num[:0], ' ')
+	b = strconv.AppendInt(b, pos, 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, length, 10)
+	b = append(b, ':')
+	sw.num = b
+	sw.buf.Write(b)
+	sw.buf.WriteString(name)
 }
 
 func streamName(dir string) string {
