@@ -398,14 +398,78 @@ func ParseManifest(text string) (*Manifest, error) {
 	if !strings.HasSuffix(text, "\n") {
 		return nil, fmt.Errorf("%w: text does not end with a newline", ErrInvalidManifest)
 	}
-	var sums manifestSums
-	for ln, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		if err := parseStream(b, line, &sums); err != nil {
-			return nil, fmt.Errorf("%w (stream %d)", err, ln+1)
-		}
+	if err := parseStreams(text, builderSink{b}); err != nil {
+		return nil, err
 	}
 	return b.Manifest(), nil
 }
+
+// ManifestStats returns what ParseManifest would say of a manifest's
+// files, their number (a path listed several times is one file) and total
+// size, with the same checks and errors, but without building the file
+// list: it holds one entry per path, not the paths' segments. The API
+// server uses it for file_count and file_size_total.
+func ManifestStats(text string) (files, size int64, err error) {
+	if text == "" {
+		return 0, 0, nil
+	}
+	if !strings.HasSuffix(text, "\n") {
+		return 0, 0, fmt.Errorf("%w: text does not end with a newline", ErrInvalidManifest)
+	}
+	st := &statsSink{paths: map[string]struct{}{}}
+	if err := parseStreams(text, st); err != nil {
+		return 0, 0, err
+	}
+	return int64(len(st.paths)), st.size, nil
+}
+
+// parseStreams parses each line of text (which ends with a newline) into
+// sink.
+func parseStreams(text string, sink streamSink) error {
+	var sums manifestSums
+	text = strings.TrimSuffix(text, "\n")
+	for ln := 1; ; ln++ {
+		line, rest, more := strings.Cut(text, "\n")
+		if err := parseStream(sink, line, &sums); err != nil {
+			return fmt.Errorf("%w (stream %d)", err, ln)
+		}
+		if !more {
+			return nil
+		}
+		text = rest
+	}
+}
+
+// streamSink takes what parseStream finds: a file token's bytes, at pos
+// in the stream whose blocks are locs (starting at starts), or an
+// empty-directory marker.
+type streamSink interface {
+	addFile(path string, locs []string, starts []int64, pos, length int64)
+	addDir(path string)
+}
+
+// builderSink collects the files with their segments (ParseManifest).
+type builderSink struct{ b *Builder }
+
+func (s builderSink) addFile(path string, locs []string, starts []int64, pos, length int64) {
+	s.b.AddFile(path, sliceSegments(locs, starts, pos, length)...)
+}
+
+func (s builderSink) addDir(path string) { s.b.AddDir(path) }
+
+// statsSink counts the files and their bytes (ManifestStats). The sum
+// cannot overflow: parseStream bounds the total of the file tokens.
+type statsSink struct {
+	paths map[string]struct{}
+	size  int64
+}
+
+func (s *statsSink) addFile(path string, _ []string, _ []int64, _, length int64) {
+	s.paths[cleanPath(path)] = struct{}{}
+	s.size += length
+}
+
+func (s *statsSink) addDir(string) {}
 
 // manifestSums bounds a whole manifest, so that no sum a reader or the
 // normalizer computes from it can overflow an int64: data is the total of
@@ -423,7 +487,7 @@ func addInt64(sum *int64, n int64) bool {
 	return true
 }
 
-func parseStream(b *Builder, line string, sums *manifestSums) error {
+func parseStream(sink streamSink, line string, sums *manifestSums) error {
 	words := strings.Split(line, " ")
 	if len(words) < 3 {
 		return fmt.Errorf("%w: a stream needs a name, a locator and a file token", ErrInvalidManifest)
@@ -487,10 +551,10 @@ func parseStream(b *Builder, line string, sums *manifestSums) error {
 			if length != 0 {
 				return fmt.Errorf("%w: %q: \".\" must be empty", ErrInvalidManifest, words[i])
 			}
-			b.AddDir(strings.TrimSuffix(strings.TrimSuffix(full, "."), "/"))
+			sink.addDir(strings.TrimSuffix(strings.TrimSuffix(full, "."), "/"))
 			continue
 		}
-		b.AddFile(full, sliceSegments(locs, starts, pos, length)...)
+		sink.addFile(full, locs, starts, pos, length)
 	}
 	return nil
 }
