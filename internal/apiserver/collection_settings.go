@@ -89,7 +89,7 @@ func (s *Server) keepVersion(before, after arvados.Collection, now time.Time) (i
 	past.Common.UUID = s.uuid("4zz18")
 	past.CurrentVersionUUID = before.UUID
 	past.PreserveVersion = false
-	if err := s.store.Put("collections", past.UUID, past); err != nil {
+	if err := s.putCollection(past, past); err != nil {
 		return 0, err
 	}
 	return before.Version + 1, nil
