@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -172,4 +173,35 @@ func TestServer_collectionEverySignatureChecked(t *testing.T) {
 	r = send(t, ts, tok, "POST", "/arvados/v1/collections", map[string]any{"collection": map[string]any{
 		"manifest_text": good + "./e d41d8cd98f00b204e9800998ecf8427e+0 0:0:e\n"}})
 	assert.Equal(t, http.StatusOK, r.status, r.raw)
+}
+
+// versionChanged says what comparing the JSON of the versioned attributes
+// said.
+func TestVersionChanged_asJSON(t *testing.T) {
+	byJSON := func(a, b arvados.Collection) bool {
+		aj, _ := json.Marshal([]any{a.Name, a.Description, a.Properties, a.ManifestText, a.OwnerUUID, a.IsTrashed})
+		bj, _ := json.Marshal([]any{b.Name, b.Description, b.Properties, b.ManifestText, b.OwnerUUID, b.IsTrashed})
+		return string(aj) != string(bj)
+	}
+	base := arvados.Collection{Name: "n", Description: "d", ManifestText: ". d41d8cd98f00b204e9800998ecf8427e+0 0:0:x\n",
+		Properties: map[string]any{"a": 1.0, "b": []any{"x"}}}
+	base.OwnerUUID = "zzzzz-tpzed-000000000000000"
+	for name, change := range map[string]func(c *arvados.Collection){
+		"nothing":              func(c *arvados.Collection) {},
+		"name":                 func(c *arvados.Collection) { c.Name = "m" },
+		"description":          func(c *arvados.Collection) { c.Description = "" },
+		"manifest":             func(c *arvados.Collection) { c.ManifestText = "" },
+		"owner":                func(c *arvados.Collection) { c.OwnerUUID = "zzzzz-j7d0g-000000000000000" },
+		"trashed":              func(c *arvados.Collection) { c.IsTrashed = true },
+		"property value":       func(c *arvados.Collection) { c.Properties = map[string]any{"a": 2.0, "b": []any{"x"}} },
+		"same properties":      func(c *arvados.Collection) { c.Properties = map[string]any{"b": []any{"x"}, "a": 1.0} },
+		"nil properties":       func(c *arvados.Collection) { c.Properties = nil },
+		"empty properties":     func(c *arvados.Collection) { c.Properties = map[string]any{} },
+		"modified_at only":     func(c *arvados.Collection) { now := time.Now(); c.ModifiedAt = &now },
+		"file count (derived)": func(c *arvados.Collection) { c.FileCount = 7 },
+	} {
+		after := base
+		change(&after)
+		assert.Equal(t, byJSON(base, after), versionChanged(base, after), name)
+	}
 }
