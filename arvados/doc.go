@@ -14,6 +14,10 @@
 // depending on a client. Memory: a manifest is parsed or built whole
 // (Builder, ParseManifest); StreamWriter writes one directory's stream at a
 // time, so a caller that feeds it directory by directory holds one stream.
+// ManifestStats checks a manifest as ParseManifest does but keeps only a
+// map entry per file name; StripSignatures, SignManifest and PortableText
+// copy the text once, and PortableDataHash hashes the portable text as it
+// is produced, without holding it.
 //
 // All wire facts follow PROTOCOL.md (Arvados commit 913e3639); section
 // numbers in comments refer to it.

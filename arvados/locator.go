@@ -30,31 +30,51 @@ type Locator struct {
 // ParseLocator parses a locator strictly, as keepstore does: lowercase hash,
 // optional size immediately after it, every other hint starting with an
 // upper-case letter followed by [A-Za-z0-9@_-]*, no empty parts.
+//
+// Manifest code calls it on every word to tell locators from file tokens,
+// so it does not allocate for a word that is not a locator, nor for one
+// without hints other than the size: its error is formatted only when
+// read.
 func ParseLocator(s string) (Locator, error) {
-	parts := strings.Split(s, "+")
-	if !IsHash(parts[0]) {
-		return Locator{}, fmt.Errorf("%w: %q: hash must be 32 lowercase hex digits", ErrInvalidLocator, s)
+	hash, rest, more := strings.Cut(s, "+")
+	if !IsHash(hash) {
+		return Locator{}, &locatorError{s: s, why: "hash must be 32 lowercase hex digits"}
 	}
-	loc := Locator{Hash: parts[0], Size: -1}
-	for i, p := range parts[1:] {
+	loc := Locator{Hash: hash, Size: -1}
+	for i := 0; more; i++ {
+		var p string
+		p, rest, more = strings.Cut(rest, "+")
 		if p == "" {
-			return Locator{}, fmt.Errorf("%w: %q: empty hint", ErrInvalidLocator, s)
+			return Locator{}, &locatorError{s: s, why: "empty hint"}
 		}
 		if i == 0 && p[0] >= '0' && p[0] <= '9' {
 			n, err := strconv.ParseInt(p, 10, 64)
 			if err != nil || n < 0 || !isDigits(p) {
-				return Locator{}, fmt.Errorf("%w: %q: bad size hint", ErrInvalidLocator, s)
+				return Locator{}, &locatorError{s: s, why: "bad size hint"}
 			}
 			loc.Size = n
 			continue
 		}
 		if !isHint(p) {
-			return Locator{}, fmt.Errorf("%w: %q: bad hint %q", ErrInvalidLocator, s, p)
+			return Locator{}, &locatorError{s: s, why: "bad hint", hint: p}
 		}
 		loc.Hints = append(loc.Hints, p)
 	}
 	return loc, nil
 }
+
+// locatorError is ParseLocator's error: ErrInvalidLocator, the string and
+// why, formatted when read.
+type locatorError struct{ s, why, hint string }
+
+func (e *locatorError) Error() string {
+	if e.hint != "" {
+		return fmt.Sprintf("%v: %q: %s %q", ErrInvalidLocator, e.s, e.why, e.hint)
+	}
+	return fmt.Sprintf("%v: %q: %s", ErrInvalidLocator, e.s, e.why)
+}
+
+func (e *locatorError) Unwrap() error { return ErrInvalidLocator }
 
 // IsLocator reports whether s parses as a locator with a size hint, the form
 // every manifest locator must have.

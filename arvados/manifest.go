@@ -1,6 +1,7 @@
 package arvados
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/md5"
 	"encoding/hex"
@@ -425,14 +426,101 @@ func ParseManifest(text string) (*Manifest, error) {
 	if !strings.HasSuffix(text, "\n") {
 		return nil, fmt.Errorf("%w: text does not end with a newline", ErrInvalidManifest)
 	}
-	var sums manifestSums
-	for ln, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		if err := parseStream(b, line, &sums); err != nil {
-			return nil, fmt.Errorf("%w (stream %d)", err, ln+1)
-		}
+	if err := parseStreams(text, builderSink{b}); err != nil {
+		return nil, err
 	}
 	return b.Manifest(), nil
 }
+
+// ManifestStats returns what ParseManifest would say of a manifest's
+// files, their number (a path listed several times is one file) and total
+// size, with the same checks and errors, but without building the file
+// list: it holds one entry per path, not the paths' segments. The API
+// server uses it for file_count and file_size_total.
+func ManifestStats(text string) (files, size int64, err error) {
+	if text == "" {
+		return 0, 0, nil
+	}
+	if !strings.HasSuffix(text, "\n") {
+		return 0, 0, fmt.Errorf("%w: text does not end with a newline", ErrInvalidManifest)
+	}
+	st := &statsSink{dirs: map[string]map[string]struct{}{}}
+	if err := parseStreams(text, st); err != nil {
+		return 0, 0, err
+	}
+	return st.files, st.size, nil
+}
+
+// parseStreams parses each line of text (which ends with a newline) into
+// sink.
+func parseStreams(text string, sink streamSink) error {
+	var sums manifestSums
+	text = strings.TrimSuffix(text, "\n")
+	for ln := 1; ; ln++ {
+		line, rest, more := strings.Cut(text, "\n")
+		if err := parseStream(sink, line, &sums); err != nil {
+			return fmt.Errorf("%w (stream %d)", err, ln)
+		}
+		if !more {
+			return nil
+		}
+		text = rest
+	}
+}
+
+// streamSink takes what parseStream finds: a file token's bytes, at pos
+// in the stream whose blocks are locs (starting at starts), for the file
+// name (which may hold slashes) in directory dir ("" for the top), or an
+// empty-directory marker.
+type streamSink interface {
+	addFile(dir, name string, locs []string, starts []int64, pos, length int64)
+	addDir(path string)
+}
+
+// joinPath is the path of name in dir.
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// builderSink collects the files with their segments (ParseManifest).
+type builderSink struct{ b *Builder }
+
+func (s builderSink) addFile(dir, name string, locs []string, starts []int64, pos, length int64) {
+	s.b.AddFile(joinPath(dir, name), sliceSegments(locs, starts, pos, length)...)
+}
+
+func (s builderSink) addDir(path string) { s.b.AddDir(path) }
+
+// statsSink counts the files and their bytes (ManifestStats): the base
+// names seen in each directory, so that a path listed twice counts once.
+// The names are the manifest's own text (unless escaped), not copies. The
+// sum cannot overflow: parseStream bounds the total of the file tokens.
+type statsSink struct {
+	dirs        map[string]map[string]struct{}
+	files, size int64
+}
+
+func (s *statsSink) addFile(dir, name string, _ []string, _ []int64, _, length int64) {
+	if strings.IndexByte(name, '/') >= 0 {
+		p := joinPath(dir, name)
+		dir, name = dirName(p), baseName(p)
+	}
+	names := s.dirs[dir]
+	if names == nil {
+		names = map[string]struct{}{}
+		s.dirs[dir] = names
+	}
+	if _, ok := names[name]; !ok {
+		names[name] = struct{}{}
+		s.files++
+	}
+	s.size += length
+}
+
+func (s *statsSink) addDir(string) {}
 
 // manifestSums bounds a whole manifest, so that no sum a reader or the
 // normalizer computes from it can overflow an int64: data is the total of
@@ -450,7 +538,7 @@ func addInt64(sum *int64, n int64) bool {
 	return true
 }
 
-func parseStream(b *Builder, line string, sums *manifestSums) error {
+func parseStream(sink streamSink, line string, sums *manifestSums) error {
 	words := strings.Split(line, " ")
 	if len(words) < 3 {
 		return fmt.Errorf("%w: a stream needs a name, a locator and a file token", ErrInvalidManifest)
@@ -506,18 +594,14 @@ func parseStream(b *Builder, line string, sums *manifestSums) error {
 		if !validComponents(name, true) {
 			return fmt.Errorf("%w: invalid file name in %q", ErrInvalidManifest, words[i])
 		}
-		full := name
-		if dir != "" {
-			full = dir + "/" + name
-		}
 		if name == "." || strings.HasSuffix(name, "/.") {
 			if length != 0 {
 				return fmt.Errorf("%w: %q: \".\" must be empty", ErrInvalidManifest, words[i])
 			}
-			b.AddDir(strings.TrimSuffix(strings.TrimSuffix(full, "."), "/"))
+			sink.addDir(strings.TrimSuffix(strings.TrimSuffix(joinPath(dir, name), "."), "/"))
 			continue
 		}
-		b.AddFile(full, sliceSegments(locs, starts, pos, length)...)
+		sink.addFile(dir, name, locs, starts, pos, length)
 	}
 	return nil
 }
@@ -526,9 +610,10 @@ func parseStream(b *Builder, line string, sums *manifestSums) error {
 // or ".." component; with dotLast, a final "." (the empty-directory
 // marker) is allowed.
 func validComponents(name string, dotLast bool) bool {
-	comps := strings.Split(name, "/")
-	for i, c := range comps {
-		if c == "." && dotLast && i == len(comps)-1 {
+	for more := true; more; {
+		var c string
+		c, name, more = strings.Cut(name, "/")
+		if c == "." && dotLast && !more {
 			continue
 		}
 		if c == "" || c == "." || c == ".." {
@@ -559,16 +644,17 @@ func sliceSegments(locs []string, starts []int64, pos, length int64) []Segment {
 }
 
 func parseFileToken(tok string) (pos, length int64, name string, err error) {
-	parts := strings.SplitN(tok, ":", 3)
-	if len(parts) != 3 || !isDigits(parts[0]) || !isDigits(parts[1]) {
+	p, rest, ok1 := strings.Cut(tok, ":")
+	l, n, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 || !isDigits(p) || !isDigits(l) {
 		return 0, 0, "", fmt.Errorf("%w: bad file token %q", ErrInvalidManifest, tok)
 	}
-	pos, err1 := strconv.ParseInt(parts[0], 10, 64)
-	length, err2 := strconv.ParseInt(parts[1], 10, 64)
+	pos, err1 := strconv.ParseInt(p, 10, 64)
+	length, err2 := strconv.ParseInt(l, 10, 64)
 	if err1 != nil || err2 != nil {
 		return 0, 0, "", fmt.Errorf("%w: bad file token %q", ErrInvalidManifest, tok)
 	}
-	name, err = UnescapeName(parts[2])
+	name, err = UnescapeName(n)
 	if err != nil {
 		return 0, 0, "", err
 	}
@@ -606,24 +692,56 @@ func PortableText(text string) string {
 	if text == "" {
 		return ""
 	}
-	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
-	for i, line := range lines {
-		words := strings.Split(line, " ")
-		for j := 1; j < len(words); j++ {
-			if l, err := ParseLocator(words[j]); err == nil {
-				words[j] = l.Stripped()
-			}
-		}
-		lines[i] = strings.Join(words, " ")
-	}
-	return strings.Join(lines, "\n") + "\n"
+	var b strings.Builder
+	b.Grow(len(text))
+	writePortable(text, &b)
+	return b.String()
 }
 
-// PortableDataHash returns md5(portable text) + "+" + its length.
+// PortableDataHash returns md5(portable text) + "+" + its length. It
+// hashes the portable text as it is produced, without holding it.
 func PortableDataHash(text string) string {
-	p := PortableText(text)
-	sum := md5.Sum([]byte(p))
-	return hex.EncodeToString(sum[:]) + "+" + strconv.Itoa(len(p))
+	h := md5.New()
+	n := 0
+	if text != "" {
+		bw := bufio.NewWriterSize(h, 64<<10)
+		cw := &countWriter{w: bw}
+		writePortable(text, cw)
+		bw.Flush()
+		n = cw.n
+	}
+	return hex.EncodeToString(h.Sum(nil)) + "+" + strconv.Itoa(n)
+}
+
+// writePortable writes PortableText(text) (text not empty) to w.
+func writePortable(text string, w io.StringWriter) {
+	eachWord(strings.TrimSuffix(text, "\n"), func(word string, first bool) {
+		if !first && mayBeLocator(word) {
+			if l, err := ParseLocator(word); err == nil {
+				w.WriteString(l.Hash)
+				if l.Size >= 0 {
+					w.WriteString("+")
+					w.WriteString(strconv.FormatInt(l.Size, 10))
+				}
+				return
+			}
+		}
+		w.WriteString(word)
+	}, func(sep byte) {
+		w.WriteString(string(rune(sep)))
+	})
+	w.WriteString("\n")
+}
+
+// countWriter counts the bytes written through it.
+type countWriter struct {
+	w *bufio.Writer
+	n int
+}
+
+func (c *countWriter) WriteString(s string) (int, error) {
+	c.n += len(s)
+	return c.w.WriteString(s)
 }
 
 // CheckManifestSize returns ErrManifestTooLarge when text would not fit in
@@ -706,10 +824,8 @@ func validateStream(line string) error {
 			}
 			return fmt.Errorf("invalid file token %q", w)
 		}
-		for _, c := range strings.Split(fname, "/") {
-			if c == "" || c == "." || c == ".." {
-				return fmt.Errorf("invalid file name in %q", w)
-			}
+		if !validComponents(fname, false) {
+			return fmt.Errorf("invalid file name in %q", w)
 		}
 		if err := checkDecodedName(fname); err != nil {
 			return fmt.Errorf("file name in %q %w", w, err)

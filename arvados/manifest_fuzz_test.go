@@ -29,9 +29,13 @@ func FuzzValidateManifest(f *testing.F) {
 			}
 		}
 		m, err := ParseManifest(in)
+		files, size, serr := ManifestStats(in)
 		if err != nil {
+			require.EqualError(t, serr, err.Error(), "ManifestStats and ParseManifest disagree on %q", in)
 			return
 		}
+		require.NoError(t, serr, "ManifestStats refused what ParseManifest took: %q", in)
+		require.Equal(t, int64(len(m.Files)), files, "file count of %q", in)
 		tokens, data, ok := bigRanges(in)
 		require.True(t, ok, "accepted a file token outside its stream: %q", in)
 		require.True(t, data.IsInt64(), "accepted blocks that add up to more than 2^63-1 bytes: %q", in)
@@ -56,6 +60,7 @@ func FuzzValidateManifest(f *testing.F) {
 			require.LessOrEqual(t, f.Size(), math.MaxInt64-total)
 			total += f.Size()
 		}
+		require.Equal(t, total, size, "ManifestStats' size of %q", in)
 	})
 }
 

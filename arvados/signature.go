@@ -131,27 +131,44 @@ func StripSignatures(manifest string) string {
 }
 
 // mapLocators rewrites every word after the first on each line that parses as
-// a locator with a size hint.
+// a locator with a size hint. It copies the text once, word by word; the
+// API server runs it on manifests of millions of words.
 func mapLocators(manifest string, f func(Locator) string) string {
-	if manifest == "" {
-		return ""
-	}
-	lines := strings.Split(manifest, "\n")
-	for i, line := range lines {
-		if line == "" {
-			continue
-		}
-		words := strings.Split(line, " ")
-		for j := 1; j < len(words); j++ {
-			l, err := ParseLocator(words[j])
-			if err != nil || l.Size < 0 {
-				continue
+	var b strings.Builder
+	b.Grow(len(manifest))
+	eachWord(manifest, func(w string, first bool) {
+		if !first && mayBeLocator(w) {
+			if l, err := ParseLocator(w); err == nil && l.Size >= 0 {
+				w = f(l)
 			}
-			words[j] = f(l)
 		}
-		lines[i] = strings.Join(words, " ")
+		b.WriteString(w)
+	}, func(sep byte) { b.WriteByte(sep) })
+	return b.String()
+}
+
+// eachWord calls word with every word of text, words being separated by a
+// space or a newline, first telling whether it starts a line, and sep
+// with each separator, in order: writing both back gives text.
+func eachWord(text string, word func(w string, first bool), sep func(byte)) {
+	first := true
+	for len(text) > 0 {
+		i := strings.IndexAny(text, " \n")
+		if i < 0 {
+			word(text, first)
+			return
+		}
+		word(text[:i], first)
+		sep(text[i])
+		first = text[i] == '\n'
+		text = text[i+1:]
 	}
-	return strings.Join(lines, "\n")
+}
+
+// mayBeLocator is a cheap test that w could parse as a locator: it
+// starts with 32 lowercase hex digits (ParseLocator decides).
+func mayBeLocator(w string) bool {
+	return len(w) >= 32 && IsHash(w[:32])
 }
 
 func isLowerHex(s string) bool {

@@ -75,6 +75,17 @@ func TestParseLocator(t *testing.T) {
 			assert.Equal(t, tc.in, l.String())
 		})
 	}
+	// The error names the string and what is wrong with it.
+	for in, want := range map[string]string{
+		"0:3:foo":                               `invalid locator: "0:3:foo": hash must be 32 lowercase hex digits`,
+		"acbd18db4cc2f85cedef654fccc4a4d8++3":   `invalid locator: "acbd18db4cc2f85cedef654fccc4a4d8++3": empty hint`,
+		"acbd18db4cc2f85cedef654fccc4a4d8+-3":   `invalid locator: "acbd18db4cc2f85cedef654fccc4a4d8+-3": bad hint "-3"`,
+		"acbd18db4cc2f85cedef654fccc4a4d8+3x":   `invalid locator: "acbd18db4cc2f85cedef654fccc4a4d8+3x": bad size hint`,
+		"acbd18db4cc2f85cedef654fccc4a4d8+3+kz": `invalid locator: "acbd18db4cc2f85cedef654fccc4a4d8+3+kz": bad hint "kz"`,
+	} {
+		_, err := ParseLocator(in)
+		assert.EqualError(t, err, want)
+	}
 	assert.Equal(t, "acbd18db4cc2f85cedef654fccc4a4d8+3", StripHints("acbd18db4cc2f85cedef654fccc4a4d8+3+K@zzzzz+Afoo"))
 	assert.Equal(t, EmptyBlock, LocatorFor(nil))
 }

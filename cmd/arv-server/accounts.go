@@ -26,6 +26,7 @@ type accountsFlags struct {
 	upstream       string
 	adminTokenFile string
 	insecure       bool
+	pprof          pprofFlag
 }
 
 func newAccountsCommand() *cobra.Command {
@@ -50,6 +51,7 @@ It stores nothing: accounts are users, permission links and tokens upstream.`,
 	fl.StringVar(&f.upstream, "upstream", "", "the cluster's API server: host:port for HTTPS, or http(s)://host:port; required")
 	fl.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding an admin token scoped to the calls listed above; required")
 	fl.BoolVar(&f.insecure, "insecure", envTrue("ARVADOS_API_HOST_INSECURE"), "skip TLS verification of the upstream")
+	f.pprof.register(fl)
 	return cmd
 }
 
@@ -75,6 +77,11 @@ func runAccounts(ctx context.Context, stderr io.Writer, f accountsFlags) error {
 		return fmt.Errorf("create API client: %w", err)
 	}
 	log := newLogger(stderr, slog.LevelInfo)
+	stopPprof, err := f.pprof.start(log)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	b, err := broker.New(broker.Options{Admin: api, Logger: log})
 	if err != nil {
 		return err

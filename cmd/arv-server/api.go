@@ -34,6 +34,7 @@ type apiFlags struct {
 	managementTokenFile string
 	readHeaderTimeout   time.Duration
 	shutdownTimeout     time.Duration
+	pprof               pprofFlag
 }
 
 func newAPICommand() *cobra.Command {
@@ -78,6 +79,7 @@ proxy in front terminates HTTPS.`,
 	fl.DurationVar(&opts.PreserveVersionIfIdle, "preserve-version-if-idle", 10*time.Second, "an update this long after the previous one keeps the previous state as a past version (negative: only when preserve_version is set)")
 	fl.Var(managedPropertiesFlag{&opts.ManagedProperties}, "managed-properties", `collection properties the server sets on create, as JSON: {"key": {"Value": ..., "Function": "original_owner", "Protected": true}}`)
 	fl.StringSliceVar(&opts.Vocabulary, "vocabulary", nil, "strict vocabulary: the only property keys accepted on collections, groups and links (comma-separated)")
+	f.pprof.register(fl)
 	cmd.MarkFlagRequired("data")
 	return cmd
 }
@@ -131,6 +133,11 @@ func runAPI(ctx context.Context, stderr io.Writer, f apiFlags, opts apiserver.Op
 		return err
 	}
 	defer srv.Close()
+	stopPprof, err := f.pprof.start(log)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	// The API's own deadlines cut slow bodies and responses; the HTTP
 	// server bounds the headers, which come before any handler runs.
 	hs := newHTTPServer(srv, log, tlsConf)

@@ -16,6 +16,7 @@ func newDevCommand() *cobra.Command {
 		dataDir string
 		noProxy bool
 		verbose bool
+		prof    pprofFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -45,6 +46,11 @@ Restarting on the same DIR keeps all data, tokens and (when free) ports.`,
 				level = slog.LevelInfo
 			}
 			logger := slog.New(leveled{life.Handler(), level})
+			stopPprof, err := prof.start(life)
+			if err != nil {
+				return err
+			}
+			defer stopPprof()
 			cl, err := devcluster.Start(cmd.Context(), devcluster.Options{
 				Dir: dataDir, TLS: true, Proxy: !noProxy, Logger: logger,
 			})
@@ -79,6 +85,7 @@ Restarting on the same DIR keeps all data, tokens and (when free) ports.`,
 	cmd.Flags().StringVar(&dataDir, "data", "", "directory for all state (created if missing)")
 	cmd.Flags().BoolVar(&noProxy, "no-proxy", false, "do not run the proxy; clients write to the keepstores directly")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log every request (JSON lines on stderr)")
+	prof.register(cmd.Flags())
 	cmd.MarkFlagRequired("data")
 	return cmd
 }

@@ -21,6 +21,7 @@ type keepstoreFlags struct {
 	managementTokenFile string
 	storageClasses      []string
 	shutdownTimeout     time.Duration
+	pprof               pprofFlag
 }
 
 func newKeepstoreCommand() *cobra.Command {
@@ -53,6 +54,7 @@ the command line.`,
 	fl.DurationVar(&opts.BufferWait, "buffer-wait", 5*time.Second, "how long a request waits for a free buffer before 503")
 	fl.StringSliceVar(&f.storageClasses, "storage-classes", []string{"default"}, "storage classes this keepstore serves")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", time.Minute, "how long to wait for in-flight requests on SIGTERM")
+	f.pprof.register(fl)
 	return cmd
 }
 
@@ -90,6 +92,12 @@ func runKeepstore(ctx context.Context, stderr io.Writer, f keepstoreFlags, opts 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
+	defer ln.Close()
+	stopPprof, err := f.pprof.start(log)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	if err := serve(ctx, log, "keepstore", srv, ln, f.shutdownTimeout, "dir", opts.Dir,
 		"signing", len(opts.SigningKey) > 0, "enforce_signing", opts.EnforceSigning, "max_buffers", opts.MaxBuffers); err != nil {
 		return err

@@ -43,6 +43,7 @@ type proxyFlags struct {
 	enableReads         bool
 	managementTokenFile string
 	shutdownTimeout     time.Duration
+	pprof               pprofFlag
 }
 
 func newProxyCommand() *cobra.Command {
@@ -84,6 +85,7 @@ answers 503 and one error line a minute says so. See docs/DEPLOY.md.`,
 	fl.BoolVar(&f.enableReads, "enable-reads", false, "also serve GET/HEAD of blocks (signatures are checked by the keepstores)")
 	fl.StringVar(&f.managementTokenFile, "management-token-file", "", "file holding the token for /_health/ping and /metrics (none: both disabled; the proxy is public, so they are never open)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 5*time.Minute, "how long to wait for in-flight writes on SIGTERM")
+	f.pprof.register(fl)
 	return cmd
 }
 
@@ -147,6 +149,11 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 		}
 	}
 	log := newLogger(stderr, slog.LevelInfo)
+	stopPprof, err := f.pprof.start(log)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 
 	scheme, host := apiHost(f.apiHost)
 	api, err := keepclient.NewClient(keepclient.Config{APIHost: host, Scheme: scheme, Token: token, Insecure: f.insecure})

@@ -89,17 +89,24 @@ func (s *Server) keepVersion(before, after arvados.Collection, now time.Time) (i
 	past.Common.UUID = s.uuid("4zz18")
 	past.CurrentVersionUUID = before.UUID
 	past.PreserveVersion = false
-	if err := s.store.Put("collections", past.UUID, past); err != nil {
+	if err := s.putCollection(past, past); err != nil {
 		return 0, err
 	}
 	return before.Version + 1, nil
 }
 
 // versionChanged reports whether an update changes what a version records.
+// The strings are compared as they are (they came from JSON, so they are
+// valid UTF-8 and equal exactly when their JSON is): encoding a big
+// manifest twice was most of a small update's time.
 func versionChanged(a, b arvados.Collection) bool {
-	aj, _ := json.Marshal([]any{a.Name, a.Description, a.Properties, a.ManifestText, a.OwnerUUID, a.IsTrashed})
-	bj, _ := json.Marshal([]any{b.Name, b.Description, b.Properties, b.ManifestText, b.OwnerUUID, b.IsTrashed})
-	return string(aj) != string(bj)
+	if a.Name != b.Name || a.Description != b.Description || a.ManifestText != b.ManifestText ||
+		a.OwnerUUID != b.OwnerUUID || a.IsTrashed != b.IsTrashed {
+		return true
+	}
+	ap, _ := json.Marshal(a.Properties)
+	bp, _ := json.Marshal(b.Properties)
+	return string(ap) != string(bp)
 }
 
 // isPastVersion reports whether a stored collection is a past version.

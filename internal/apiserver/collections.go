@@ -36,14 +36,25 @@ func (s *Server) collectionOut(sess *session, c arvados.Collection) arvados.Coll
 func (s *Server) checkManifest(sess *session, c *arvados.Collection, clientPDH string) error {
 	text := c.ManifestText
 	if !sess.user.IsAdmin && s.signing() {
-		for _, line := range strings.Split(text, "\n") {
-			words := strings.Split(line, " ")
-			for _, w := range words[min(1, len(words)):] {
+		// Every word after a line's first that parses as a locator with a
+		// size, but the empty block's, must carry a valid signature. The
+		// words are walked in place: a manifest may have millions.
+		now := time.Now()
+		for rest := text; rest != ""; {
+			var line, words string
+			line, rest, _ = strings.Cut(rest, "\n")
+			_, words, _ = strings.Cut(line, " ")
+			for words != "" {
+				var w string
+				w, words, _ = strings.Cut(words, " ")
+				if len(w) < 32 || !arvados.IsHash(w[:32]) {
+					continue // a file token: ParseLocator would refuse it
+				}
 				l, err := arvados.ParseLocator(w)
 				if err != nil || l.Size < 0 || (l.Hash == arvados.EmptyHash && l.Size == 0) {
 					continue
 				}
-				if err := arvados.VerifySignature(w, sess.token, s.opts.BlobSigningTTL, s.key, time.Now()); err != nil {
+				if err := arvados.VerifySignature(w, sess.token, s.opts.BlobSigningTTL, s.key, now); err != nil {
 					return errorf(http.StatusForbidden, "Forbidden: block locator %s: %v", l.Stripped(), err)
 				}
 			}
@@ -57,27 +68,23 @@ func (s *Server) checkManifest(sess *session, c *arvados.Collection, clientPDH s
 	if clientPDH != "" && !strings.HasPrefix(clientPDH, pdh[:32]) {
 		return errorf(http.StatusUnprocessableEntity, "portable_data_hash %s does not match the manifest (%s)", clientPDH, pdh)
 	}
-	m, err := arvados.ParseManifest(stripped)
+	files, size, err := arvados.ManifestStats(stripped)
 	if err != nil {
 		return errorf(http.StatusUnprocessableEntity, "Manifest text %v", err)
 	}
 	c.ManifestText, c.PortableDataHash = stripped, pdh
-	c.FileCount, c.FileSizeTotal = int64(len(m.Files)), 0
-	for _, f := range m.Files {
-		c.FileSizeTotal += f.Size()
-	}
+	c.FileCount, c.FileSizeTotal = files, size
 	return nil
 }
 
-// uniqueName enforces (owner, name) uniqueness among untrashed collections.
+// uniqueName enforces (owner, name) uniqueness among untrashed current
+// collections, from the name index (collection_names.go). The caller
+// holds s.mu.
 func (s *Server) uniqueName(c *arvados.Collection, ensure bool) error {
-	if c.Name == "" {
+	if c.Name == "" || !s.names.taken(c.OwnerUUID+"\x00"+c.Name, c.UUID) {
 		return nil
 	}
-	return s.uniqueIn("collections", "collection", c.UUID, c.OwnerUUID, &c.Name, ensure, func(raw []byte) bool {
-		var o arvados.Collection
-		return json.Unmarshal(raw, &o) == nil && o.OwnerUUID == c.OwnerUUID && o.Name == c.Name && !o.IsTrashed && !isPastVersion(o)
-	})
+	return nameClash("collection", c.UUID, c.OwnerUUID, &c.Name, ensure)
 }
 
 // uniqueIn enforces (owner, name) uniqueness among the objects of
@@ -95,6 +102,12 @@ func (s *Server) uniqueIn(resource, what, uuid, owner string, name *string, ensu
 	if err != nil || !clash {
 		return err
 	}
+	return nameClash(what, uuid, owner, name, ensure)
+}
+
+// nameClash answers a name already taken among the owner's objects: a
+// 422, or with ensure the name gets the object's UUID suffix.
+func nameClash(what, uuid, owner string, name *string, ensure bool) error {
 	if !ensure {
 		return errorf(http.StatusUnprocessableEntity, "a %s named %q already exists in %s (use ensure_unique_name)", what, *name, owner)
 	}
@@ -164,14 +177,14 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if err != nil {
 			return nil, err
 		}
-		return selectFields(params, s.collectionView(sess, a, c)), nil
+		return selectFields(params, s.collectionView(sess, a, omitManifest(params, c))), nil
 	case method == http.MethodPost && id == "":
 		attrs, err := attrs(params, "collection", collectionAttrs...)
 		if err != nil {
 			return nil, err
 		}
 		var c collection
-		if err := remarshal(attrs, &c.Collection); err != nil {
+		if err := decodeCollection(attrs, &c.Collection); err != nil {
 			return nil, err
 		}
 		if err := checkCollectionAttrs(attrs, c.Collection); err != nil {
@@ -199,10 +212,10 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if err := s.uniqueName(&c.Collection, boolParam(params, "ensure_unique_name")); err != nil {
 			return nil, err
 		}
-		if err := s.store.Put("collections", c.UUID, c); err != nil {
+		if err := s.putCollection(c.Collection, c); err != nil {
 			return nil, err
 		}
-		return selectFields(params, s.collectionView(sess, a, c)), nil
+		return selectFields(params, s.collectionView(sess, a, omitManifest(params, c))), nil
 	case method == http.MethodPatch && id != "":
 		c, err := s.getCollection(sess, id, false)
 		if err != nil {
@@ -231,7 +244,7 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		if _, ok := attrs["properties"]; ok {
 			c.Properties = nil // replaced, not merged, as upstream
 		}
-		if err := remarshal(attrs, &c.Collection); err != nil {
+		if err := decodeCollection(attrs, &c.Collection); err != nil {
 			return nil, err
 		}
 		if _, ok := attrs["properties"]; ok {
@@ -259,10 +272,10 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 			return nil, err
 		}
 		c.ModifiedAt, c.ModifiedByUserUUID = &now, sess.user.UUID
-		if err := s.store.Put("collections", c.UUID, c); err != nil {
+		if err := s.putCollection(c.Collection, c); err != nil {
 			return nil, err
 		}
-		return selectFields(params, s.collectionView(sess, a, c)), nil
+		return selectFields(params, s.collectionView(sess, a, omitManifest(params, c))), nil
 	case method == http.MethodDelete && id != "":
 		c, err := s.getCollection(sess, id, true)
 		if err != nil {
@@ -273,9 +286,48 @@ func (s *Server) collections(sess *session, method, id string, params map[string
 		}
 		now := time.Now().UTC()
 		c.TrashAt, c.IsTrashed = &now, true
-		return s.collectionView(sess, a, c), s.store.Put("collections", c.UUID, c)
+		return s.collectionView(sess, a, c), s.putCollection(c.Collection, c)
 	}
 	return nil, errorf(http.StatusNotFound, "no such route")
+}
+
+// decodeCollection sets the attributes of c that attrs (a request's JSON)
+// gives, as remarshal does, but hands a manifest_text string over as it
+// is instead of encoding and decoding it again: a manifest can be 100 MiB.
+// The request body was valid UTF-8 (checkJSONText), so the string is what
+// the round trip would give.
+func decodeCollection(attrs map[string]any, c *arvados.Collection) error {
+	text, ok := attrs["manifest_text"].(string)
+	if !ok {
+		return remarshal(attrs, c)
+	}
+	rest := make(map[string]any, len(attrs))
+	for k, v := range attrs {
+		if k != "manifest_text" {
+			rest[k] = v
+		}
+	}
+	if err := remarshal(rest, c); err != nil {
+		return err
+	}
+	c.ManifestText = text
+	return nil
+}
+
+// omitManifest drops the manifest from c when the request's select leaves
+// it out, so that the answer does not sign and encode it for nothing.
+func omitManifest(params map[string]any, c collection) collection {
+	sel, ok := params["select"].([]any)
+	if !ok || len(sel) == 0 {
+		return c
+	}
+	for _, f := range sel {
+		if f == "manifest_text" {
+			return c
+		}
+	}
+	c.ManifestText = ""
+	return c
 }
 
 // mayChange refuses an update or delete of a readable collection that the

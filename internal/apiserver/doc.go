@@ -27,6 +27,21 @@
 // Its owner sees and changes everything it owns, and deactivating it
 // revokes its tokens at once. See docs/API.md.
 //
+// A collection's manifest is checked as PROTOCOL 8.3 says on every create
+// and update that sends one (checkManifest): each signature verified
+// (non-admins), the text validated, the signatures stripped, the PDH
+// hashed from the stripped text and the file count and size computed
+// (arvados.ManifestStats). A request then holds the body (at most
+// MaxRequestSize), the decoded manifest, its stripped copy (what is
+// stored) and the stored JSON: about four copies of the manifest at the
+// peak, and a map entry per file name (ManifestStats). The portable text
+// is hashed as it is produced, the manifest is never encoded and decoded
+// again to fill the collection, and the answer signs and encodes it only
+// when select asks for it (arv-upload does not). A collection's name is
+// checked against an in-memory index of (owner, name)
+// (collection_names.go), built at Open and updated on each write of a
+// collection, not by reading every stored collection and its manifest.
+//
 // Only the audit identity (the system user or Options.AuditUsers) may
 // create reserved log events such as the proxy's block_put, and a log's
 // object_owner_uuid is derived by the server, so audit records cannot be

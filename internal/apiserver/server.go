@@ -90,6 +90,7 @@ type Server struct {
 	mu sync.Mutex // serializes writes that check-then-act (names, tokens)
 
 	perms permIndex // users, groups and permission links (permissions.go)
+	names nameIndex // collection names by owner (collection_names.go); under mu
 
 	routes []route // the route table (routes.go)
 	mux    *http.ServeMux
@@ -141,6 +142,10 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	if err := s.loadPermissions(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := s.loadCollectionNames(); err != nil {
 		st.Close()
 		return nil, err
 	}

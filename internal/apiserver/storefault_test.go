@@ -59,7 +59,7 @@ func (f *faultyStore) Put(resource, uuid string, v any) error {
 
 // A store that fails while a request reads it fails the request with the
 // store's error: never an empty or partial list answered as complete, a
-// collection created without its name checked, a lookup answered "not
+// name taken by a collection that was not written, a lookup answered "not
 // found", or a deactivation that leaves tokens unrevoked.
 func TestServer_storeErrorsFailTheRequest(t *testing.T) {
 	ctx := context.Background()
@@ -95,13 +95,32 @@ func TestServer_storeErrorsFailTheRequest(t *testing.T) {
 			_, err := e.u.GetCollection(ctx, arvados.PortableDataHash(emptyManifest))
 			return err
 		}},
-		{name: "collection name check", failEach: "collections", call: func(e env) error {
-			_, err := e.u.CreateCollection(ctx, map[string]any{"name": "mine", "manifest_text": emptyManifest}, false)
+		// Names are checked in memory (collection_names.go): a collection
+		// whose write failed must not hold its name there.
+		{name: "collection write", failPut: "collections", call: func(e env) error {
+			_, err := e.u.CreateCollection(ctx, map[string]any{"name": "other", "manifest_text": emptyManifest}, false)
 			return err
 		}, after: func(t *testing.T, e env) {
 			l, err := e.u.ListCollections(ctx, keepclient.ListOptions{})
 			require.NoError(t, err)
-			assert.Len(t, l.Items, 1, "no second collection named mine")
+			assert.Len(t, l.Items, 1, "no collection named other")
+			_, err = e.u.CreateCollection(ctx, map[string]any{"name": "other", "manifest_text": emptyManifest}, false)
+			assert.NoError(t, err, "the name is free")
+			_, err = e.u.CreateCollection(ctx, map[string]any{"name": "mine", "manifest_text": emptyManifest}, false)
+			assert.True(t, keepclient.IsStatus(err, http.StatusUnprocessableEntity), "mine is taken: %v", err)
+		}},
+		{name: "collection rename", failPut: "collections", call: func(e env) error {
+			l, err := e.u.ListCollections(ctx, keepclient.ListOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = e.u.UpdateCollection(ctx, l.Items[0].UUID, map[string]any{"name": "renamed"})
+			return err
+		}, after: func(t *testing.T, e env) {
+			_, err := e.u.CreateCollection(ctx, map[string]any{"name": "mine", "manifest_text": emptyManifest}, false)
+			assert.True(t, keepclient.IsStatus(err, http.StatusUnprocessableEntity), "mine is still taken: %v", err)
+			_, err = e.u.CreateCollection(ctx, map[string]any{"name": "renamed", "manifest_text": emptyManifest}, false)
+			assert.NoError(t, err, "renamed is free")
 		}},
 		{name: "deactivate an uploader account, tokens unreadable", failEach: "api_client_authorizations", call: func(e env) error {
 			return e.u.Call(ctx, http.MethodPost, "arvados/v1/uploader_accounts/"+e.account+"/deactivate", nil, nil, nil)
