@@ -32,8 +32,11 @@
 // beside it (feed.go): the plan publishes, after each journal write, up to
 // which block everything is journaled with its files, and the reader
 // follows from the journal; a reader that has caught up makes the plan
-// write its next complete block at once, so the first block goes out as
-// soon as it is planned. The plan goes on to its end if the upload fails
+// write its next complete block at once, and reads the packed block the
+// plan is filling file by file as the files are planned, so the first
+// block goes out as soon as it is planned. Such a block is hashed to its
+// end, and so PUT and journaled as stored, only once the plan has
+// journaled it. The plan goes on to its end if the upload fails
 // (a retry then finds it made); a plan that fails stops the upload with
 // the plan's error. Until the plan is over, progress says "scanning" with
 // the totals planned so far, and no checkpoint runs (checkpoints read the

@@ -2,8 +2,11 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,4 +130,57 @@ func TestUpload_besideThePlan_uploadFailsPlanCompletes(t *testing.T) {
 	assert.NotContains(t, w.String(), "files changed", "the recorded plan is used as it is")
 	assert.Equal(t, meta.PlanFingerprint, done.PlanFingerprint)
 	assertSameFiles(t, want, readBack(t, ctx, c, keep, done.CollectionUUID))
+}
+
+// The packed block the plan is filling is read as its files are planned:
+// here the plan, at the 30th small file, waits until the reader has read
+// the first one, which it can only do before the block is complete.
+// Every byte still ends up in the collection, which is the one a plan
+// made first gives.
+func TestUpload_besideThePlan_readsTheBlockBeingPlanned(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, keep := cluster(t)
+	src := t.TempDir()
+	write, want := treeWriter(t, src, 34)
+	for i := range 60 {
+		write(fmt.Sprintf("s/f%02d", i), 1000+i)
+	}
+
+	ref := newJob(t, src, agent.Options{Name: "reference", Threads: 2})
+	refUp := uploader(t, ref.j, newKW(keep), c, "t", &warnings{}, -1)
+	_, err := refUp.Plan(ctx)
+	require.NoError(t, err)
+	refMeta, err := refUp.Run(ctx)
+	require.NoError(t, err)
+
+	jb := newJob(t, src, agent.Options{Name: "live", Threads: 2})
+	kw := newKW(keep)
+	up := uploader(t, jb.j, kw, c, "t", &warnings{}, -1)
+	firstRead := make(chan struct{})
+	var once sync.Once
+	up.SetReadHook(func(p string) {
+		if strings.HasSuffix(p, "f00") {
+			once.Do(func() { close(firstRead) })
+		}
+	})
+	up.SetPlanHook(func(path string) {
+		if path != "s/f30" {
+			return
+		}
+		select {
+		case <-firstRead:
+		case <-time.After(20 * time.Second):
+			t.Error("the first file of the block was not read while the block was being planned")
+		}
+	})
+	meta, err := up.Run(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, refMeta.PDH, meta.PDH)
+	assert.Equal(t, int64(1), meta.BlocksTotal, "one packed block")
+	p := up.Progress()
+	assert.Equal(t, p.FilesTotal, p.FilesDone)
+	assert.Equal(t, p.BytesTotal, p.BytesDone)
+	assertStoredOnce(t, kw)
+	assertSameFiles(t, want, readBack(t, ctx, c, keep, meta.CollectionUUID))
 }

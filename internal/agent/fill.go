@@ -19,6 +19,7 @@ type fillState struct {
 	want   int  // a waiter wakes when prefix reaches this (0: none waits)
 	done   bool // the read is over
 	err    error
+	rec    BlockRecord   // the block read (for a live block, known at the end)
 	wake   chan struct{} // one wake-up for the waiter
 	over   chan struct{} // closed when the read is over
 }
@@ -42,13 +43,13 @@ func (f *fillState) advance(prefix int) {
 	}
 }
 
-// finish says the read is over: the block is filled to size, or err.
-func (f *fillState) finish(size int, err error) {
+// finish says the read is over: the block rec is filled, or err.
+func (f *fillState) finish(rec BlockRecord, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.done, f.err = true, err
+	f.done, f.err, f.rec = true, err, rec
 	if err == nil {
-		f.prefix = size
+		f.prefix = int(rec.Size)
 	}
 	f.signal()
 	close(f.over)

@@ -38,7 +38,7 @@ func TestFillState(t *testing.T) {
 	assert.False(t, done)
 	assert.NoError(t, err)
 
-	f.finish(1000, nil)
+	f.finish(BlockRecord{Size: 1000}, nil)
 	n, done, err = f.wait(ctx, 1000)
 	assert.Equal(t, 1000, n)
 	assert.True(t, done)
@@ -48,7 +48,7 @@ func TestFillState(t *testing.T) {
 	failed := newFillState()
 	failed.advance(10)
 	errRead := errors.New("read failed")
-	go failed.finish(100, errRead)
+	go failed.finish(BlockRecord{Size: 100}, errRead)
 	_, done, err = failed.wait(ctx, 100)
 	assert.True(t, done)
 	assert.ErrorIs(t, err, errRead)

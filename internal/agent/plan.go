@@ -467,7 +467,12 @@ func (u *Uploader) plan(ctx context.Context, feed *planFeed) (*fingerprint, erro
 		}
 		return nil
 	}
+	var live *liveBlock // packed, as an upload beside the plan reads it
 	closePacked := func() {
+		if live != nil {
+			live.close()
+			live = nil
+		}
 		if packed != nil {
 			blocks = append(blocks, *packed)
 			blockParts += len(packed.Parts)
@@ -544,10 +549,17 @@ func (u *Uploader) plan(ctx context.Context, feed *planFeed) (*fingerprint, erro
 					packed = &BlockRecord{Seq: seq}
 					seq++
 					newBlocks++
+					if feed != nil {
+						live = newLiveBlock(packed.Seq)
+						feed.setLive(live)
+					}
 				}
 				rec.Ranges = []Range{{Block: packed.Seq, BlockOffset: packed.Size, Length: e.size}}
 				part.Length = e.size
 				packed.Parts = append(packed.Parts, part)
+				if live != nil {
+					live.add(part)
+				}
 				packed.Size += e.size
 				newBytes += e.size
 			}

@@ -289,7 +289,7 @@ func (r *blockReader) run(ctx context.Context) error {
 		return nil
 	}
 	for have := int64(-1); ; {
-		from, next, done, err := r.feed.wait(ctx, have)
+		from, next, done, live, err := r.feed.wait(ctx, have)
 		if err != nil {
 			return err
 		}
@@ -299,6 +299,13 @@ func (r *blockReader) run(ctx context.Context) error {
 			}
 		}
 		have = next
+		if live != nil {
+			if err := r.readLive(ctx, live); err != nil {
+				return err
+			}
+			have = live.seq + 1
+			continue
+		}
 		if done {
 			return nil
 		}
@@ -319,7 +326,7 @@ func (r *blockReader) read(ctx context.Context, seq int64) error {
 	if len(rec.Parts) == 1 {
 		// Read whole, then hashed by a putter: several blocks of big
 		// files are hashed at once, on several cores.
-		if err := r.u.readParts(ctx, rec, buf, nil); err != nil {
+		if _, err := r.u.readParts(ctx, fixedParts(rec.Parts), buf, nil, nil); err != nil {
 			r.pool.put(buf)
 			return r.failed(err)
 		}
@@ -334,8 +341,44 @@ func (r *blockReader) read(ctx context.Context, seq int64) error {
 	// A packed block (small files, syscalls more than bytes) goes to a
 	// putter while it is read, which hashes what is filled: the read and
 	// the hash overlap. The putter drops it if the read fails.
+	return r.sendFilling(ctx, rec, buf, func(fill *fillState) (BlockRecord, error) {
+		_, err := r.u.readParts(ctx, fixedParts(rec.Parts), buf, fill, nil)
+		return rec, err
+	})
+}
+
+// readLive reads the packed block the plan is filling, its files as they
+// are planned (see planFeed). The block is complete once the plan has
+// journaled it; a plan that fails ends the read with its error.
+func (r *blockReader) readLive(ctx context.Context, live *liveBlock) error {
+	buf, err := r.pool.get(ctx)
+	if err != nil {
+		return err
+	}
+	buf = buf[:cap(buf)] // its size is known at the end
+	return r.sendFilling(ctx, BlockRecord{Seq: live.seq}, buf, func(fill *fillState) (BlockRecord, error) {
+		parts, err := r.u.readParts(ctx, live, buf, fill, r.feed.over)
+		rec := BlockRecord{Seq: live.seq, Parts: parts}
+		for _, p := range parts {
+			rec.Size += p.Length
+		}
+		if err == nil || errors.Is(err, errPlanStopped) {
+			// Complete only once journaled (else the plan's error).
+			if perr := r.feed.published(ctx, live.seq); err == nil || perr != nil {
+				err = perr
+			}
+		}
+		return rec, err
+	})
+}
+
+// sendFilling sends a packed block on to a putter while read fills buf,
+// and returns once the read is over (one block is read at a time): the
+// putter hashes what is filled, and drops the block if the read fails.
+// rec is the block as known before the read; read returns it whole.
+func (r *blockReader) sendFilling(ctx context.Context, rec BlockRecord, buf []byte, read func(*fillState) (BlockRecord, error)) error {
 	fill := newFillState()
-	go func() { fill.finish(len(buf), r.u.readParts(ctx, rec, buf, fill)) }()
+	go func() { fill.finish(read(fill)) }()
 	select {
 	case r.out <- readBlock{rec: rec, buf: buf, fill: fill}:
 	case <-ctx.Done():
@@ -343,7 +386,7 @@ func (r *blockReader) read(ctx context.Context, seq int64) error {
 		r.pool.put(buf)
 		return ctx.Err()
 	}
-	<-fill.over // one block read at a time
+	<-fill.over
 	if fill.err != nil {
 		return r.failed(fill.err)
 	}
@@ -398,6 +441,9 @@ func (p *putters) put(ctx context.Context, rb readBlock) error {
 	if !ok {
 		p.pool.put(rb.buf)
 		return err
+	}
+	if rb.fill != nil { // the block as read (a live block's size is known now)
+		rb.rec, rb.buf = rb.fill.rec, rb.buf[:rb.fill.rec.Size]
 	}
 	rb.rec.Hash = hex.EncodeToString(sum[:])
 	// A stored block is reused only when it is this block: same hash and
@@ -518,70 +564,130 @@ func (c *committer) flush() error {
 // flight hide them.
 const partReaders = 8
 
-// readParts fills buf with the block's parts. A part whose file is not the
-// one planned any more (size, mtime, ctime or inode differ, after the read
-// or, for a large part, before it too), or has vanished or shrunk, gives
-// errChanged: two versions of a file are never mixed into one collection.
-// With several parts, partReaders goroutines read them; the error is the
-// one of the first failing part in block order.
-func (u *Uploader) readParts(ctx context.Context, rec BlockRecord, buf []byte, fill *fillState) error {
-	if len(rec.Parts) == 1 {
-		return u.readPart(rec.Parts[0], buf)
+// partSource gives a block's parts in order as they become known: since(i)
+// returns the parts from index i on, whether no more follow, and a
+// channel closed when that changes. A journaled block's parts are all
+// known (fixedParts); a live block's grow as the plan goes (liveBlock).
+type partSource interface {
+	since(i int) (parts []Part, closed bool, changed <-chan struct{})
+}
+
+type fixedParts []Part
+
+func (p fixedParts) since(i int) ([]Part, bool, <-chan struct{}) { return p[i:], true, nil }
+
+// errPlanStopped: the plan returned before it completed a live block.
+var errPlanStopped = errors.New("the plan stopped before the block was complete")
+
+// readParts fills buf with the block's parts and returns them. A part whose
+// file is not the one planned any more (size, mtime, ctime or inode
+// differ, after the read or, for a large part, before it too), or has
+// vanished or shrunk, gives errChanged: two versions of a file are never
+// mixed into one collection. partReaders goroutines read the parts as
+// they become known, each into its place; the error is the one of the
+// first failing part in block order. With fill, the prefix read so far is
+// reported as it grows. stopped, when closed before the source is, ends
+// the read with errPlanStopped.
+func (u *Uploader) readParts(ctx context.Context, src partSource, buf []byte, fill *fillState, stopped <-chan struct{}) ([]Part, error) {
+	if parts, closed, _ := src.since(0); closed && len(parts) == 1 {
+		return parts, u.readPart(parts[0], buf[:parts[0].Length])
 	}
-	offs := make([]int64, len(rec.Parts)+1)
-	for i, part := range rec.Parts {
-		offs[i+1] = offs[i] + part.Length
+	type job struct {
+		i    int
+		off  int64
+		part Part
 	}
 	var (
-		next    atomic.Int64
+		jobs    = make(chan job, 2*partReaders)
 		failed  atomic.Bool
 		mu      sync.Mutex
-		errAt   = len(rec.Parts)
+		errAt   = -1
 		firstEr error
 		wg      sync.WaitGroup
-		// For fill: which parts are in, and how many from the first.
+		// Under mu: where each part goes, which are in, and how many
+		// from the first.
+		offs   = []int64{0}
 		in     []bool
 		inFrom int
 	)
-	if fill != nil {
-		in = make([]bool, len(rec.Parts))
+	fail := func(i int, err error) {
+		mu.Lock()
+		if errAt < 0 || i < errAt {
+			errAt, firstEr = i, err
+		}
+		mu.Unlock()
+		failed.Store(true)
 	}
-	for range min(partReaders, len(rec.Parts)) {
+	for range partReaders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for !failed.Load() && ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= len(rec.Parts) {
-					return
+			for j := range jobs {
+				if failed.Load() || ctx.Err() != nil {
+					continue // drain
 				}
-				if err := u.readPart(rec.Parts[i], buf[offs[i]:offs[i+1]]); err != nil {
-					mu.Lock()
-					if i < errAt {
-						errAt, firstEr = i, err
-					}
-					mu.Unlock()
-					failed.Store(true)
-					return
+				if err := u.readPart(j.part, buf[j.off:j.off+j.part.Length]); err != nil {
+					fail(j.i, err)
+					continue
 				}
+				mu.Lock()
+				in[j.i] = true
+				for inFrom < len(in) && in[inFrom] {
+					inFrom++
+				}
+				prefix := offs[inFrom]
+				mu.Unlock()
 				if fill != nil {
-					mu.Lock()
-					in[i] = true
-					for inFrom < len(in) && in[inFrom] {
-						inFrom++
-					}
-					prefix := offs[inFrom]
-					mu.Unlock()
 					fill.advance(int(prefix))
 				}
 			}
 		}()
 	}
-	wg.Wait()
-	if firstEr != nil {
-		return firstEr
+	var parts []Part
+	var srcErr error
+dispatch:
+	for {
+		more, closed, changed := src.since(len(parts))
+		for _, p := range more {
+			if failed.Load() || ctx.Err() != nil {
+				break dispatch
+			}
+			mu.Lock()
+			i, off := len(parts), offs[len(parts)]
+			if off+p.Length > int64(len(buf)) {
+				mu.Unlock()
+				srcErr = fmt.Errorf("block larger than its buffer (%d bytes)", len(buf))
+				break dispatch
+			}
+			parts = append(parts, p)
+			offs = append(offs, off+p.Length)
+			in = append(in, false)
+			mu.Unlock()
+			jobs <- job{i, off, p}
+		}
+		if closed {
+			break
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			break dispatch
+		case <-stopped:
+			if _, closed, _ := src.since(len(parts)); !closed {
+				srcErr = errPlanStopped
+				break dispatch
+			}
+		}
 	}
-	return ctx.Err()
+	close(jobs)
+	wg.Wait()
+	switch {
+	case firstEr != nil:
+		return parts, firstEr
+	case srcErr != nil:
+		return parts, srcErr
+	}
+	return parts, ctx.Err()
 }
 
 // checkBefore: a part at least this long has its file's identity checked
