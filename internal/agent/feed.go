@@ -172,14 +172,23 @@ func (f *planFeed) wait(ctx context.Context, have int64) (from, next int64, done
 			f.mu.Unlock()
 			return from, from, false, live, nil
 		}
-		wake := f.wake
-		f.mu.Unlock()
-		f.hungry.Store(true)
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return 0, 0, true, nil, ctx.Err()
+		if err := f.sleep(ctx); err != nil {
+			return 0, 0, true, nil, err
 		}
+	}
+}
+
+// sleep, called with mu held, releases it and waits for the next change,
+// the reader hungry meanwhile.
+func (f *planFeed) sleep(ctx context.Context) error {
+	wake := f.wake
+	f.mu.Unlock()
+	f.hungry.Store(true)
+	select {
+	case <-wake:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -200,13 +209,8 @@ func (f *planFeed) published(ctx context.Context, seq int64) error {
 			}
 			return err
 		}
-		wake := f.wake
-		f.mu.Unlock()
-		f.hungry.Store(true)
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := f.sleep(ctx); err != nil {
+			return err
 		}
 	}
 }

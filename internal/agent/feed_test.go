@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/arv-upload/arv-upload/internal/agent"
+	"github.com/arv-upload/arv-upload/keepclient"
 )
 
 // The upload runs beside the plan of a new job: the first block is PUT
@@ -28,12 +29,7 @@ func TestUpload_besideThePlan(t *testing.T) {
 	src := t.TempDir()
 	want := blockTree(t, src, 31, 4) // big0..big3, one block each, then small/...
 
-	ref := newJob(t, src, agent.Options{Name: "reference", Threads: 2})
-	refUp := uploader(t, ref.j, newKW(keep), c, "t", &warnings{}, -1)
-	_, err := refUp.Plan(ctx) // planned whole first: the upload reads a finished plan
-	require.NoError(t, err)
-	refMeta, err := refUp.Run(ctx)
-	require.NoError(t, err)
+	refMeta := plannedFirst(t, src, keep, c)
 
 	jb := newJob(t, src, agent.Options{Name: "beside", Threads: 2})
 	kw := newKW(keep)
@@ -57,16 +53,37 @@ func TestUpload_besideThePlan(t *testing.T) {
 	})
 	meta, err := up.Run(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, refMeta.PDH, meta.PDH)
-	assert.Equal(t, refMeta.BlocksTotal, meta.BlocksTotal)
-	assert.Equal(t, refMeta.BytesTotal, meta.BytesTotal)
-	assert.Equal(t, refMeta.FilesTotal, meta.FilesTotal)
+	assertSameUpload(t, refMeta, meta, up, kw, want, c, keep)
+}
+
+// plannedFirst uploads src as a job whose plan is made whole before any
+// block is read (a dry run's plan, reused): the reference for runs whose
+// upload goes beside the plan.
+func plannedFirst(t *testing.T, src string, keep *keepclient.Keep, c *keepclient.Client) agent.JobMeta {
+	ctx := context.Background()
+	ref := newJob(t, src, agent.Options{Name: "reference", Threads: 2})
+	up := uploader(t, ref.j, newKW(keep), c, "t", &warnings{}, -1)
+	_, err := up.Plan(ctx)
+	require.NoError(t, err)
+	meta, err := up.Run(ctx)
+	require.NoError(t, err)
+	return meta
+}
+
+// assertSameUpload checks that a run made the reference's collection, its
+// progress complete, every block stored once and every file as written.
+func assertSameUpload(t *testing.T, ref, meta agent.JobMeta, up *agent.Uploader, kw *keepWriter, want map[string][]byte, c *keepclient.Client, keep *keepclient.Keep) {
+	t.Helper()
+	assert.Equal(t, ref.PDH, meta.PDH)
+	assert.Equal(t, ref.BlocksTotal, meta.BlocksTotal)
+	assert.Equal(t, ref.BytesTotal, meta.BytesTotal)
+	assert.Equal(t, ref.FilesTotal, meta.FilesTotal)
 	p := up.Progress()
 	assert.Equal(t, p.BlocksTotal, p.BlocksStored)
 	assert.Equal(t, p.BytesTotal, p.BytesDone)
 	assert.Equal(t, p.FilesTotal, p.FilesDone)
 	assertStoredOnce(t, kw)
-	assertSameFiles(t, want, readBack(t, ctx, c, keep, meta.CollectionUUID))
+	assertSameFiles(t, want, readBack(t, context.Background(), c, keep, meta.CollectionUUID))
 }
 
 // A plan that fails half-way (a name Arvados cannot store, met after
@@ -147,12 +164,7 @@ func TestUpload_besideThePlan_readsTheBlockBeingPlanned(t *testing.T) {
 		write(fmt.Sprintf("s/f%02d", i), 1000+i)
 	}
 
-	ref := newJob(t, src, agent.Options{Name: "reference", Threads: 2})
-	refUp := uploader(t, ref.j, newKW(keep), c, "t", &warnings{}, -1)
-	_, err := refUp.Plan(ctx)
-	require.NoError(t, err)
-	refMeta, err := refUp.Run(ctx)
-	require.NoError(t, err)
+	refMeta := plannedFirst(t, src, keep, c)
 
 	jb := newJob(t, src, agent.Options{Name: "live", Threads: 2})
 	kw := newKW(keep)
@@ -176,11 +188,6 @@ func TestUpload_besideThePlan_readsTheBlockBeingPlanned(t *testing.T) {
 	})
 	meta, err := up.Run(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, refMeta.PDH, meta.PDH)
 	assert.Equal(t, int64(1), meta.BlocksTotal, "one packed block")
-	p := up.Progress()
-	assert.Equal(t, p.FilesTotal, p.FilesDone)
-	assert.Equal(t, p.BytesTotal, p.BytesDone)
-	assertStoredOnce(t, kw)
-	assertSameFiles(t, want, readBack(t, ctx, c, keep, meta.CollectionUUID))
+	assertSameUpload(t, refMeta, meta, up, kw, want, c, keep)
 }
