@@ -62,60 +62,22 @@ func blockID(hash string, size int64) string {
 }
 
 // writeManifest writes the manifest of the files whose blocks are in locs
-// (see storedLocators) to signed, and the same manifest with locators
-// without hints (the text whose MD5 is the PDH) to portable, in one pass
-// over the journal; either writer may be nil. With partial, files with
-// other blocks are left out and the blocks of locs no listed file
-// references go in one extra stream (partialStream), so that the manifest
-// references every stored block. It returns the files written and the
-// blocks referenced.
-func (u *Uploader) writeManifest(ctx context.Context, signed, portable io.Writer, locs map[int64]string, partial bool) (files, blocks int64, err error) {
-	var stripped map[string]string // signed locator -> hash+size
-	if portable != nil {
-		stripped = make(map[string]string, len(locs))
-		for _, l := range locs {
-			stripped[l] = arvados.StripHints(l)
-		}
-	}
+// (see storedLocators) to w, one whole stream per Write (portableLines
+// relies on it). With partial, files with other blocks are left out and
+// the blocks of locs no listed file references go in one extra stream
+// (partialStream), so that the manifest references every stored block.
+// It returns the files written and the blocks referenced.
+func (u *Uploader) writeManifest(ctx context.Context, w io.Writer, locs map[int64]string, partial bool) (files, blocks int64, err error) {
 	used := map[int64]bool{}
-	var sw, pw *arvados.StreamWriter
-	if signed != nil {
-		sw = arvados.NewStreamWriter(signed)
-	}
-	if portable != nil {
-		pw = arvados.NewStreamWriter(portable)
-	}
+	sw := arvados.NewStreamWriter(w)
 	curDir, curEmpty := "", false
-	var cur, pcur []arvados.ManifestFile
-	var psegs []arvados.Segment
+	var cur []arvados.ManifestFile
 	started := false
 	flushDir := func() error {
 		if !started {
 			return nil
 		}
-		if sw != nil {
-			if err := sw.WriteDir(curDir, cur, curEmpty); err != nil {
-				return err
-			}
-		}
-		if pw == nil {
-			return nil
-		}
-		// The same files, each segment's locator without hints.
-		pcur, psegs = pcur[:0], psegs[:0]
-		for _, f := range cur {
-			psegs = append(psegs, f.Segments...)
-		}
-		for i := range psegs {
-			psegs[i].Locator = stripped[psegs[i].Locator]
-		}
-		rest := psegs
-		for _, f := range cur {
-			n := len(f.Segments)
-			pcur = append(pcur, arvados.ManifestFile{Path: f.Path, Segments: rest[:n:n]})
-			rest = rest[n:]
-		}
-		return pw.WriteDir(curDir, pcur, curEmpty)
+		return sw.WriteDir(curDir, cur, curEmpty)
 	}
 	err = u.cfg.Journal.EachFile(ctx, func(f FileRecord) error {
 		dir := path.Dir(f.Path)
@@ -183,19 +145,23 @@ func (u *Uploader) writeManifest(ctx context.Context, signed, portable io.Writer
 	}
 	if total > 0 || b.Len() > 0 {
 		fmt.Fprintf(&b, " 0:%d:blocks\n", total)
-		line := partialStream + b.String()
-		if signed != nil {
-			if _, err := io.WriteString(signed, line); err != nil {
-				return 0, 0, fmt.Errorf("write manifest: %w", err)
-			}
-		}
-		if portable != nil {
-			if _, err := io.WriteString(portable, arvados.PortableText(line)); err != nil {
-				return 0, 0, fmt.Errorf("write manifest: %w", err)
-			}
+		if _, err := io.WriteString(w, partialStream+b.String()); err != nil {
+			return 0, 0, fmt.Errorf("write manifest: %w", err)
 		}
 	}
 	return files, int64(len(locs)), nil
+}
+
+// portableLines writes the manifest streams it is given, each whole (as
+// writeManifest writes them), to w with their locators' hints removed:
+// the text whose MD5 is the PDH.
+type portableLines struct{ w io.Writer }
+
+func (p portableLines) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, arvados.PortableText(string(b))); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // owner is the owner of the job's collections: the project asked for, else

@@ -63,7 +63,7 @@ func (u *Uploader) measureManifest(ctx context.Context, partial, keepCopy bool) 
 		sinks = append(sinks, bw)
 	}
 	sc := &countingWriter{w: io.MultiWriter(sinks...)}
-	_, blocks, err := u.writeManifest(ctx, sc, pc, locs, partial)
+	_, blocks, err := u.writeManifest(ctx, io.MultiWriter(sc, portableLines{pc}), locs, partial)
 	if bw != nil {
 		m.block, m.truncated = bw.buf[:bw.n], bw.overflow
 	}
@@ -95,7 +95,7 @@ func (u *Uploader) saveCollection(ctx context.Context, uuid string, attrs map[st
 				_, err := w.Write(m.block)
 				return err
 			}
-			_, _, err := u.writeManifest(ctx, w, nil, m.locs, partial)
+			_, _, err := u.writeManifest(ctx, w, m.locs, partial)
 			return err
 		},
 	}
