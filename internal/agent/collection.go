@@ -504,19 +504,7 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 		}
 	}
 	if coll == nil {
-		// Only what the user asked for is sent (a site may manage and
-		// protect properties, which it sets on create).
-		attrs := map[string]any{}
-		if opts.Replication > 0 {
-			attrs["replication_desired"] = opts.Replication
-		}
-		if len(opts.StorageClasses) > 0 {
-			attrs["storage_classes_desired"] = opts.StorageClasses
-		}
-		if len(opts.Properties) > 0 {
-			attrs["properties"] = opts.Properties
-		}
-		if coll, err = u.createNamed(ctx, u.finishingName(), attrs, m, false); err != nil {
+		if coll, err = u.createNamed(ctx, u.finishingName(), u.askedAttrs(), m, false); err != nil {
 			return fmt.Errorf("create collection: %w", err)
 		}
 		u.meta.FinishingUUID = coll.UUID
@@ -547,6 +535,24 @@ func (u *Uploader) finishCollection(ctx context.Context) error {
 	return u.saveMeta()
 }
 
+// askedAttrs are the finished collection's attributes the user asked for:
+// only those are sent (a site may manage and protect properties, which it
+// sets on create).
+func (u *Uploader) askedAttrs() map[string]any {
+	opts := u.meta.Options
+	attrs := map[string]any{}
+	if opts.Replication > 0 {
+		attrs["replication_desired"] = opts.Replication
+	}
+	if len(opts.StorageClasses) > 0 {
+		attrs["storage_classes_desired"] = opts.StorageClasses
+	}
+	if len(opts.Properties) > 0 {
+		attrs["properties"] = opts.Properties
+	}
+	return attrs
+}
+
 // finishingName is the finished collection's name until its PDH is
 // checked: unique to the job, so that its create is idempotent.
 func (u *Uploader) finishingName() string {
@@ -572,19 +578,9 @@ func (u *Uploader) trashPartial(ctx context.Context) error {
 // the server's PDH. A mismatch leaves a resumable job whose resume writes
 // it again.
 func (u *Uploader) finishSlot(ctx context.Context, slot string, m *savedManifest) error {
-	opts := u.meta.Options
-	attrs := map[string]any{}
-	if opts.Name != "" {
-		attrs["name"] = opts.Name
-	}
-	if opts.Replication > 0 {
-		attrs["replication_desired"] = opts.Replication
-	}
-	if len(opts.StorageClasses) > 0 {
-		attrs["storage_classes_desired"] = opts.StorageClasses
-	}
-	if len(opts.Properties) > 0 {
-		attrs["properties"] = opts.Properties
+	attrs := u.askedAttrs()
+	if n := u.meta.Options.Name; n != "" {
+		attrs["name"] = n
 	}
 	coll, err := u.saveCollection(ctx, slot, attrs, m, false)
 	if err != nil {

@@ -141,26 +141,12 @@ func (u *Uploader) upload(ctx context.Context, feed *planFeed) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	// Checkpoints read the job's metadata, which a plan beside the upload
-	// writes: they start once it is over.
-	var ckptMu sync.Mutex
-	stopCheckpoints, stopped := func() {}, false
-	startCheckpoints := func() {
-		ckptMu.Lock()
-		defer ckptMu.Unlock()
-		if !stopped {
-			stopCheckpoints = u.startCheckpoints(gctx)
-		}
-	}
-	stopAll := func() {
-		ckptMu.Lock()
-		defer ckptMu.Unlock()
-		stopped = true
-		stopCheckpoints()
-	}
-	defer stopAll()
+	// writes: they start once it is over. planOver is closed once
+	// stopCheckpoints is set for good.
+	stopCheckpoints := func() {}
 	planOver := make(chan struct{})
 	if feed == nil {
-		startCheckpoints()
+		stopCheckpoints = u.startCheckpoints(gctx)
 		close(planOver)
 	} else {
 		go func() {
@@ -172,7 +158,7 @@ func (u *Uploader) upload(ctx context.Context, feed *planFeed) error {
 				p.Phase = "uploading"
 				p.FilesTotal, p.BytesTotal, p.BlocksTotal = u.meta.FilesTotal, u.meta.BytesTotal, u.meta.BlocksTotal
 			})
-			startCheckpoints()
+			stopCheckpoints = u.startCheckpoints(gctx)
 		}()
 	}
 	g.Go(func() error { return reader.run(gctx) })
@@ -182,7 +168,7 @@ func (u *Uploader) upload(ctx context.Context, feed *planFeed) error {
 	// and the committer still journals what Keep confirmed before it stops.
 	err := g.Wait() // and gctx ends
 	<-planOver
-	stopAll()
+	stopCheckpoints()
 	if err != nil {
 		return err
 	}
