@@ -11,9 +11,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/arv-upload/arv-upload/internal/testutil"
 
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/assert"
@@ -331,23 +332,8 @@ func TestServer_requestLog(t *testing.T) {
 	assert.EqualValues(t, 403, lines[3]["status"])
 }
 
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink the tests read while servers write it.
+type syncBuffer = testutil.SyncBuffer
 
 // TestServer_authorizationSchemes: the API server reads the token as every
 // arv-server daemon does (httpx.BearerToken): Bearer or OAuth2, the scheme

@@ -9,8 +9,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/arv-upload/arv-upload/internal/testutil"
 
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/stretchr/testify/require"
@@ -24,23 +25,8 @@ const (
 	testV2Token   = "v2/zzzzz-gj3su-0123456789abcde/examplesecret0123456789"
 )
 
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink the tests read while servers write it.
+type syncBuffer = testutil.SyncBuffer
 
 type testServer struct {
 	*Server

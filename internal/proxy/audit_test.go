@@ -1,14 +1,14 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/arv-upload/arv-upload/internal/testutil"
 
 	"github.com/arv-upload/arv-upload/arvados"
 	"github.com/prometheus/client_golang/prometheus"
@@ -182,22 +182,8 @@ func TestServer_log_neverHasToken(t *testing.T) {
 	assert.Contains(t, out, `"status":403`)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink the tests read while servers write it.
+type syncBuffer = testutil.SyncBuffer
 
 func activeUser(uuid string) arvados.User {
 	return arvados.User{Common: arvados.Common{UUID: uuid}, IsActive: true}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -69,27 +68,6 @@ func (c *realCluster) metricsText(t *testing.T) string {
 	return string(b)
 }
 
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// errorLines are the log lines at ERROR.
-func errorLines(t *testing.T, l *lockedBuffer) []map[string]any {
-	t.Helper()
-	text := l.String()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
-		var m map[string]any
-		require.NoError(t, json.Unmarshal([]byte(line), &m), line)
-		if m["level"] == "ERROR" {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // Issue 12.3: the audit token expires (or is revoked, or lacks the scope):
 // the proxy keeps storing blocks and spooling their records, says so in
 // one error line a minute, in a metric and in its health check, and
@@ -97,7 +75,7 @@ func errorLines(t *testing.T, l *lockedBuffer) []map[string]any {
 // (SetAuditToken, which SIGHUP calls in arv-server proxy).
 func TestServer_audit_refusedTokenThenReload(t *testing.T) {
 	ctx := context.Background()
-	var logs lockedBuffer
+	var logs syncBuffer
 	c, auditor, newAuditToken := auditCluster(t, func(o *Options) {
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 		// A minute, as in production: the test takes far less, so
@@ -125,7 +103,7 @@ func TestServer_audit_refusedTokenThenReload(t *testing.T) {
 	require.Eventually(t, func() bool { return testutilCounter(c.proxy.metrics.auditFailed) >= failedBefore+5 },
 		10*time.Second, 5*time.Millisecond, "delivery keeps retrying")
 	assert.Equal(t, n, c.proxy.SpoolDepth(), "nothing delivered, nothing dropped")
-	errs := errorLines(t, &logs)
+	errs := logLines(t, &logs, "level", "ERROR")
 	require.Len(t, errs, 1, "one error line a minute, however many attempts failed")
 	assert.Contains(t, errs[0]["msg"], "refuses the audit token")
 	assert.Contains(t, errs[0]["msg"], "--audit-token-file")
@@ -139,10 +117,10 @@ func TestServer_audit_refusedTokenThenReload(t *testing.T) {
 
 	// A token without the logs scope (403) is refused too, and said once.
 	c.proxy.SetAuditToken(newAuditToken("GET /arvados/v1/users/current").APIToken)
-	require.Eventually(t, func() bool { return len(errorLines(t, &logs)) == 2 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(logLines(t, &logs, "level", "ERROR")) == 2 }, 10*time.Second, 5*time.Millisecond)
 	failedBefore = testutilCounter(c.proxy.metrics.auditFailed)
 	require.Eventually(t, func() bool { return testutilCounter(c.proxy.metrics.auditFailed) >= failedBefore+5 }, 10*time.Second, 5*time.Millisecond)
-	assert.Len(t, errorLines(t, &logs), 2)
+	assert.Len(t, logLines(t, &logs, "level", "ERROR"), 2)
 	assert.Equal(t, n, c.proxy.SpoolDepth())
 
 	// A valid token: everything is delivered, once.
@@ -168,7 +146,7 @@ func TestServer_audit_refusedTokenThenReload(t *testing.T) {
 
 // The refusal log line is rate-limited by its clock: once per interval.
 func TestAuditRefusal_logInterval(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncBuffer
 	e := newTestEnv(t, func(o *Options) { o.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	now := time.Unix(1000, 0)
 	e.srv.refusal.now = func() time.Time { return now }
@@ -177,10 +155,10 @@ func TestAuditRefusal_logInterval(t *testing.T) {
 		e.srv.auditRefused(refused)
 		now = now.Add(5 * time.Second) // 50s in all
 	}
-	assert.Len(t, errorLines(t, &logs), 1)
+	assert.Len(t, logLines(t, &logs, "level", "ERROR"), 1)
 	now = now.Add(10 * time.Second)
 	e.srv.auditRefused(refused)
-	assert.Len(t, errorLines(t, &logs), 2, "a minute after the last line")
+	assert.Len(t, logLines(t, &logs, "level", "ERROR"), 2, "a minute after the last line")
 	e.srv.auditAccepted()
 	assert.Empty(t, e.srv.auditRefusedHealth())
 }

@@ -1,36 +1,23 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// lockedBuffer is a log sink the server and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// logLines are the JSON lines logged to l whose field key is value.
+func logLines(t *testing.T, l *syncBuffer, key, value string) []map[string]any {
+	t.Helper()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		var m map[string]any
 		require.NoError(t, json.Unmarshal([]byte(line), &m), line)
-		if m["msg"] == "request" {
+		if m[key] == value {
 			out = append(out, m)
 		}
 	}
@@ -42,14 +29,14 @@ func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
 // duration_ms, WARN for refusals), and a client's request ID is used only
 // when it is valid, so no client string forges a log line.
 func TestServer_requestLogLine(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncBuffer
 	e := newTestEnv(t, func(o *Options) { o.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	signed := fooHash + "+3+A" + strings.Repeat("a", 40) + "@6b21f9d7"
 	code, _, _ := do(t, "GET", e.ts.URL+"/"+signed, nil, map[string]string{"Authorization": "Bearer tok-active", "X-Request-Id": "req forged \" status=200"})
 	assert.Equal(t, 405, code)
 	code, _, _ = do(t, "PUT", e.ts.URL+"/"+fooHash, strings.NewReader("foo"), map[string]string{"Authorization": "Bearer nope"})
 	assert.Equal(t, 403, code)
-	lines := logs.lines(t)
+	lines := logLines(t, &logs, "msg", "request")
 	require.Len(t, lines, 2)
 	get, put := lines[0], lines[1]
 	assert.Equal(t, "/"+fooHash+"+3", get["path"], "as received, without the signature")

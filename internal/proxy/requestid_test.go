@@ -13,7 +13,7 @@ import (
 // httpx.ValidRequestID refuses (it could forge or bloat a log line) is
 // neither echoed nor logged; a valid one is kept in both.
 func TestServer_invalidRequestID(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncBuffer
 	e := newTestEnv(t, func(o *Options) { o.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	long := strings.Repeat("a", 500)
 	for _, bad := range []string{`evil id" status=200 forged=1`, long} {
@@ -25,7 +25,7 @@ func TestServer_invalidRequestID(t *testing.T) {
 	text := logs.String()
 	assert.NotContains(t, text, "forged")
 	assert.NotContains(t, text, long[:65])
-	lines := logs.lines(t)
+	lines := logLines(t, &logs, "msg", "request")
 	require.Len(t, lines, 3)
 	assert.Regexp(t, `^req-[0-9a-z]{20}$`, lines[0]["request_id"])
 	assert.Regexp(t, `^req-[0-9a-z]{20}$`, lines[1]["request_id"])
