@@ -156,12 +156,14 @@ type Config struct {
 	// bounds the walk's stat calls in flight (walkstat.go). beforeSend,
 	// when set, runs between measuring a manifest and sending it
 	// (save.go). planHook, when set, sees every path the plan visits,
-	// before it plans it.
+	// before it plans it. hashHook, when set, sees the sequence number of
+	// every block hashed, before it is sent.
 	blockSize       int64
 	readHook        func(path string)
 	statParallelism int // 0 means statParallelism
 	beforeSend      func()
 	planHook        func(path string)
+	hashHook        func(seq int64)
 }
 
 // changeRetries is how many times Run plans again for files that change

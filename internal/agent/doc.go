@@ -46,12 +46,14 @@
 // error, composed in one errgroup (upload.go): the blockReader fills
 // pooled buffers from the planned file ranges, the files of a packed block
 // 8 at a time, each into its fixed place in the buffer, with open, pread,
-// fstat and close (4 syscalls a small file); putters (--threads
-// goroutines) hash them (so MD5 runs on several cores) and PUT those Keep
-// does not hold yet. A packed block goes to a putter as soon as its read
-// starts, and the putter hashes the filled prefix as the reader advances
-// (fill.go), so that reading a block of small files and hashing it
-// overlap; a block whose read fails is dropped, never PUT. The committer
+// fstat and close (4 syscalls a small file); putters hash them (--threads
+// goroutines, so MD5 runs on several cores) and PUT those Keep does not
+// hold yet (--threads others), so the spare buffer's block is hashed while
+// the others are sent and a PUT ending starts the next at once. A packed
+// block goes to a hasher as soon as its read starts, and the hasher hashes
+// the filled prefix as the reader advances (fill.go), so that reading a
+// block of small files and hashing it overlap; a block whose read fails is
+// dropped, never PUT. The committer
 // journals stored blocks in batches (commitBatch 64 records or
 // commitInterval 200 ms), and reads on after
 // another stage failed, so what Keep confirmed is journaled. The first

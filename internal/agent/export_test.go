@@ -49,3 +49,7 @@ func (u *Uploader) MeasureManifest(ctx context.Context) error {
 	}
 	return err
 }
+
+// SetHashHook makes u's putters call f with the sequence number of each
+// block hashed, before it is sent (tests); nil removes it.
+func (u *Uploader) SetHashHook(f func(seq int64)) { u.cfg.hashHook = f }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,5 +190,48 @@ func TestUpload_besideThePlan_readsTheBlockBeingPlanned(t *testing.T) {
 	meta, err := up.Run(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), meta.BlocksTotal, "one packed block")
+	assertSameUpload(t, refMeta, meta, up, kw, want, c, keep)
+}
+
+// A block is hashed while the blocks before it are being sent, so that a
+// PUT ending starts the next at once: here, with one thread, the first
+// PUT waits until the second block is hashed, which a putter that hashes
+// and sends in turn never does. The collection is still the one a plan
+// made first gives.
+func TestUpload_hashesTheNextBlockWhileSending(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, keep := cluster(t)
+	src := t.TempDir()
+	write, want := treeWriter(t, src, 35)
+	for i := range 4 {
+		write(fmt.Sprintf("f%d", i), 3*testBlockSize/2)
+	}
+	refMeta := plannedFirst(t, src, keep, c)
+
+	jb := newJob(t, src, agent.Options{Name: "ahead", Threads: 1})
+	kw := newKW(keep)
+	up := uploader(t, jb.j, kw, c, "t", &warnings{}, -1)
+	secondHashed := make(chan struct{})
+	var hashed atomic.Int32
+	up.SetHashHook(func(int64) {
+		if hashed.Add(1) == 2 {
+			close(secondHashed)
+		}
+	})
+	kw.before = func(n int) {
+		if n != 1 {
+			return
+		}
+		select {
+		case <-secondHashed:
+		case <-time.After(20 * time.Second):
+			t.Error("the second block was not hashed while the first was being sent")
+		}
+	}
+	_, err := up.Plan(ctx)
+	require.NoError(t, err)
+	meta, err := up.Run(ctx)
+	require.NoError(t, err)
 	assertSameUpload(t, refMeta, meta, up, kw, want, c, keep)
 }

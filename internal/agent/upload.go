@@ -392,8 +392,13 @@ func (r *blockReader) failed(err error) error {
 }
 
 // putters is the second stage: n goroutines hash the blocks read (so MD5
-// runs on n cores) and PUT those Keep does not hold yet, and send each
-// stored block on out (closed when they have all returned).
+// runs on n cores) and n others PUT those Keep does not hold yet, and send
+// each stored block on out (closed when they have all returned). Hashing
+// apart from sending lets the block read ahead (the pool's spare buffer)
+// be hashed while the others are sent, so that a PUT ending starts the
+// next one at once instead of after a hash: measured on 2 GiB through the
+// dev cluster's proxy, 2 cores, the time between PUTs fell from 0.15-0.3 s
+// to none.
 type putters struct {
 	u      *Uploader
 	n      int
@@ -406,9 +411,39 @@ type putters struct {
 func (p *putters) run(ctx context.Context) error {
 	defer close(p.out)
 	g, ctx := errgroup.WithContext(ctx)
+	hashed := make(chan readBlock)
+	var hashing atomic.Int32
+	hashing.Store(int32(p.n))
 	for range p.n {
 		g.Go(func() error {
+			defer func() {
+				if hashing.Add(-1) == 0 {
+					close(hashed)
+				}
+			}()
 			for rb := range p.in {
+				ok, err := p.hash(ctx, &rb)
+				if !ok {
+					p.pool.put(rb.buf)
+					if err != nil {
+						return err
+					}
+					continue
+				}
+				if p.u.cfg.hashHook != nil {
+					p.u.cfg.hashHook(rb.rec.Seq)
+				}
+				select {
+				case hashed <- rb:
+				case <-ctx.Done():
+					p.pool.put(rb.buf)
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+		g.Go(func() error {
+			for rb := range hashed {
 				if err := p.put(ctx, rb); err != nil {
 					return err
 				}
@@ -419,19 +454,10 @@ func (p *putters) run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// put hashes one block, stores it unless Keep holds it already, gives its
+// put stores one hashed block unless Keep holds it already, gives its
 // buffer back and sends its record on.
 func (p *putters) put(ctx context.Context, rb readBlock) error {
 	j := p.u.cfg.Journal
-	sum, ok, err := p.hash(ctx, rb)
-	if !ok {
-		p.pool.put(rb.buf)
-		return err
-	}
-	if rb.fill != nil { // the block as read (a live block's size is known now)
-		rb.rec, rb.buf = rb.fill.rec, rb.buf[:rb.fill.rec.Size]
-	}
-	rb.rec.Hash = hex.EncodeToString(sum[:])
 	// A stored block is reused only when it is this block: same hash and
 	// same size (the journal keys stored blocks by hash).
 	if loc, exp, ok := j.StoredHash(rb.rec.Hash); ok && fresh(loc, exp, time.Now().Add(p.margin)) && sameSize(loc, rb.rec.Size) {
@@ -460,28 +486,34 @@ func (p *putters) put(ctx context.Context, rb readBlock) error {
 // more of it is filled (or the read is over).
 const hashChunk = 1 << 20
 
-// hash returns the MD5 of a block, hashing a packed block as it is read
-// (rb.fill). ok is false when the block is to be dropped: its read failed
-// (nil error: the reader says why) or ctx ended; its buffer may then be
-// given back, the read being over.
-func (p *putters) hash(ctx context.Context, rb readBlock) (sum [md5.Size]byte, ok bool, err error) {
+// hash sets rb's hash (and, for a packed block hashed as it is read
+// (rb.fill), its record and length as read). ok is false when the block is
+// to be dropped: its read failed (nil error: the reader says why) or ctx
+// ended; its buffer may then be given back, the read being over.
+func (p *putters) hash(ctx context.Context, rb *readBlock) (ok bool, err error) {
+	var sum [md5.Size]byte
 	if rb.fill == nil {
-		return md5.Sum(rb.buf), true, nil
-	}
-	h := md5.New()
-	for pos := 0; ; {
-		filled, done, err := rb.fill.wait(ctx, min(pos+hashChunk, len(rb.buf)))
-		if err != nil {
-			<-rb.fill.over // until then the reader may write into the buffer
-			return sum, false, ctx.Err()
+		sum = md5.Sum(rb.buf)
+	} else {
+		h := md5.New()
+		for pos := 0; ; {
+			filled, done, err := rb.fill.wait(ctx, min(pos+hashChunk, len(rb.buf)))
+			if err != nil {
+				<-rb.fill.over // until then the reader may write into the buffer
+				return false, ctx.Err()
+			}
+			h.Write(rb.buf[pos:filled])
+			pos = filled
+			if done {
+				h.Sum(sum[:0])
+				break
+			}
 		}
-		h.Write(rb.buf[pos:filled])
-		pos = filled
-		if done {
-			h.Sum(sum[:0])
-			return sum, true, nil
-		}
+		// the block as read (a live block's size is known now)
+		rb.rec, rb.buf = rb.fill.rec, rb.buf[:rb.fill.rec.Size]
 	}
+	rb.rec.Hash = hex.EncodeToString(sum[:])
+	return true, nil
 }
 
 // committer is the last stage: it journals stored blocks in batches
