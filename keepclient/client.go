@@ -91,7 +91,7 @@ func NewClient(cfg Config) (*Client, error) {
 func newTransport(tlsConf *tls.Config, dial time.Duration) *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           newDialer(dial).DialContext,
 		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   10 * time.Second,
 		MaxIdleConns:          100,
@@ -100,6 +100,10 @@ func newTransport(tlsConf *tls.Config, dial time.Duration) *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     false, // Keep bodies are large; HTTP/1.1 streams them best
 	}
+}
+
+func newDialer(timeout time.Duration) *net.Dialer {
+	return &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 }
 
 // WithToken returns a client that uses token and shares everything else.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -81,12 +82,21 @@ func NewKeep(api *Client, opts KeepOptions) *Keep {
 		if api != nil {
 			tlsConf = api.shared.tls
 		}
-		tr := newTransport(tlsConf, 30*time.Second)
-		tr.ResponseHeaderTimeout = 5 * time.Minute
-		tr.MaxIdleConnsPerHost = 64
-		k.http = &http.Client{Transport: tr}
+		k.http = &http.Client{Transport: newKeepTransport(tlsConf, newDialer(30*time.Second).DialContext)}
 	}
 	return k
+}
+
+// newKeepTransport is the Keep client's transport: dial makes its TCP
+// connections, and blocks go out over TLS in socket writes of about
+// 256 KiB, not one per TLS record (tlsbatch.go).
+func newKeepTransport(tlsConf *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	tr := newTransport(tlsConf, 30*time.Second)
+	tr.DialContext = dial
+	tr.DialTLSContext = dialTLSBatched(dial, tlsConf, tr.TLSHandshakeTimeout)
+	tr.ResponseHeaderTimeout = 5 * time.Minute
+	tr.MaxIdleConnsPerHost = 64
+	return tr
 }
 
 // ServicesFromEnv parses ARVADOS_KEEP_SERVICES (space-separated URLs) into
