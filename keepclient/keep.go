@@ -82,18 +82,39 @@ func NewKeep(api *Client, opts KeepOptions) *Keep {
 		if api != nil {
 			tlsConf = api.shared.tls
 		}
-		k.http = &http.Client{Transport: newKeepTransport(tlsConf, newDialer(30*time.Second).DialContext)}
+		k.http = &http.Client{Transport: NewKeepTransport(tlsConf, nil)}
 	}
 	return k
 }
 
-// newKeepTransport is the Keep client's transport: dial makes its TCP
-// connections, and blocks go out over TLS in socket writes of about
-// 256 KiB, not one per TLS record (tlsbatch.go).
+// NewKeepTransport returns the transport the Keep client uses (when its
+// options give no HTTPClient), for others that send blocks (the proxy,
+// to its keepstores): blocks go out in socket writes of about 256 KiB,
+// over TLS too, not one per TLS record or per 32 KiB (tlsbatch.go).
+// tlsConf may be nil, dialer too (30 s to connect). Its TLSClientConfig
+// and TLSHandshakeTimeout may be changed before first use.
+func NewKeepTransport(tlsConf *tls.Config, dialer *net.Dialer) *http.Transport {
+	if dialer == nil {
+		dialer = newDialer(30 * time.Second)
+	}
+	return newKeepTransport(tlsConf, dialer.DialContext)
+}
+
+// newKeepTransport is NewKeepTransport with dial making its TCP
+// connections (tests count their writes).
 func newKeepTransport(tlsConf *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	if tlsConf == nil {
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
 	tr := newTransport(tlsConf, 30*time.Second)
-	tr.DialContext = dial
-	tr.DialTLSContext = dialTLSBatched(dial, tlsConf, tr.TLSHandshakeTimeout)
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return chunkedConn{c}, nil
+	}
+	tr.DialTLSContext = dialTLSBatched(dial, tr)
 	tr.ResponseHeaderTimeout = 5 * time.Minute
 	tr.MaxIdleConnsPerHost = 64
 	return tr

@@ -5,8 +5,8 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
 	"sync"
-	"time"
 )
 
 // Keep PUT bodies over TLS: crypto/tls writes each record (16 KiB at most)
@@ -110,17 +110,27 @@ func (c *batchedTLSConn) Write(p []byte) (int, error) {
 }
 
 // ReadFrom is what the HTTP transport sends a request body with (io.Copy
-// to the connection): it reads r in readChunk pieces, each one Write, so
-// each is one socket write. io.Copy's own 32 KiB buffer would make a
-// socket write of every two records.
-func (c *batchedTLSConn) ReadFrom(r io.Reader) (int64, error) {
+// to the connection): see copyChunks.
+func (c *batchedTLSConn) ReadFrom(r io.Reader) (int64, error) { return copyChunks(c, r) }
+
+// chunkedConn is a plain connection whose ReadFrom (how the HTTP
+// transport sends a request body) writes readChunk pieces: 8 socket
+// writes a MiB instead of io.Copy's 32.
+type chunkedConn struct{ net.Conn }
+
+func (c chunkedConn) ReadFrom(r io.Reader) (int64, error) { return copyChunks(c.Conn, r) }
+
+// copyChunks copies r to w in reads of up to readChunk bytes, each one
+// Write: over TLS one socket write (batchConn), where io.Copy's own 32 KiB
+// buffer would make one of every two records.
+func copyChunks(w io.Writer, r io.Reader) (int64, error) {
 	bp := readChunkPool.Get().(*[]byte)
 	defer readChunkPool.Put(bp)
 	var total int64
 	for {
 		n, err := r.Read(*bp)
 		if n > 0 {
-			m, werr := c.Write((*bp)[:n])
+			m, werr := w.Write((*bp)[:n])
 			total += int64(m)
 			if werr != nil {
 				return total, werr
@@ -137,22 +147,21 @@ func (c *batchedTLSConn) ReadFrom(r io.Reader) (int64, error) {
 
 var readChunkPool = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
 
-// dialTLSBatched returns an http.Transport DialTLSContext that dials with
-// dial, makes the TLS handshake (conf, with the server name from addr
-// when conf has none) within handshakeTimeout, and returns the connection
-// with batched writes. Without ALPN the server speaks HTTP/1.1, which is
-// what the Keep client wants (ForceAttemptHTTP2 false).
-func dialTLSBatched(dial func(ctx context.Context, network, addr string) (net.Conn, error), conf *tls.Config, handshakeTimeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// dialTLSBatched returns an http.Transport DialTLSContext for tr that
+// dials with dial, makes the TLS handshake (tr's TLSClientConfig, with the
+// server name from addr when it has none) within tr's
+// TLSHandshakeTimeout, and returns the connection with batched writes.
+// Without ALPN the server speaks HTTP/1.1, which is what the Keep client
+// wants (ForceAttemptHTTP2 false).
+func dialTLSBatched(dial func(ctx context.Context, network, addr string) (net.Conn, error), tr *http.Transport) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		raw, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		var cfg *tls.Config
-		if conf != nil {
-			cfg = conf.Clone()
-		} else {
-			cfg = &tls.Config{}
+		cfg := &tls.Config{}
+		if tr.TLSClientConfig != nil {
+			cfg = tr.TLSClientConfig.Clone()
 		}
 		if cfg.ServerName == "" {
 			host, _, err := net.SplitHostPort(addr)
@@ -163,8 +172,12 @@ func dialTLSBatched(dial func(ctx context.Context, network, addr string) (net.Co
 		}
 		bc := &batchConn{Conn: raw}
 		tc := tls.Client(bc, cfg)
-		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-		defer cancel()
+		hctx := ctx
+		if tr.TLSHandshakeTimeout > 0 {
+			var cancel context.CancelFunc
+			hctx, cancel = context.WithTimeout(ctx, tr.TLSHandshakeTimeout)
+			defer cancel()
+		}
 		if err := tc.HandshakeContext(hctx); err != nil {
 			raw.Close()
 			return nil, err

@@ -36,8 +36,13 @@ func (c countingConn) Write(p []byte) (int, error) {
 // tlsKeep is a Keep service over TLS that checks each PUT body against
 // the hash in its path, and a Keep client whose socket writes are counted.
 func tlsKeep(t *testing.T, batched bool) (*Keep, *atomic.Int64, *atomic.Int64) {
+	return countedKeep(t, true, batched)
+}
+
+// countedKeep is tlsKeep, over plain HTTP when !overTLS.
+func countedKeep(t *testing.T, overTLS, batched bool) (*Keep, *atomic.Int64, *atomic.Int64) {
 	var stored atomic.Int64
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := md5.New()
 		n, err := io.Copy(h, r.Body)
 		hash := strings.TrimPrefix(r.URL.Path, "/")
@@ -49,6 +54,11 @@ func tlsKeep(t *testing.T, batched bool) (*Keep, *atomic.Int64, *atomic.Int64) {
 		w.Header().Set("X-Keep-Replicas-Stored", r.Header.Get("X-Keep-Desired-Replicas"))
 		fmt.Fprintf(w, "%s+%d\n", hash, n)
 	}))
+	if overTLS {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	writes := new(atomic.Int64)
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -62,10 +72,11 @@ func tlsKeep(t *testing.T, batched bool) (*Keep, *atomic.Int64, *atomic.Int64) {
 	tr := newKeepTransport(conf, dial)
 	if !batched {
 		tr.DialTLSContext = nil
+		tr.DialContext = dial
 	}
-	host, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "https://"))
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
-	svc := arvados.KeepService{ServiceHost: host, ServicePort: p, ServiceSSLFlag: true, ServiceType: "proxy"}
+	svc := arvados.KeepService{ServiceHost: host, ServicePort: p, ServiceSSLFlag: overTLS, ServiceType: "proxy"}
 	svc.UUID = "zzzzz-bi6l4-000000000000000"
 	k := NewKeep(nil, KeepOptions{Services: []arvados.KeepService{svc}, HTTPClient: &http.Client{Transport: tr}, Retries: -1})
 	return k, writes, &stored
@@ -74,7 +85,7 @@ func tlsKeep(t *testing.T, batched bool) (*Keep, *atomic.Int64, *atomic.Int64) {
 // A block goes out over TLS in socket writes of about 256 KiB, not one per
 // 16 KiB record, and arrives whole: 8 MiB in at most 48 writes (plain TLS
 // makes 512 or more), blocks sent at once on one client each intact.
-func TestKeep_putOverTLSInBatches(t *testing.T) {
+func TestKeep_putInLargeSocketWrites(t *testing.T) {
 	t.Parallel()
 	block := make([]byte, 8<<20)
 	rand.New(rand.NewSource(1)).Read(block)
@@ -93,6 +104,19 @@ func TestKeep_putOverTLSInBatches(t *testing.T) {
 	_, err = plain.Put(context.Background(), block, PutOptions{Hash: hash, Token: "t"})
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, plainWrites.Load(), int64(512), "plain TLS: a write per record (the test could fail)")
+
+	// Plain HTTP (the proxy to its keepstores): 252 KiB writes, not
+	// io.Copy's 32 KiB.
+	for _, batched := range []bool{true, false} {
+		hk, hw, _ := countedKeep(t, false, batched)
+		_, err = hk.Put(context.Background(), block, PutOptions{Hash: hash, Token: "t"})
+		require.NoError(t, err)
+		if batched {
+			assert.LessOrEqual(t, hw.Load(), int64(40), "socket writes for an 8 MiB block over plain HTTP")
+		} else {
+			assert.GreaterOrEqual(t, hw.Load(), int64(256), "io.Copy's 32 KiB writes (the test could fail)")
+		}
+	}
 
 	// Several blocks at once, over several connections of one client.
 	var wg sync.WaitGroup

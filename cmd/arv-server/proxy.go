@@ -164,9 +164,9 @@ func runProxy(ctx context.Context, stderr io.Writer, f proxyFlags) error {
 	if err != nil {
 		return err
 	}
-	// Upstream settings of keepproxy (PROTOCOL 7.4), plus the Via header.
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 180 * time.Second}).DialContext
+	// Upstream settings of keepproxy (PROTOCOL 7.4), plus the Via header;
+	// bodies go out as the Keep client sends them (in 256 KiB writes).
+	tr := keepclient.NewKeepTransport(nil, &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 180 * time.Second})
 	tr.TLSHandshakeTimeout = 4 * time.Second
 	tr.MaxIdleConns = 100
 	tr.MaxIdleConnsPerHost = 100

@@ -236,7 +236,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			API: apiClient,
 			// Via marks upstream requests as proxied, as keepproxy does.
 			Keep: keepclient.NewKeep(apiClient, keepclient.KeepOptions{Services: disks,
-				HTTPClient: &http.Client{Transport: proxy.ViaTransport(nil), Timeout: 10 * time.Minute}}),
+				HTTPClient: &http.Client{Transport: proxy.ViaTransport(keepclient.NewKeepTransport(nil, nil)), Timeout: 10 * time.Minute}}),
 			AuthCacheTTL: opts.AuthCacheTTL,
 			// Clients outside are given only the proxy (as on a real
 			// cluster), so it serves their reads too, as keepproxy does.

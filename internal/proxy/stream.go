@@ -55,6 +55,8 @@ type blockStream struct {
 	readers  map[*streamReader]struct{}
 	err      error // abort: readers fail with it
 	closed   bool  // the upstream write ended: readers and producer stop
+
+	publishes int // publish calls (tests)
 }
 
 func newBlockStream(buf []byte, size int64) *blockStream {
@@ -115,6 +117,7 @@ func (b *blockStream) space() (p []byte, waited time.Duration, err error) {
 // readable.
 func (b *blockStream) publish(n int) {
 	b.mu.Lock()
+	b.publishes++
 	b.filled += int64(n)
 	b.reserved = b.filled
 	b.cond.Broadcast()
