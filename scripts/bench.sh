@@ -311,6 +311,25 @@ if want limits; then
     rm -f "$W/dd.tmp"
     row "write O_DIRECT (dd oflag=direct)" "$DD_MB MiB" - "refused by this filesystem" - - -
   fi
+  # The keepstore's own write path, no network: two 64 MiB blocks at once
+  # (as two upload threads send them), each hashed, written with O_DIRECT
+  # and made durable (fdatasync, rename, directory fsync) into $TMPDIR's
+  # filesystem, where the dev cluster keeps its blocks. Writing the big
+  # data once at this speed is the floor of replication 1 (twice, of 2).
+  if [ -d "$SRC/internal/keepstore" ]; then
+    note "keepstore write path alone: go test -bench 'BenchmarkDirVolumePut_StreamConcurrent/2\$' ./internal/keepstore/ in $SRC"
+    (cd "$SRC" && go test -run '^$' -bench 'BenchmarkDirVolumePut_StreamConcurrent/2$' -benchtime 4x -count "$RUNS" ./internal/keepstore/) >"$W/ksbench.out" 2>&1 || {
+      echo "bench: the keepstore benchmark failed:" >&2
+      cat "$W/ksbench.out" >&2
+      exit 1
+    }
+    mbs=$(awk '$1 ~ /^BenchmarkDirVolumePut_StreamConcurrent\/2(-[0-9]+)?$/ {for (i = 3; i < NF; i++) if ($(i+1) == "MB/s") print $i}' "$W/ksbench.out" | median)
+    if [ -n "$mbs" ]; then
+      # MB/s is 10^6 bytes a second; the big data is BIG_MB MiB.
+      s=$(calc '%.2f' 'b*1.048576/m' b="$BIG_MB" m="$mbs")
+      row "keepstore durable writes, 2 blocks at once (floor of r1; r2 twice)" "$BIG_MB MiB" "$s" "$(calc '%.0f' 'm' m="$mbs") MB/s" "$(calc '%.2fx' 's/r' s="$s" r="$md5_big")" - -
+    fi
+  fi
 fi
 
 if [ $need_small = 1 ]; then
