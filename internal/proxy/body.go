@@ -109,6 +109,8 @@ type bodyReader struct {
 	// last bytes are published: an error aborts the stream there, so no
 	// keepstore ever receives a whole body the proxy refuses.
 	last func() error
+	// wait is publishWait (tests make it longer).
+	wait time.Duration
 }
 
 // bodyHasher returns the md5 the proxy computes of a body: always when
@@ -131,7 +133,7 @@ func (s *Server) newBodyReader(w http.ResponseWriter, r *http.Request, h hash.Ha
 		return nil, fmt.Errorf("clear write deadline: %w", err)
 	}
 	return &bodyReader{
-		s: s, r: r, rc: rc, hash: h, last: last,
+		s: s, r: r, rc: rc, hash: h, last: last, wait: publishWait,
 		pacer: newBodyPacer(time.Now(), s.opts.BodyIdleTimeout, s.opts.MinBodyRate, s.opts.MinBodyRateWindow),
 	}, nil
 }
@@ -216,7 +218,7 @@ func (br *bodyReader) gather(st *blockStream, p []byte) (n int, whole bool, err 
 		if first.IsZero() {
 			first = now
 		}
-		if n >= min(len(p), publishChunk) || now.Sub(first) >= publishWait {
+		if n >= min(len(p), publishChunk) || now.Sub(first) >= br.wait {
 			return n, false, nil
 		}
 	}
