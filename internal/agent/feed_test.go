@@ -181,11 +181,7 @@ func TestUpload_besideThePlan_readsTheBlockBeingPlanned(t *testing.T) {
 		if path != "s/f30" {
 			return
 		}
-		select {
-		case <-firstRead:
-		case <-time.After(20 * time.Second):
-			t.Error("the first file of the block was not read while the block was being planned")
-		}
+		awaitOrFail(t, firstRead, "the first file of the block was not read while the block was being planned")
 	})
 	meta, err := up.Run(ctx)
 	require.NoError(t, err)
@@ -223,15 +219,21 @@ func TestUpload_hashesTheNextBlockWhileSending(t *testing.T) {
 		if n != 1 {
 			return
 		}
-		select {
-		case <-secondHashed:
-		case <-time.After(20 * time.Second):
-			t.Error("the second block was not hashed while the first was being sent")
-		}
+		awaitOrFail(t, secondHashed, "the second block was not hashed while the first was being sent")
 	}
 	_, err := up.Plan(ctx)
 	require.NoError(t, err)
 	meta, err := up.Run(ctx)
 	require.NoError(t, err)
 	assertSameUpload(t, refMeta, meta, up, kw, want, c, keep)
+}
+
+// awaitOrFail waits up to 20 s for ch to close, then fails the test with
+// msg (from a hook, so it does not stop the goroutine).
+func awaitOrFail(t *testing.T, ch <-chan struct{}, msg string) {
+	select {
+	case <-ch:
+	case <-time.After(20 * time.Second):
+		t.Error(msg)
+	}
 }
