@@ -122,27 +122,12 @@ func (c chunkedConn) ReadFrom(r io.Reader) (int64, error) { return copyChunks(c.
 
 // copyChunks copies r to w in reads of up to readChunk bytes, each one
 // Write: over TLS one socket write (batchConn), where io.Copy's own 32 KiB
-// buffer would make one of every two records.
+// buffer would make one of every two records. Neither side is offered its
+// WriterTo or ReaderFrom (a TCP connection's would copy 32 KiB at a time).
 func copyChunks(w io.Writer, r io.Reader) (int64, error) {
 	bp := readChunkPool.Get().(*[]byte)
 	defer readChunkPool.Put(bp)
-	var total int64
-	for {
-		n, err := r.Read(*bp)
-		if n > 0 {
-			m, werr := w.Write((*bp)[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
+	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, *bp)
 }
 
 var readChunkPool = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
